@@ -1,0 +1,102 @@
+//! Row types, one per table.
+
+use diesel::prelude::*;
+
+use crate::schema::{archive_tasks, log_chunks, prefixes, stream_tags, streams};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = prefixes)]
+pub struct PrefixRow {
+    pub project: String,
+    pub prefix: String,
+    /// SHA-256 of the secret; the only form kept after the nonce-retry window.
+    pub secret_hash: Vec<u8>,
+    /// The plain secret, kept only while an op_nonce retry may still ask for it.
+    pub secret: Option<Vec<u8>>,
+    pub op_nonce: Option<Vec<u8>>,
+    /// JSON array of strings.
+    pub source_info: String,
+    pub created_us: i64,
+    pub expires_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = streams)]
+pub struct StreamRow {
+    pub project: String,
+    pub id: String,
+    pub path: String,
+    pub prefix: String,
+    pub name: String,
+    pub stream_type: String,
+    pub content_type: String,
+    /// The resolved descriptor as JSON.
+    pub descriptor: String,
+    pub created_us: i64,
+    pub updated_us: i64,
+    /// Every entry below it is stored. Advanced by each commit that extends the run.
+    pub next_index: i64,
+    pub terminal_index: i64,
+    pub terminated_us: Option<i64>,
+    /// Set when an archive task is leased: no more appends.
+    pub sealed: bool,
+    pub archival: String,
+    /// ArchiveInfo as JSON once archived.
+    pub archive: Option<String>,
+    pub archive_error: Option<String>,
+    pub purged: bool,
+}
+
+/// The lifecycle columns a transition rewrites.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = streams, treat_none_as_null = true)]
+pub struct StreamLifecycle {
+    pub updated_us: i64,
+    pub terminal_index: i64,
+    pub terminated_us: Option<i64>,
+    pub sealed: bool,
+    pub archival: String,
+    pub archive: Option<String>,
+    pub archive_error: Option<String>,
+    pub purged: bool,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = stream_tags)]
+pub struct TagRow {
+    pub project: String,
+    pub stream_id: String,
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = log_chunks)]
+pub struct ChunkRow {
+    pub project: String,
+    pub stream_id: String,
+    pub first_index: i64,
+    pub count: i64,
+    /// Sum of the entries' payload sizes.
+    pub bytes: i64,
+    /// The sequence number the entry after this chunk gets by default.
+    pub end_sequence: i64,
+    /// The entries, encoded by `chunk::encode`.
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = archive_tasks)]
+pub struct TaskRow {
+    pub task_id: String,
+    pub project: String,
+    pub stream_id: String,
+    /// `terminated`, `incomplete` or `expired`.
+    pub reason: String,
+    pub due_us: i64,
+    pub attempt: i32,
+    pub lease_id: Option<String>,
+    pub lease_expires_us: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_us: i64,
+}

@@ -1,0 +1,593 @@
+//! The store: one r2d2 pool over SQLite or PostgreSQL through a diesel `MultiConnection`,
+//! embedded migrations, and the queries the actors run.
+//!
+//! Every call blocks: callers run them on blocking threads (the `Writer` thread,
+//! `spawn_blocking`, `web::block`), never on an actor's or an HTTP worker's thread.
+//! Write transactions on SQLite are `BEGIN IMMEDIATE`, so a writer waits on the busy
+//! timeout instead of failing when it upgrades a read lock.
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection, R2D2Connection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::models::*;
+use crate::schema::{archive_tasks, log_chunks, prefixes, stream_tags, streams};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// How long a SQLite writer waits for the write lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+/// A connection to either backend; queries written once with diesel's DSL run on both.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Which database a store talks to, chosen from the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is too busy; the caller may retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Query(diesel::result::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match &e {
+            E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            E::DatabaseError(_, info) if info.message().contains("database is locked") => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Query(e),
+        }
+    }
+}
+
+impl From<r2d2::PoolError> for StoreError {
+    fn from(e: r2d2::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Opens connections of the backend the URL names (never guessing from a failed attempt).
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+    url: String,
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
+        let conn = match self.backend {
+            Backend::Postgres => AnyConnection::Postgresql(
+                PgConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?,
+            ),
+            Backend::Sqlite => {
+                let mut c = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the writer; FULL makes an acknowledged
+                // commit survive power loss.
+                c.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                ))
+                .map_err(r2d2::Error::QueryError)?;
+                AnyConnection::Sqlite(c)
+            }
+        };
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
+        conn.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// The pool and what it talks to. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<Manager>,
+    backend: Backend,
+}
+
+/// Splits a database setting into backend and connection string: `postgres://` and
+/// `postgresql://` URLs are PostgreSQL; `sqlite://PATH` and anything else a SQLite path.
+pub fn parse_database_url(url: &str) -> (Backend, String) {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        (Backend::Postgres, url.to_owned())
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        (Backend::Sqlite, path.to_owned())
+    } else {
+        (Backend::Sqlite, url.to_owned())
+    }
+}
+
+impl Store {
+    /// Opens a pool on `url` (creating a SQLite file's folder) without migrating.
+    pub fn open(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        let (backend, conn_str) = parse_database_url(url);
+        if backend == Backend::Sqlite {
+            if let Some(dir) = std::path::Path::new(&conn_str).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(Manager { backend, url: conn_str })?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies every pending migration; returns how many ran.
+    pub fn migrate(&self) -> Result<usize, StoreError> {
+        let mut conn = self.pool.get()?;
+        let ran = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        };
+        ran.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+    }
+
+    /// True when the database answers and no migration is pending.
+    pub fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let pending = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+        };
+        match pending {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(StoreError::Unavailable("migrations pending".into())),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Runs `f` on a pooled connection, outside any transaction.
+    pub fn read<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`); commits on `Ok`.
+    pub fn write<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        let conn = &mut *conn;
+        match conn {
+            AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+            AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
+        }
+        let result = f(conn);
+        let end = match (&result, conn) {
+            (Ok(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
+            (Ok(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::commit_transaction(c),
+            (Err(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
+            (Err(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::rollback_transaction(c),
+        };
+        match (result, end) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Prefixes
+
+pub fn get_prefix(conn: &mut AnyConnection, project: &str, prefix: &str) -> Result<Option<PrefixRow>, StoreError> {
+    Ok(prefixes::table
+        .find((project, prefix))
+        .select(PrefixRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn insert_prefix(conn: &mut AnyConnection, row: &PrefixRow) -> Result<(), StoreError> {
+    diesel::insert_into(prefixes::table).values(row).execute(conn)?;
+    Ok(())
+}
+
+/// Forgets plain secrets kept for op_nonce retries of prefixes created before `before_us`.
+pub fn forget_retry_secrets(conn: &mut AnyConnection, before_us: i64) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        prefixes::table
+            .filter(prefixes::secret.is_not_null())
+            .filter(prefixes::created_us.lt(before_us)),
+    )
+    .set(prefixes::secret.eq(None::<Vec<u8>>))
+    .execute(conn)?)
+}
+
+/// Expires a prefix and removes its streams' metadata, data and tasks. Returns the ids
+/// of the removed streams, or `None` when the prefix does not exist.
+pub fn delete_prefix(
+    conn: &mut AnyConnection,
+    project: &str,
+    prefix: &str,
+    now_us: i64,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let updated = diesel::update(prefixes::table.find((project, prefix)))
+        .set((
+            prefixes::expires_us.eq(now_us),
+            prefixes::secret.eq(None::<Vec<u8>>),
+            prefixes::op_nonce.eq(None::<Vec<u8>>),
+        ))
+        .execute(conn)?;
+    if updated == 0 {
+        return Ok(None);
+    }
+    let ids: Vec<String> = streams::table
+        .filter(streams::project.eq(project))
+        .filter(streams::prefix.eq(prefix))
+        .select(streams::id)
+        .load(conn)?;
+    for chunk in ids.chunks(500) {
+        diesel::delete(stream_tags::table.filter(stream_tags::project.eq(project)).filter(stream_tags::stream_id.eq_any(chunk)))
+            .execute(conn)?;
+        diesel::delete(log_chunks::table.filter(log_chunks::project.eq(project)).filter(log_chunks::stream_id.eq_any(chunk)))
+            .execute(conn)?;
+        diesel::delete(
+            archive_tasks::table.filter(archive_tasks::project.eq(project)).filter(archive_tasks::stream_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+        diesel::delete(streams::table.filter(streams::project.eq(project)).filter(streams::id.eq_any(chunk)))
+            .execute(conn)?;
+    }
+    Ok(Some(ids))
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams
+
+pub fn get_stream(conn: &mut AnyConnection, project: &str, id: &str) -> Result<Option<StreamRow>, StoreError> {
+    Ok(streams::table
+        .find((project, id))
+        .select(StreamRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Inserts a new stream with its tags and its first archive task, in the caller's transaction.
+pub fn insert_stream(
+    conn: &mut AnyConnection,
+    row: &StreamRow,
+    tags: &[TagRow],
+    task: &TaskRow,
+) -> Result<(), StoreError> {
+    diesel::insert_into(streams::table).values(row).execute(conn)?;
+    for tag in tags {
+        diesel::insert_into(stream_tags::table).values(tag).execute(conn)?;
+    }
+    diesel::insert_into(archive_tasks::table).values(task).execute(conn)?;
+    Ok(())
+}
+
+/// Rewrites a stream's lifecycle columns.
+pub fn update_lifecycle(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    change: &StreamLifecycle,
+) -> Result<(), StoreError> {
+    diesel::update(streams::table.find((project, id))).set(change).execute(conn)?;
+    Ok(())
+}
+
+/// Moves a stream's archive task (creating it if it is gone) to a new due time and reason.
+pub fn schedule_task(
+    conn: &mut AnyConnection,
+    project: &str,
+    stream_id: &str,
+    reason: &str,
+    due_us: i64,
+    new_task_id: &str,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let updated = diesel::update(
+        archive_tasks::table
+            .filter(archive_tasks::project.eq(project))
+            .filter(archive_tasks::stream_id.eq(stream_id)),
+    )
+    .set((archive_tasks::reason.eq(reason), archive_tasks::due_us.eq(due_us)))
+    .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(archive_tasks::table)
+            .values(&TaskRow {
+                task_id: new_task_id.to_owned(),
+                project: project.to_owned(),
+                stream_id: stream_id.to_owned(),
+                reason: reason.to_owned(),
+                due_us,
+                attempt: 0,
+                lease_id: None,
+                lease_expires_us: None,
+                last_error: None,
+                created_us: now_us,
+            })
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn get_task(conn: &mut AnyConnection, project: &str, stream_id: &str) -> Result<Option<TaskRow>, StoreError> {
+    Ok(archive_tasks::table
+        .filter(archive_tasks::project.eq(project))
+        .filter(archive_tasks::stream_id.eq(stream_id))
+        .select(TaskRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Marks a stream purged and releases its intermediate data and archive task.
+pub fn purge_stream(conn: &mut AnyConnection, project: &str, id: &str, now_us: i64) -> Result<(), StoreError> {
+    diesel::update(streams::table.find((project, id)))
+        .set((streams::purged.eq(true), streams::updated_us.eq(now_us)))
+        .execute(conn)?;
+    diesel::delete(log_chunks::table.filter(log_chunks::project.eq(project)).filter(log_chunks::stream_id.eq(id)))
+        .execute(conn)?;
+    diesel::delete(archive_tasks::table.filter(archive_tasks::project.eq(project)).filter(archive_tasks::stream_id.eq(id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn stream_tags(conn: &mut AnyConnection, project: &str, id: &str) -> Result<Vec<TagRow>, StoreError> {
+    Ok(stream_tags::table
+        .filter(stream_tags::project.eq(project))
+        .filter(stream_tags::stream_id.eq(id))
+        .select(TagRow::as_select())
+        .load(conn)?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Log chunks
+
+/// A stored run of entries, without its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub first_index: u64,
+    pub count: u64,
+    pub bytes: u64,
+    pub end_sequence: u64,
+}
+
+/// The spans of the chunks that end above `from_index`, in index order.
+pub fn chunk_spans(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    from_index: u64,
+) -> Result<Vec<ChunkSpan>, StoreError> {
+    let rows: Vec<(i64, i64, i64, i64)> = log_chunks::table
+        .filter(log_chunks::project.eq(project))
+        .filter(log_chunks::stream_id.eq(id))
+        .filter((log_chunks::first_index + log_chunks::count).gt(from_index as i64))
+        .order(log_chunks::first_index.asc())
+        .select((log_chunks::first_index, log_chunks::count, log_chunks::bytes, log_chunks::end_sequence))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(f, c, b, s)| ChunkSpan { first_index: f as u64, count: c as u64, bytes: b as u64, end_sequence: s as u64 })
+        .collect())
+}
+
+/// The chunks holding entries in `[from_index, to_index)`, in index order, payload included.
+pub fn read_chunks(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    from_index: u64,
+    to_index: u64,
+    max_rows: i64,
+) -> Result<Vec<ChunkRow>, StoreError> {
+    Ok(log_chunks::table
+        .filter(log_chunks::project.eq(project))
+        .filter(log_chunks::stream_id.eq(id))
+        .filter((log_chunks::first_index + log_chunks::count).gt(from_index as i64))
+        .filter(log_chunks::first_index.lt(to_index as i64))
+        .order(log_chunks::first_index.asc())
+        .limit(max_rows)
+        .select(ChunkRow::as_select())
+        .load(conn)?)
+}
+
+pub fn insert_chunk(conn: &mut AnyConnection, row: &ChunkRow) -> Result<(), StoreError> {
+    diesel::insert_into(log_chunks::table).values(row).execute(conn)?;
+    Ok(())
+}
+
+/// Replaces the chunks of `[first, end)` by one chunk holding all their entries. Only
+/// the owner of the stream calls it, so nothing is inserted in that range meanwhile.
+pub fn compact_chunks(conn: &mut AnyConnection, project: &str, id: &str, first: u64, end: u64) -> Result<usize, StoreError> {
+    let rows = read_chunks(conn, project, id, first, end, i64::MAX)?;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.first_index as u64 >= first && (r.first_index + r.count) as u64 <= end)
+        .collect();
+    if rows.len() < 2 {
+        return Ok(0);
+    }
+    let mut entries = Vec::new();
+    let (mut bytes, mut end_sequence) = (0, 0);
+    for r in &rows {
+        entries.extend(crate::chunk::decode(&r.data).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        bytes += r.bytes;
+        end_sequence = r.end_sequence;
+    }
+    // The merged run must be contiguous, or it is not one chunk.
+    if entries.windows(2).any(|w| w[1].stream_index != w[0].stream_index + 1) {
+        return Ok(0);
+    }
+    let first_index = rows[0].first_index;
+    diesel::delete(
+        log_chunks::table
+            .filter(log_chunks::project.eq(project))
+            .filter(log_chunks::stream_id.eq(id))
+            .filter(log_chunks::first_index.eq_any(rows.iter().map(|r| r.first_index).collect::<Vec<_>>())),
+    )
+    .execute(conn)?;
+    insert_chunk(
+        conn,
+        &ChunkRow {
+            project: project.to_owned(),
+            stream_id: id.to_owned(),
+            first_index,
+            count: entries.len() as i64,
+            bytes,
+            end_sequence,
+            data: crate::chunk::encode(&entries),
+        },
+    )?;
+    Ok(rows.len())
+}
+
+/// Moves `next_index` from `old` to `new`, but only if no earlier commit it relies on
+/// is missing (the column is at least `old`) and it would not move backwards.
+pub fn advance_next_index(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    old: u64,
+    new: u64,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    diesel::update(
+        streams::table
+            .find((project, id))
+            .filter(streams::next_index.ge(old as i64))
+            .filter(streams::next_index.lt(new as i64)),
+    )
+    .set((streams::next_index.eq(new as i64), streams::updated_us.eq(now_us)))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Sets `next_index` outright (used when the owner recomputes it after loading).
+pub fn set_next_index(conn: &mut AnyConnection, project: &str, id: &str, next: u64) -> Result<(), StoreError> {
+    diesel::update(streams::table.find((project, id)))
+        .set(streams::next_index.eq(next as i64))
+        .execute(conn)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Databases for tests and `logdog migrate`
+
+/// Replaces the database name of a PostgreSQL URL.
+pub fn postgres_url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Creates a database on the server `server_url` points at.
+pub fn create_postgres_database(server_url: &str, name: &str) -> Result<(), StoreError> {
+    let mut c = PgConnection::establish(server_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    c.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+    Ok(())
+}
+
+/// Drops a database, disconnecting whoever still uses it.
+pub fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), StoreError> {
+    let mut c = PgConnection::establish(server_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(parse_database_url("postgres://u@h/db").0, Backend::Postgres);
+        assert_eq!(parse_database_url("postgresql://u@h/db").0, Backend::Postgres);
+        assert_eq!(parse_database_url("sqlite:///abs/x.db"), (Backend::Sqlite, "/abs/x.db".into()));
+        assert_eq!(parse_database_url("data/x.db"), (Backend::Sqlite, "data/x.db".into()));
+        assert_eq!(postgres_url_with_database("postgres://p@127.0.0.1:5432/test", "x"), "postgres://p@127.0.0.1:5432/x");
+        assert_eq!(postgres_url_with_database("postgres://p@h/test?sslmode=disable", "x"), "postgres://p@h/x?sslmode=disable");
+        assert_eq!(postgres_url_with_database("postgres://p@h", "x"), "postgres://p@h/x");
+    }
+
+    #[test]
+    fn sqlite_store_migrates_and_round_trips_a_prefix() {
+        let dir = std::env::temp_dir().join(format!("logdog-store-{}", std::process::id()));
+        let store = Store::open(dir.join("t.db").to_str().unwrap(), 2).unwrap();
+        assert_eq!(store.migrate().unwrap(), 1);
+        store.ready().unwrap();
+        let row = PrefixRow {
+            project: "p".into(),
+            prefix: "a/b".into(),
+            secret_hash: vec![1; 32],
+            secret: None,
+            op_nonce: None,
+            source_info: "[]".into(),
+            created_us: 1,
+            expires_us: 2,
+        };
+        store.write(|c| insert_prefix(c, &row)).unwrap();
+        let got = store.read(|c| get_prefix(c, "p", "a/b")).unwrap().unwrap();
+        assert_eq!(got.secret_hash, vec![1; 32]);
+        // A failed transaction leaves nothing behind.
+        let err = store.write(|c| {
+            insert_prefix(c, &PrefixRow { prefix: "c".into(), ..row.clone() })?;
+            insert_prefix(c, &row)
+        });
+        assert!(err.is_err());
+        assert!(store.read(|c| get_prefix(c, "p", "c")).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,501 @@
+//! Wire types: descriptors, log entries and streams, in their JSON form (API.md "Objects")
+//! and their compact stored form (postcard inside log chunks).
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{self, NameError};
+
+/// The largest `stream_index` JSON clients can carry exactly (2^53 − 1).
+pub const MAX_STREAM_INDEX: u64 = (1 << 53) - 1;
+
+/// Microseconds since the Unix epoch: how every time is stored.
+pub fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// RFC 3339 in UTC with as many fractional digits as needed.
+pub fn format_us(us: i64) -> String {
+    Utc.timestamp_micros(us)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamType {
+    #[default]
+    Text,
+    Binary,
+    Datagram,
+}
+
+impl StreamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamType::Text => "text",
+            StreamType::Binary => "binary",
+            StreamType::Datagram => "datagram",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "text" => Some(Self::Text),
+            "binary" => Some(Self::Binary),
+            "datagram" => Some(Self::Datagram),
+            _ => None,
+        }
+    }
+
+    /// The content type a descriptor gets when it names none.
+    pub fn default_content_type(self) -> &'static str {
+        match self {
+            StreamType::Text => "text/plain; charset=utf-8",
+            StreamType::Binary => "application/octet-stream",
+            StreamType::Datagram => "application/x-logdog-datagram",
+        }
+    }
+}
+
+/// A descriptor as a client sends it: everything but the type may be left out.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DescriptorRequest {
+    #[serde(default)]
+    pub stream_type: Option<StreamType>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub binary_file_ext: Option<String>,
+}
+
+/// A stream's descriptor with every default filled in (LogDog `LogStreamDescriptor`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Descriptor {
+    pub stream_type: StreamType,
+    pub content_type: String,
+    #[serde(with = "rfc3339_us")]
+    pub timestamp: i64,
+    pub tags: BTreeMap<String, String>,
+    pub binary_file_ext: Option<String>,
+}
+
+impl DescriptorRequest {
+    /// Validates the request and fills in defaults; `now_us` stands in for a missing timestamp.
+    pub fn resolve(self, now_us: i64) -> Result<Descriptor, NameError> {
+        let stream_type = self.stream_type.unwrap_or_default();
+        let content_type = match self.content_type {
+            Some(ct) if ct.trim().is_empty() => {
+                return Err(NameError("content_type must not be empty".into()))
+            }
+            Some(ct) if ct.len() > 1024 => {
+                return Err(NameError("content_type longer than 1024 bytes".into()))
+            }
+            Some(ct) => ct,
+            None => stream_type.default_content_type().to_owned(),
+        };
+        let tags = self.tags.unwrap_or_default();
+        for (k, v) in &tags {
+            names::validate_tag(k, v)?;
+        }
+        if let Some(ext) = &self.binary_file_ext {
+            if ext.len() > 64 || !ext.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                return Err(NameError(format!(
+                    "invalid binary_file_ext {ext:?}: at most 64 letters, digits and dots"
+                )));
+            }
+        }
+        Ok(Descriptor {
+            stream_type,
+            content_type,
+            timestamp: self.timestamp.map(|t| t.timestamp_micros()).unwrap_or(now_us),
+            tags,
+            binary_file_ext: self.binary_file_ext,
+        })
+    }
+}
+
+mod rfc3339_us {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(us: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_us(*us))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        Ok(DateTime::<Utc>::deserialize(d)?.timestamp_micros())
+    }
+}
+
+/// One line of a text entry. An empty delimiter means the line continues in the next entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub value: String,
+    pub delimiter: String,
+}
+
+/// A piece of a datagram too large for one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    pub index: u32,
+    pub size: u64,
+    pub last: bool,
+}
+
+/// What one entry carries; its kind must match the stream type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    Text(Vec<Line>),
+    Binary(Vec<u8>),
+    Datagram { data: Vec<u8>, partial: Option<Partial> },
+}
+
+impl Content {
+    pub fn stream_type(&self) -> StreamType {
+        match self {
+            Content::Text(_) => StreamType::Text,
+            Content::Binary(_) => StreamType::Binary,
+            Content::Datagram { .. } => StreamType::Datagram,
+        }
+    }
+
+    /// How far this content advances `sequence`: lines, bytes, or datagrams (a partial
+    /// datagram counts once, on its last piece).
+    pub fn sequence_units(&self) -> u64 {
+        match self {
+            Content::Text(lines) => lines.len() as u64,
+            Content::Binary(data) => data.len() as u64,
+            Content::Datagram { partial: Some(p), .. } if !p.last => 0,
+            Content::Datagram { .. } => 1,
+        }
+    }
+
+    /// Payload size as Get's `bytes` cap counts it.
+    pub fn payload_bytes(&self) -> u64 {
+        match self {
+            Content::Text(lines) => lines
+                .iter()
+                .map(|l| (l.value.len() + l.delimiter.len()) as u64)
+                .sum(),
+            Content::Binary(data) | Content::Datagram { data, .. } => data.len() as u64,
+        }
+    }
+}
+
+/// A stored log entry (LogDog `LogEntry`), every field explicit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub stream_index: u64,
+    pub prefix_index: Option<u64>,
+    pub sequence: u64,
+    /// Microseconds after the descriptor timestamp.
+    pub time_offset_us: i64,
+    pub content: Content,
+}
+
+/// An entry as a client sent it: `sequence` and `time_offset` still to be defaulted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingEntry {
+    pub stream_index: u64,
+    pub prefix_index: Option<u64>,
+    pub sequence: Option<u64>,
+    pub time_offset_us: Option<i64>,
+    pub content: Content,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LineJson {
+    Short(String),
+    Full { value: String, delimiter: String },
+}
+
+#[derive(Deserialize)]
+struct TextJson {
+    lines: Vec<LineJson>,
+}
+
+#[derive(Deserialize)]
+struct DataJson {
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct DatagramJson {
+    data: String,
+    #[serde(default)]
+    partial: Option<Partial>,
+}
+
+#[derive(Deserialize)]
+struct EntryJson {
+    stream_index: Option<u64>,
+    #[serde(default)]
+    prefix_index: Option<u64>,
+    #[serde(default)]
+    sequence: Option<u64>,
+    #[serde(default)]
+    time_offset: Option<f64>,
+    #[serde(default)]
+    text: Option<TextJson>,
+    #[serde(default)]
+    binary: Option<DataJson>,
+    #[serde(default)]
+    datagram: Option<DatagramJson>,
+}
+
+fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
+    B64.decode(s)
+        .map_err(|e| format!("{field}.data is not valid base64: {e}"))
+}
+
+impl IncomingEntry {
+    /// Parses one JSON entry, checking everything that does not depend on the stream.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
+        let e: EntryJson = serde_json::from_value(value).map_err(|e| format!("invalid entry: {e}"))?;
+        let stream_index = e.stream_index.ok_or("entry without stream_index")?;
+        if stream_index > MAX_STREAM_INDEX {
+            return Err(format!("stream_index {stream_index} is above 2^53 - 1"));
+        }
+        let time_offset_us = match e.time_offset {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 && t < 1e12 => Some((t * 1e6).round() as i64),
+            Some(t) => return Err(format!("entry {stream_index}: invalid time_offset {t}")),
+        };
+        let content = match (e.text, e.binary, e.datagram) {
+            (Some(t), None, None) => Content::Text(
+                t.lines
+                    .into_iter()
+                    .map(|l| match l {
+                        LineJson::Short(value) => Line { value, delimiter: "\n".into() },
+                        LineJson::Full { value, delimiter } => Line { value, delimiter },
+                    })
+                    .collect(),
+            ),
+            (None, Some(b), None) => Content::Binary(decode_b64("binary", &b.data)?),
+            (None, None, Some(d)) => Content::Datagram {
+                data: decode_b64("datagram", &d.data)?,
+                partial: d.partial,
+            },
+            _ => {
+                return Err(format!(
+                    "entry {stream_index}: exactly one of text, binary or datagram is required"
+                ))
+            }
+        };
+        Ok(Self {
+            stream_index,
+            prefix_index: e.prefix_index,
+            sequence: e.sequence,
+            time_offset_us,
+            content,
+        })
+    }
+}
+
+impl Entry {
+    /// The JSON form the server returns: every field explicit, lines as objects.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut v = json!({
+            "stream_index": self.stream_index,
+            "prefix_index": self.prefix_index,
+            "sequence": self.sequence,
+            "time_offset": self.time_offset_us as f64 / 1e6,
+        });
+        let (key, body) = match &self.content {
+            Content::Text(lines) => ("text", json!({ "lines": lines })),
+            Content::Binary(data) => ("binary", json!({ "data": B64.encode(data) })),
+            Content::Datagram { data, partial } => (
+                "datagram",
+                json!({ "data": B64.encode(data), "partial": partial }),
+            ),
+        };
+        v[key] = body;
+        v
+    }
+}
+
+/// Where a stream is in its life, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Streaming,
+    Terminated,
+    Archived,
+}
+
+/// Archival progress of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Archival {
+    None,
+    Tasked,
+    Partial,
+    Complete,
+    Failed,
+}
+
+impl Archival {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Archival::None => "none",
+            Archival::Tasked => "tasked",
+            Archival::Partial => "partial",
+            Archival::Complete => "complete",
+            Archival::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "tasked" => Self::Tasked,
+            "partial" => Self::Partial,
+            "complete" => Self::Complete,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Where an archived stream's files are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveInfo {
+    pub stream_url: String,
+    pub index_url: String,
+    pub data_url: String,
+    pub log_entry_count: u64,
+    pub complete: bool,
+    pub archived_at: String,
+}
+
+/// The `state` object of a Stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamStateJson {
+    pub status: Status,
+    pub created: String,
+    pub updated: String,
+    pub next_index: i64,
+    pub terminal_index: i64,
+    pub terminated_at: Option<String>,
+    pub archival: Archival,
+    pub archive: Option<ArchiveInfo>,
+    pub archive_error: Option<String>,
+    pub purged: bool,
+}
+
+/// The Stream object of API.md.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamJson {
+    pub project: String,
+    pub path: String,
+    pub prefix: String,
+    pub name: String,
+    pub id: String,
+    pub descriptor: Descriptor,
+    pub state: StreamStateJson,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_entry_with_shorthand_lines() {
+        let e = IncomingEntry::from_json(json!({
+            "stream_index": 3, "text": {"lines": ["short", {"value": "x", "delimiter": ""}]}
+        }))
+        .unwrap();
+        assert_eq!(e.stream_index, 3);
+        assert_eq!(e.sequence, None);
+        assert_eq!(
+            e.content,
+            Content::Text(vec![
+                Line { value: "short".into(), delimiter: "\n".into() },
+                Line { value: "x".into(), delimiter: "".into() },
+            ])
+        );
+        assert_eq!(e.content.sequence_units(), 2);
+        assert_eq!(e.content.payload_bytes(), 7);
+    }
+
+    #[test]
+    fn binary_and_datagram_entries() {
+        let b = IncomingEntry::from_json(json!({"stream_index": 0, "binary": {"data": "AAEC"}})).unwrap();
+        assert_eq!(b.content, Content::Binary(vec![0, 1, 2]));
+        let d = IncomingEntry::from_json(json!({
+            "stream_index": 1, "sequence": 9, "time_offset": 1.5,
+            "datagram": {"data": "", "partial": {"index": 0, "size": 3, "last": false}}
+        }))
+        .unwrap();
+        assert_eq!(d.sequence, Some(9));
+        assert_eq!(d.time_offset_us, Some(1_500_000));
+        assert_eq!(d.content.sequence_units(), 0);
+    }
+
+    #[test]
+    fn invalid_entries() {
+        for bad in [
+            json!({"text": {"lines": []}}),
+            json!({"stream_index": -1, "text": {"lines": []}}),
+            json!({"stream_index": 9007199254740992u64, "text": {"lines": []}}),
+            json!({"stream_index": 0}),
+            json!({"stream_index": 0, "text": {"lines": []}, "binary": {"data": ""}}),
+            json!({"stream_index": 0, "binary": {"data": "not base64!"}}),
+            json!({"stream_index": 0, "time_offset": -1, "text": {"lines": []}}),
+            json!({"stream_index": 0, "text": {"lines": [1]}}),
+            json!("entry"),
+        ] {
+            assert!(IncomingEntry::from_json(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entries_render_every_field() {
+        let e = Entry {
+            stream_index: 2,
+            prefix_index: None,
+            sequence: 5,
+            time_offset_us: 125_000,
+            content: Content::Text(vec![Line { value: "a".into(), delimiter: "\n".into() }]),
+        };
+        assert_eq!(
+            e.to_json(),
+            json!({"stream_index": 2, "prefix_index": null, "sequence": 5, "time_offset": 0.125,
+                   "text": {"lines": [{"value": "a", "delimiter": "\n"}]}})
+        );
+    }
+
+    #[test]
+    fn descriptor_defaults_and_validation() {
+        let d = DescriptorRequest::default().resolve(1_000_000).unwrap();
+        assert_eq!(d.stream_type, StreamType::Text);
+        assert_eq!(d.content_type, "text/plain; charset=utf-8");
+        assert_eq!(d.timestamp, 1_000_000);
+        let b: DescriptorRequest = serde_json::from_value(json!({"stream_type": "binary"})).unwrap();
+        assert_eq!(b.resolve(0).unwrap().content_type, "application/octet-stream");
+        let g: DescriptorRequest = serde_json::from_value(json!({"stream_type": "datagram"})).unwrap();
+        assert_eq!(g.resolve(0).unwrap().content_type, "application/x-logdog-datagram");
+        let bad_tag: DescriptorRequest = serde_json::from_value(json!({"tags": {"bad key": "v"}})).unwrap();
+        assert!(bad_tag.resolve(0).is_err());
+        let empty_ct: DescriptorRequest = serde_json::from_value(json!({"content_type": ""})).unwrap();
+        assert!(empty_ct.resolve(0).is_err());
+        assert!(serde_json::from_value::<DescriptorRequest>(json!({"stream_type": "video"})).is_err());
+        let ts: DescriptorRequest =
+            serde_json::from_value(json!({"timestamp": "2026-11-27T23:00:00.5Z"})).unwrap();
+        let d = ts.resolve(0).unwrap();
+        assert_eq!(serde_json::to_value(&d).unwrap()["timestamp"], "2026-11-27T23:00:00.500Z");
+    }
+}

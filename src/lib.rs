@@ -1,0 +1,15 @@
+//! The LogDog coordinator: the central authority of a LogDog deployment.
+//!
+//! - [`config`]: the TOML config, environment overrides and validation.
+//! - [`server`]: start-up: storage, migrations, actors, HTTP.
+//! - [`http`]: the routes of `docs/API.md`, one module per API group.
+//! - [`errors`]: the API error type and its mapping to HTTP.
+//! - [`metrics`]: HTTP request metrics.
+//!
+//! The actors live in `logdog-actors`, storage and wire formats in `logdog-schema`.
+
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod metrics;
+pub mod server;

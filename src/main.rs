@@ -1,1 +1,90 @@
-fn main(){}
+//! The `logdog` binary: `serve` runs the coordinator, `migrate` prepares a database.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use logdog::config::Config;
+
+#[derive(Parser)]
+#[command(name = "logdog", version, about = "LogDog coordinator: stream, store and serve live logs")]
+struct Cli {
+    /// Config file (TOML). Every key is optional; see docs/CONFIG.md.
+    #[arg(long, global = true, env = "LOGDOG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator (SQLite in ./logdog-data by default, on 127.0.0.1:8080).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+        /// A SQLite path, sqlite://PATH, or a postgres:// URL.
+        #[arg(long)]
+        database: Option<String>,
+        /// Archive location: a directory or file://PATH.
+        #[arg(long)]
+        archive: Option<String>,
+        /// Do not run the embedded archivist.
+        #[arg(long)]
+        no_archivist: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        /// A SQLite path, sqlite://PATH, or a postgres:// URL.
+        #[arg(long)]
+        database: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logdog: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(cli.config.as_deref(), &env)?;
+    match cli.command {
+        Command::Serve { listen, database, archive, no_archivist } => {
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(d) = database {
+                config.database = d;
+            }
+            if let Some(a) = archive {
+                config.archive = a;
+            }
+            if no_archivist {
+                config.archival.embedded_archivist = false;
+            }
+            config.validate()?;
+            logdog::server::serve(config)
+        }
+        Command::Migrate { database } => {
+            let url = database.unwrap_or(config.database);
+            let store = logdog_schema::Store::open(&url, 1)?;
+            let ran = store.migrate()?;
+            eprintln!("logdog: {ran} migration(s) applied to {url}");
+            Ok(())
+        }
+    }
+}

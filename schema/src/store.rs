@@ -374,6 +374,15 @@ pub fn purge_stream(conn: &mut AnyConnection, project: &str, id: &str, now_us: i
     Ok(())
 }
 
+/// The paths of every stream of a prefix.
+pub fn stream_paths_under(conn: &mut AnyConnection, project: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    Ok(streams::table
+        .filter(streams::project.eq(project))
+        .filter(streams::prefix.eq(prefix))
+        .select(streams::path)
+        .load(conn)?)
+}
+
 pub fn stream_tags(conn: &mut AnyConnection, project: &str, id: &str) -> Result<Vec<TagRow>, StoreError> {
     Ok(stream_tags::table
         .filter(stream_tags::project.eq(project))

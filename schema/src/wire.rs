@@ -65,6 +65,7 @@ impl StreamType {
 
 /// A descriptor as a client sends it: everything but the type may be left out.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DescriptorRequest {
     #[serde(default)]
     pub stream_type: Option<StreamType>,
@@ -238,6 +239,7 @@ struct DatagramJson {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EntryJson {
     stream_index: Option<u64>,
     #[serde(default)]

@@ -1,0 +1,143 @@
+//! The `Directory`: finds or starts the one `StreamActor` of a stream.
+//!
+//! Actors live on a few dedicated arbiters, not on the HTTP worker that first asked.
+//! Exactly one actor runs per stream even when requests race (DashMap's entry API). An
+//! idle actor removes its own entry (only if it is still its own: a generation number)
+//! and stops; a caller that meets it stopping retries once with a fresh actor, which
+//! reloads the stream's state from storage.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use dashmap::DashMap;
+use logdog_schema::names::StreamPath;
+use logdog_schema::Store;
+
+use crate::error::ActorError;
+use crate::metrics::ActorMetrics;
+use crate::stream::StreamActor;
+use crate::writer::Writer;
+
+/// Identifies a stream: ids are unique only within a project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub project: String,
+    pub id: String,
+}
+
+/// Archival timing the stream actors apply when they schedule tasks.
+#[derive(Debug, Clone)]
+pub struct ArchivalTiming {
+    pub complete_delay: Duration,
+    pub incomplete_delay: Duration,
+    pub pessimistic_delay: Duration,
+}
+
+/// What every stream actor shares.
+pub struct StreamDeps {
+    pub store: Store,
+    pub writer: Writer,
+    pub archival: ArchivalTiming,
+    /// A stream actor with nothing to do for this long stops.
+    pub idle_timeout: Duration,
+    pub metrics: ActorMetrics,
+}
+
+pub(crate) struct DirectoryInner {
+    actors: DashMap<StreamKey, (u64, Addr<StreamActor>)>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    generation: AtomicU64,
+    pub(crate) deps: Arc<StreamDeps>,
+}
+
+impl DirectoryInner {
+    /// Removes `key` if its entry still belongs to `generation`.
+    pub(crate) fn retire(&self, key: &StreamKey, generation: u64) {
+        self.actors.remove_if(key, |_, (g, _)| *g == generation);
+    }
+}
+
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<DirectoryInner>,
+    /// Keeps the arbiters' threads alive as long as a Directory handle exists.
+    _arbiters: Arc<Vec<Arbiter>>,
+}
+
+impl Directory {
+    /// Starts `threads` arbiters for stream actors. Must run inside an actix System.
+    pub fn new(deps: StreamDeps, threads: usize) -> Self {
+        let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
+        let inner = Arc::new(DirectoryInner {
+            actors: DashMap::new(),
+            arbiters: arbiters.iter().map(|a| a.handle()).collect(),
+            next_arbiter: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            deps: Arc::new(deps),
+        });
+        Self { inner, _arbiters: Arc::new(arbiters) }
+    }
+
+    pub fn deps(&self) -> &StreamDeps {
+        &self.inner.deps
+    }
+
+    /// The live actor of a stream, if one runs.
+    pub fn live(&self, key: &StreamKey) -> Option<Addr<StreamActor>> {
+        self.inner.actors.get(key).map(|e| e.1.clone())
+    }
+
+    /// How many stream actors run.
+    pub fn len(&self) -> usize {
+        self.inner.actors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.actors.is_empty()
+    }
+
+    /// The actor of `project`/`path`, started if none runs.
+    pub fn get(&self, project: &str, path: &StreamPath) -> Addr<StreamActor> {
+        let key = StreamKey { project: project.to_owned(), id: path.id() };
+        let entry = self.inner.actors.entry(key.clone()).or_insert_with(|| {
+            let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+            let i = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
+            let weak: Weak<DirectoryInner> = Arc::downgrade(&self.inner);
+            let (path, deps) = (path.clone(), self.inner.deps.clone());
+            let addr = StreamActor::start_in_arbiter(&self.inner.arbiters[i], move |_| {
+                StreamActor::new(key, path, generation, weak, deps)
+            });
+            (generation, addr)
+        });
+        entry.1.clone()
+    }
+
+    /// Sends `msg` to the stream's actor, retrying once if that actor was stopping.
+    pub async fn send<M, T>(&self, project: &str, path: &StreamPath, msg: M) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        StreamActor: Handler<M>,
+        <StreamActor as Actor>::Context: ToEnvelope<StreamActor, M>,
+    {
+        let mut last = ActorError::Unavailable("stream owner unavailable".into());
+        for _ in 0..2 {
+            let addr = self.get(project, path);
+            match addr.send(msg.clone()).await {
+                Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
+                    last = ActorError::Unavailable("stream owner was stopping".into());
+                    // Make sure the next `get` does not hand out the same actor.
+                    let key = StreamKey { project: project.to_owned(), id: path.id() };
+                    self.inner.actors.remove_if(&key, |_, (_, a)| *a == addr);
+                }
+                Ok(r) => return r,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,465 @@
+//! The stream lifecycle as a pure state machine: which entries are stored or in flight,
+//! what an append may add, and the transitions streaming → terminated → (sealed) →
+//! archived. No I/O: the `StreamActor` wraps it with storage and notifications.
+
+use std::collections::BTreeMap;
+
+use logdog_schema::wire::{Archival, Entry, IncomingEntry, StreamType};
+
+/// Why the machine refused an event; the actor maps it to an API error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A run of consecutive indices `[start, end)`; `end_sequence` is the default sequence of
+/// the entry at `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    pub end_sequence: u64,
+}
+
+/// Disjoint spans, merged when they touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeSet {
+    /// start → span
+    spans: BTreeMap<u64, Span>,
+}
+
+impl RangeSet {
+    pub fn insert(&mut self, span: Span) {
+        let mut span = span;
+        // Merge with the span ending at our start.
+        if let Some((&s, prev)) = self.spans.range(..span.start).next_back() {
+            if prev.end == span.start {
+                span.start = s;
+                self.spans.remove(&s);
+            }
+        }
+        // Merge with the span starting at our end.
+        if let Some(next) = self.spans.remove(&span.end) {
+            span.end = next.end;
+            span.end_sequence = next.end_sequence;
+        }
+        self.spans.insert(span.start, span);
+    }
+
+    pub fn contains(&self, index: u64) -> bool {
+        self.spans
+            .range(..=index)
+            .next_back()
+            .is_some_and(|(_, s)| index < s.end)
+    }
+
+    /// The span that ends exactly at `index`, if any.
+    pub fn ending_at(&self, index: u64) -> Option<Span> {
+        self.spans
+            .range(..index)
+            .next_back()
+            .map(|(_, s)| *s)
+            .filter(|s| s.end == index)
+    }
+
+    /// The end of the run starting at 0 (0 when index 0 is missing).
+    pub fn contiguous_end(&self) -> u64 {
+        self.spans.get(&0).map_or(0, |s| s.end)
+    }
+
+    /// One past the highest index held, or 0.
+    pub fn end(&self) -> u64 {
+        self.spans.values().next_back().map_or(0, |s| s.end)
+    }
+
+    pub fn spans(&self) -> impl Iterator<Item = &Span> {
+        self.spans.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+/// The new entries an append adds, split into runs of consecutive indices (one chunk each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendPlan {
+    /// The batch the runs belong to, when there are any.
+    pub batch: Option<u64>,
+    pub runs: Vec<Vec<Entry>>,
+    pub accepted: u64,
+    pub duplicates: u64,
+    /// Batches still in flight that hold entries this request repeated: the answer waits
+    /// for them too.
+    pub waits_for: Vec<u64>,
+    /// The contiguous end (stored or in flight) before and after this batch.
+    pub end_before: u64,
+    pub end_after: u64,
+}
+
+/// What the machine knows about one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamMachine {
+    pub stream_type: StreamType,
+    /// Descriptor timestamp: `time_offset` defaults count from it.
+    pub timestamp_us: i64,
+    /// Set once terminated; -1 for a stream terminated empty.
+    pub terminal_index: Option<i64>,
+    pub terminated_us: Option<i64>,
+    pub sealed: bool,
+    pub archival: Archival,
+    pub purged: bool,
+    /// Entries whose commit succeeded.
+    pub stored: RangeSet,
+    /// Entries handed to the writer, by batch.
+    pub inflight: BTreeMap<u64, Vec<Span>>,
+    next_batch: u64,
+}
+
+impl StreamMachine {
+    pub fn new(stream_type: StreamType, timestamp_us: i64) -> Self {
+        Self {
+            stream_type,
+            timestamp_us,
+            terminal_index: None,
+            terminated_us: None,
+            sealed: false,
+            archival: Archival::None,
+            purged: false,
+            stored: RangeSet::default(),
+            inflight: BTreeMap::new(),
+            next_batch: 1,
+        }
+    }
+
+    /// Every entry below it is stored.
+    pub fn next_index(&self) -> u64 {
+        self.stored.contiguous_end()
+    }
+
+    /// Stored and in-flight entries together.
+    fn predicted(&self) -> RangeSet {
+        let mut all = self.stored.clone();
+        for span in self.inflight.values().flatten() {
+            all.insert(*span);
+        }
+        all
+    }
+
+    /// The highest index stored or in flight, or -1.
+    pub fn highest_index(&self) -> i64 {
+        self.predicted().end() as i64 - 1
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.terminated_us.is_some()
+    }
+
+    pub fn is_archived(&self) -> bool {
+        matches!(self.archival, Archival::Partial | Archival::Complete)
+    }
+
+    /// Terminated, and every entry up to the terminal index stored.
+    pub fn is_complete(&self) -> bool {
+        self.terminal_index
+            .is_some_and(|t| self.next_index() as i64 == t + 1)
+    }
+
+    /// Checks an append and turns its new entries into runs, marking them in flight.
+    /// Nothing changes when it returns an error.
+    pub fn plan_append(
+        &mut self,
+        incoming: &[IncomingEntry],
+        arrival_us: i64,
+    ) -> Result<AppendPlan, LifecycleError> {
+        if self.is_archived() {
+            return Err(LifecycleError::Conflict("stream is archived".into()));
+        }
+        if self.sealed {
+            return Err(LifecycleError::Conflict(
+                "stream is sealed for archival; it accepts no more entries".into(),
+            ));
+        }
+        for e in incoming {
+            if e.content.stream_type() != self.stream_type {
+                return Err(LifecycleError::Invalid(format!(
+                    "entry {} is {} but the stream is {}",
+                    e.stream_index,
+                    e.content.stream_type().as_str(),
+                    self.stream_type.as_str()
+                )));
+            }
+            if let Some(t) = self.terminal_index {
+                if e.stream_index as i64 > t {
+                    return Err(LifecycleError::Conflict(format!(
+                        "entry {} is beyond the terminal index {t}",
+                        e.stream_index
+                    )));
+                }
+            }
+        }
+        let mut order: Vec<&IncomingEntry> = incoming.iter().collect();
+        order.sort_by_key(|e| e.stream_index);
+
+        let mut known = self.predicted();
+        let end_before = known.contiguous_end();
+        let mut waits_for = Vec::new();
+        let mut duplicates = 0;
+        let mut runs: Vec<Vec<Entry>> = Vec::new();
+        let mut fresh = RangeSet::default();
+        let default_offset = (arrival_us - self.timestamp_us).max(0);
+        for e in order {
+            let i = e.stream_index;
+            if known.contains(i) {
+                duplicates += 1;
+                if !self.stored.contains(i) {
+                    if let Some((&b, _)) = self
+                        .inflight
+                        .iter()
+                        .find(|(_, spans)| spans.iter().any(|s| s.start <= i && i < s.end))
+                    {
+                        if !waits_for.contains(&b) {
+                            waits_for.push(b);
+                        }
+                    }
+                }
+                continue;
+            }
+            let sequence = match e.sequence {
+                Some(s) => s,
+                None if i == 0 => 0,
+                None => known.ending_at(i).map(|s| s.end_sequence).ok_or_else(|| {
+                    LifecycleError::Invalid(format!(
+                        "entry {i} is above next_index and its predecessor is not stored: it must carry sequence"
+                    ))
+                })?,
+            };
+            let entry = Entry {
+                stream_index: i,
+                prefix_index: e.prefix_index,
+                sequence,
+                time_offset_us: e.time_offset_us.unwrap_or(default_offset),
+                content: e.content.clone(),
+            };
+            let span = Span {
+                start: i,
+                end: i + 1,
+                end_sequence: sequence + entry.content.sequence_units(),
+            };
+            known.insert(span);
+            fresh.insert(span);
+            match runs.last_mut() {
+                Some(run) if run.last().is_some_and(|l| l.stream_index + 1 == i) => run.push(entry),
+                _ => runs.push(vec![entry]),
+            }
+        }
+        let accepted = runs.iter().map(|r| r.len() as u64).sum();
+        let batch = if runs.is_empty() {
+            None
+        } else {
+            let b = self.next_batch;
+            self.next_batch += 1;
+            self.inflight.insert(b, fresh.spans().copied().collect());
+            Some(b)
+        };
+        Ok(AppendPlan {
+            batch,
+            runs,
+            accepted,
+            duplicates,
+            waits_for,
+            end_before,
+            end_after: known.contiguous_end(),
+        })
+    }
+
+    /// Records the outcome of a batch's commit. Calling it twice is harmless.
+    pub fn commit_result(&mut self, batch: u64, committed: bool) {
+        if let Some(spans) = self.inflight.remove(&batch) {
+            if committed {
+                for s in spans {
+                    self.stored.insert(s);
+                }
+            }
+        }
+    }
+
+    /// Terminates the stream. `requested` None means at the highest stored index.
+    /// Returns whether anything changed (false for an idempotent repeat).
+    pub fn terminate(&mut self, requested: Option<i64>, now_us: i64) -> Result<bool, LifecycleError> {
+        if let Some(t) = requested {
+            if t < 0 {
+                return Err(LifecycleError::Invalid(format!(
+                    "terminal_index must be 0 or more, got {t}"
+                )));
+            }
+        }
+        if let Some(current) = self.terminal_index {
+            return match requested {
+                None => Ok(false),
+                Some(t) if t == current => Ok(false),
+                Some(t) => Err(LifecycleError::Conflict(format!(
+                    "stream is already terminated at index {current}, not {t}"
+                ))),
+            };
+        }
+        if self.is_archived() {
+            return Err(LifecycleError::Conflict("stream is archived".into()));
+        }
+        let highest = self.highest_index();
+        let t = requested.unwrap_or(highest);
+        if t < highest {
+            return Err(LifecycleError::Conflict(format!(
+                "terminal index {t} is below entry {highest}, which is already stored"
+            )));
+        }
+        self.terminal_index = Some(t);
+        self.terminated_us = Some(now_us);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logdog_schema::wire::{Content, Line};
+
+    fn text(i: u64, seq: Option<u64>) -> IncomingEntry {
+        IncomingEntry {
+            stream_index: i,
+            prefix_index: None,
+            sequence: seq,
+            time_offset_us: Some(0),
+            content: Content::Text(vec![Line { value: format!("line {i}"), delimiter: "\n".into() }]),
+        }
+    }
+
+    fn machine() -> StreamMachine {
+        StreamMachine::new(StreamType::Text, 0)
+    }
+
+    #[test]
+    fn range_set_merges_touching_spans() {
+        let mut r = RangeSet::default();
+        r.insert(Span { start: 5, end: 7, end_sequence: 7 });
+        r.insert(Span { start: 0, end: 2, end_sequence: 2 });
+        assert_eq!(r.contiguous_end(), 2);
+        r.insert(Span { start: 2, end: 5, end_sequence: 5 });
+        assert_eq!(r.contiguous_end(), 7);
+        assert_eq!(r.spans().count(), 1);
+        assert_eq!(r.ending_at(7).unwrap().end_sequence, 7);
+        assert!(r.contains(6) && !r.contains(7));
+    }
+
+    #[test]
+    fn append_commit_and_duplicates() {
+        let mut m = machine();
+        let p = m.plan_append(&[text(0, None), text(1, None)], 10).unwrap();
+        assert_eq!((p.accepted, p.duplicates, p.end_before, p.end_after), (2, 0, 0, 2));
+        assert_eq!(p.runs.len(), 1);
+        assert_eq!(p.runs[0][1].sequence, 1);
+        assert_eq!(m.next_index(), 0, "nothing is stored before the commit");
+        // A retry while the first commit is in flight waits for it.
+        let again = m.plan_append(&[text(1, None)], 10).unwrap();
+        assert_eq!((again.accepted, again.duplicates, again.batch), (0, 1, None));
+        assert_eq!(again.waits_for, vec![p.batch.unwrap()]);
+        m.commit_result(p.batch.unwrap(), true);
+        assert_eq!(m.next_index(), 2);
+        let after = m.plan_append(&[text(1, None)], 10).unwrap();
+        assert!(after.waits_for.is_empty());
+        assert_eq!(after.duplicates, 1);
+    }
+
+    #[test]
+    fn out_of_order_entries_need_a_sequence_and_wait_for_contiguity() {
+        let mut m = machine();
+        assert!(matches!(m.plan_append(&[text(5, None)], 0), Err(LifecycleError::Invalid(_))));
+        let p = m.plan_append(&[text(5, Some(5)), text(6, None), text(8, Some(8))], 0).unwrap();
+        assert_eq!(p.runs.len(), 2, "5..=6 and 8 are two chunks");
+        assert_eq!(p.runs[0][1].sequence, 6);
+        m.commit_result(p.batch.unwrap(), true);
+        assert_eq!(m.next_index(), 0);
+        let q = m.plan_append(&(0..5).map(|i| text(i, None)).collect::<Vec<_>>(), 0).unwrap();
+        assert_eq!(q.end_after, 7);
+        m.commit_result(q.batch.unwrap(), true);
+        assert_eq!(m.next_index(), 7);
+        assert_eq!(m.highest_index(), 8);
+    }
+
+    #[test]
+    fn failed_commit_leaves_entries_missing() {
+        let mut m = machine();
+        let a = m.plan_append(&[text(0, None)], 0).unwrap();
+        let b = m.plan_append(&[text(1, None)], 0).unwrap();
+        assert_eq!((b.end_before, b.end_after), (1, 2));
+        m.commit_result(a.batch.unwrap(), false);
+        m.commit_result(b.batch.unwrap(), true);
+        assert_eq!(m.next_index(), 0);
+        // The retry of 0 is accepted again and closes the gap.
+        let r = m.plan_append(&[text(0, None)], 0).unwrap();
+        assert_eq!((r.accepted, r.end_after), (1, 2));
+    }
+
+    #[test]
+    fn wrong_kind_and_beyond_terminal_are_refused_whole() {
+        let mut m = machine();
+        let bin = IncomingEntry { content: Content::Binary(vec![1]), ..text(0, None) };
+        assert!(matches!(m.plan_append(&[text(0, None), bin], 0), Err(LifecycleError::Invalid(_))));
+        assert!(m.inflight.is_empty());
+        m.terminate(Some(3), 1).unwrap();
+        assert!(matches!(
+            m.plan_append(&[text(0, None), text(4, Some(4))], 0),
+            Err(LifecycleError::Conflict(_))
+        ));
+        assert!(m.inflight.is_empty(), "nothing of a refused request is kept");
+    }
+
+    #[test]
+    fn terminate_rules() {
+        let mut m = machine();
+        let p = m.plan_append(&[text(0, None), text(1, None), text(2, None)], 0).unwrap();
+        m.commit_result(p.batch.unwrap(), true);
+        assert!(matches!(m.terminate(Some(-1), 1), Err(LifecycleError::Invalid(_))));
+        assert!(matches!(m.terminate(Some(1), 1), Err(LifecycleError::Conflict(_))));
+        assert_eq!(m.terminate(Some(2), 1), Ok(true));
+        assert!(m.is_complete());
+        assert_eq!(m.terminate(Some(2), 5), Ok(false), "idempotent");
+        assert_eq!(m.terminate(None, 5), Ok(false));
+        assert!(matches!(m.terminate(Some(3), 1), Err(LifecycleError::Conflict(_))));
+        assert_eq!(m.terminated_us, Some(1));
+    }
+
+    #[test]
+    fn terminate_without_index_uses_highest_stored() {
+        let mut empty = machine();
+        assert_eq!(empty.terminate(None, 1), Ok(true));
+        assert_eq!(empty.terminal_index, Some(-1));
+        assert!(empty.is_complete());
+        let mut gap = machine();
+        let p = gap.plan_append(&[text(4, Some(4))], 0).unwrap();
+        gap.commit_result(p.batch.unwrap(), true);
+        gap.terminate(None, 1).unwrap();
+        assert_eq!(gap.terminal_index, Some(4));
+        assert!(!gap.is_complete());
+    }
+
+    #[test]
+    fn sealed_and_archived_streams_refuse_appends() {
+        let mut m = machine();
+        m.sealed = true;
+        assert!(matches!(m.plan_append(&[text(0, None)], 0), Err(LifecycleError::Conflict(_))));
+        m.archival = Archival::Complete;
+        assert!(matches!(m.plan_append(&[text(0, None)], 0), Err(LifecycleError::Conflict(_))));
+    }
+
+    #[test]
+    fn time_offset_defaults_to_arrival() {
+        let mut m = StreamMachine::new(StreamType::Text, 1_000_000);
+        let e = IncomingEntry { time_offset_us: None, ..text(0, None) };
+        let p = m.plan_append(&[e], 3_500_000).unwrap();
+        assert_eq!(p.runs[0][0].time_offset_us, 2_500_000);
+    }
+}

@@ -1,0 +1,839 @@
+//! `StreamActor`: one per live stream. It owns the stream's state (descriptor, prefix
+//! secret hash, stored and in-flight entries, lifecycle) and serialises every transition:
+//! register, append, terminate, purge.
+//!
+//! Appends never block the mailbox on storage: the actor plans the append, hands the new
+//! entries to the `Writer`, and answers when the commit is durable while it keeps taking
+//! messages. Register, terminate and purge are atomic (`AtomicResponse`): they wait for
+//! the appends in flight and run their own transaction before the next message.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::future::{FutureExt, Shared};
+use logdog_schema::models::{ChunkRow, PrefixRow, StreamLifecycle, StreamRow, TagRow, TaskRow};
+use logdog_schema::names::StreamPath;
+use logdog_schema::store::{self, ChunkSpan};
+use logdog_schema::wire::{
+    format_us, now_us, Archival, ArchiveInfo, Descriptor, IncomingEntry, Status, StreamJson, StreamStateJson,
+};
+use logdog_schema::{chunk, Store};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::directory::{DirectoryInner, StreamDeps, StreamKey};
+use crate::error::{blocking, ActorError};
+use crate::lifecycle::{Span, StreamMachine};
+use crate::writer::{settle, AppendOp, TaskSchedule, WriteResult};
+
+/// A chunk below this many payload bytes counts as small for compaction.
+const SMALL_CHUNK_BYTES: u64 = 64 << 10;
+/// Compact once this many small chunks lie side by side.
+const COMPACT_AFTER_CHUNKS: u32 = 32;
+/// Never build a compacted chunk larger than this.
+const MAX_COMPACTED_BYTES: u64 = 1 << 20;
+
+// ---------------------------------------------------------------------------------------
+// Messages
+
+/// RegisterStream. Answers the stream and whether it was created.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(StreamJson, bool), ActorError>")]
+pub struct Register {
+    pub secret: Option<Vec<u8>>,
+    /// The resolved descriptor, or why the request's descriptor is invalid.
+    pub descriptor: Result<Descriptor, String>,
+    pub terminal_index: Option<i64>,
+}
+
+/// LoadStream.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct Load {
+    /// Admins see purged streams; everyone else gets 404.
+    pub see_purged: bool,
+}
+
+/// Append entries. Answered once they are durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<AppendOk, ActorError>")]
+pub struct Append {
+    pub secret: Option<Vec<u8>>,
+    /// The parsed entries, or why the body is invalid (reported after the secret and
+    /// existence checks, as API.md orders errors).
+    pub entries: Arc<Result<Vec<IncomingEntry>, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOk {
+    pub next_index: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+}
+
+/// Append raw text: one entry per line, numbered from one past the highest stored index.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<AppendOk, ActorError>")]
+pub struct AppendText {
+    pub secret: Option<Vec<u8>>,
+    /// The body split into lines, or why it is invalid (e.g. not UTF-8).
+    pub lines: Arc<Result<Vec<logdog_schema::wire::Line>, String>>,
+}
+
+/// TerminateStream. `Ok(None)` terminal index: at the highest stored index.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct Terminate {
+    pub secret: Option<Vec<u8>>,
+    pub terminal_index: Result<Option<i64>, String>,
+}
+
+/// Purge: mark the stream purged and release its data.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Purge;
+
+/// The stream's prefix was deleted: forget everything and stop.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct PrefixDeleted;
+
+// ---------------------------------------------------------------------------------------
+// State
+
+#[derive(Debug, Clone)]
+struct PrefixInfo {
+    secret_hash: Vec<u8>,
+    expires_us: i64,
+}
+
+impl From<PrefixRow> for PrefixInfo {
+    fn from(r: PrefixRow) -> Self {
+        Self { secret_hash: r.secret_hash, expires_us: r.expires_us }
+    }
+}
+
+/// A registered stream: its row (static columns and lifecycle) and its machine.
+struct Loaded {
+    row: StreamRow,
+    descriptor: Descriptor,
+    machine: StreamMachine,
+}
+
+impl Loaded {
+    fn from_row(row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
+        let descriptor: Descriptor = serde_json::from_str(&row.descriptor)
+            .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
+        let mut m = StreamMachine::new(descriptor.stream_type, descriptor.timestamp);
+        if row.terminated_us.is_some() {
+            m.terminal_index = Some(row.terminal_index);
+            m.terminated_us = row.terminated_us;
+        }
+        m.sealed = row.sealed;
+        m.archival = Archival::parse(&row.archival).unwrap_or(Archival::None);
+        m.purged = row.purged;
+        // Everything below the stored next_index is there; the chunks loaded start at
+        // or before its last entry, so their spans carry the sequence to continue from.
+        if let Some(first) = spans.first() {
+            if first.first_index > 0 && (first.first_index as i64) <= row.next_index {
+                m.stored.insert(Span { start: 0, end: first.first_index, end_sequence: 0 });
+            }
+        } else if row.next_index > 0 {
+            m.stored.insert(Span { start: 0, end: row.next_index as u64, end_sequence: 0 });
+        }
+        for s in spans {
+            m.stored.insert(Span {
+                start: s.first_index,
+                end: s.first_index + s.count,
+                end_sequence: s.end_sequence,
+            });
+        }
+        Ok(Self { row, descriptor, machine: m })
+    }
+
+    fn json(&self) -> StreamJson {
+        let m = &self.machine;
+        let status = if m.is_archived() {
+            Status::Archived
+        } else if m.is_terminated() {
+            Status::Terminated
+        } else {
+            Status::Streaming
+        };
+        StreamJson {
+            project: self.row.project.clone(),
+            path: self.row.path.clone(),
+            prefix: self.row.prefix.clone(),
+            name: self.row.name.clone(),
+            id: self.row.id.clone(),
+            descriptor: self.descriptor.clone(),
+            state: StreamStateJson {
+                status,
+                created: format_us(self.row.created_us),
+                updated: format_us(self.row.updated_us),
+                next_index: m.next_index() as i64,
+                terminal_index: m.terminal_index.unwrap_or(-1),
+                terminated_at: m.terminated_us.map(format_us),
+                archival: m.archival,
+                archive: self.row.archive.as_deref().and_then(|a| serde_json::from_str::<ArchiveInfo>(a).ok()),
+                archive_error: self.row.archive_error.clone(),
+                purged: m.purged,
+            },
+        }
+    }
+
+    fn lifecycle(&self) -> StreamLifecycle {
+        let m = &self.machine;
+        StreamLifecycle {
+            updated_us: self.row.updated_us,
+            terminal_index: m.terminal_index.unwrap_or(-1),
+            terminated_us: m.terminated_us,
+            sealed: m.sealed,
+            archival: m.archival.as_str().to_owned(),
+            archive: self.row.archive.clone(),
+            archive_error: self.row.archive_error.clone(),
+            purged: m.purged,
+        }
+    }
+}
+
+/// Small chunks committed side by side since the last compaction.
+#[derive(Debug, Default, Clone, Copy)]
+struct CompactionWindow {
+    start: u64,
+    end: u64,
+    chunks: u32,
+    bytes: u64,
+}
+
+type CommitFuture = Shared<Pin<Box<dyn Future<Output = WriteResult> + Send>>>;
+
+pub struct StreamActor {
+    key: StreamKey,
+    path: StreamPath,
+    generation: u64,
+    directory: Weak<DirectoryInner>,
+    deps: Arc<StreamDeps>,
+    prefix: Option<PrefixInfo>,
+    stream: Option<Loaded>,
+    /// Why loading failed; every message answers 503 and the actor stops.
+    load_error: Option<String>,
+    /// Commits in flight, by batch: requests that repeat their entries wait on them.
+    inflight: HashMap<u64, CommitFuture>,
+    compaction: CompactionWindow,
+    last_active: Instant,
+    /// Removed from the directory: answer `Retired` so callers go to a fresh actor.
+    retired: bool,
+}
+
+fn hash_secret(secret: &[u8]) -> Vec<u8> {
+    Sha256::digest(secret).to_vec()
+}
+
+fn check_secret(prefix: &PrefixInfo, secret: Option<&[u8]>, name: &str) -> Result<(), ActorError> {
+    let ok = secret.is_some_and(|s| bool::from(hash_secret(s).ct_eq(&prefix.secret_hash)));
+    if ok {
+        Ok(())
+    } else {
+        Err(ActorError::PermissionDenied(format!("wrong or missing secret for prefix {name:?}")))
+    }
+}
+
+fn task_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+type Reply<T> = ResponseActFuture<StreamActor, Result<T, ActorError>>;
+
+fn reply<T: 'static>(r: Result<T, ActorError>) -> Reply<T> {
+    Box::pin(fut::ready(r))
+}
+
+impl StreamActor {
+    pub(crate) fn new(key: StreamKey, path: StreamPath, generation: u64, directory: Weak<DirectoryInner>, deps: Arc<StreamDeps>) -> Self {
+        Self {
+            key,
+            path,
+            generation,
+            directory,
+            deps,
+            prefix: None,
+            stream: None,
+            load_error: None,
+            inflight: HashMap::new(),
+            compaction: CompactionWindow::default(),
+            last_active: Instant::now(),
+            retired: false,
+        }
+    }
+
+    fn store(&self) -> Store {
+        self.deps.store.clone()
+    }
+
+    /// Answers for the messages every handler refuses the same way.
+    fn gate(&mut self) -> Result<(), ActorError> {
+        self.last_active = Instant::now();
+        if self.retired {
+            return Err(ActorError::Retired);
+        }
+        if let Some(e) = &self.load_error {
+            return Err(ActorError::Unavailable(e.clone()));
+        }
+        Ok(())
+    }
+
+    /// The error for a write to a stream this actor does not have: 412 when the prefix
+    /// is missing, 403 for a wrong secret, else 404. Reads the prefix afresh, since it
+    /// may have been registered since this actor loaded.
+    fn missing_stream(&mut self, secret: Option<Vec<u8>>) -> Reply<()> {
+        let (store, project, prefix) = (self.store(), self.key.project.clone(), self.path.prefix.clone());
+        let path = self.path.to_string();
+        Box::pin(
+            async move { blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await }
+                .into_actor(self)
+                .map(move |row, act, _| {
+                    let row = row?;
+                    let Some(row) = row else {
+                        return Err(ActorError::FailedPrecondition(format!(
+                            "prefix {:?} is not registered",
+                            act.path.prefix
+                        )));
+                    };
+                    let info = PrefixInfo::from(row);
+                    check_secret(&info, secret.as_deref(), &act.path.prefix)?;
+                    act.prefix = Some(info);
+                    Err(ActorError::NotFound(format!("stream {path:?} not found")))
+                }),
+        )
+    }
+
+    /// Checks the secret of a write to the loaded stream.
+    fn check_write(&self, secret: Option<&[u8]>) -> Result<(), ActorError> {
+        let Some(prefix) = &self.prefix else {
+            return Err(ActorError::FailedPrecondition(format!(
+                "prefix {:?} is not registered",
+                self.path.prefix
+            )));
+        };
+        check_secret(prefix, secret, &self.path.prefix)?;
+        if self.stream.as_ref().is_some_and(|s| s.machine.purged) {
+            return Err(ActorError::Conflict("stream has been purged".into()));
+        }
+        Ok(())
+    }
+
+    /// Waits for every commit in flight and records their outcomes.
+    fn settle_inflight(&mut self) -> impl ActorFuture<Self, Output = ()> {
+        let pending: Vec<(u64, CommitFuture)> = self.inflight.iter().map(|(b, f)| (*b, f.clone())).collect();
+        async move {
+            let mut out = Vec::new();
+            for (b, f) in pending {
+                out.push((b, f.await));
+            }
+            out
+        }
+        .into_actor(self)
+        .map(|results, act, _| {
+            for (b, r) in results {
+                act.finish_batch(b, &r);
+            }
+        })
+    }
+
+    fn finish_batch(&mut self, batch: u64, result: &WriteResult) {
+        self.inflight.remove(&batch);
+        if let Some(s) = &mut self.stream {
+            s.machine.commit_result(batch, result.is_ok());
+        }
+    }
+
+    /// After a batch committed: note its chunks and compact once enough small ones line up.
+    fn after_commit(&mut self, chunks: &[(u64, u64, u64)]) {
+        let Some(s) = &mut self.stream else { return };
+        s.row.updated_us = now_us();
+        let next = s.machine.next_index();
+        let w = &mut self.compaction;
+        for &(first, count, bytes) in chunks {
+            if first != w.end || first + count > next {
+                continue;
+            }
+            if bytes >= SMALL_CHUNK_BYTES || w.bytes + bytes > MAX_COMPACTED_BYTES {
+                *w = CompactionWindow { start: first + count, end: first + count, chunks: 0, bytes: 0 };
+                continue;
+            }
+            w.end = first + count;
+            w.chunks += 1;
+            w.bytes += bytes;
+        }
+        if w.chunks >= COMPACT_AFTER_CHUNKS {
+            let (start, end) = (w.start, w.end);
+            *w = CompactionWindow { start: end, end, chunks: 0, bytes: 0 };
+            let (project, id) = (self.key.project.clone(), self.key.id.clone());
+            let done = self.deps.writer.run(move |c| store::compact_chunks(c, &project, &id, start, end).map(|_| ()));
+            actix::spawn(async move {
+                if let Ok(Err(e)) = done.await {
+                    tracing::warn!(?e, "chunk compaction failed");
+                }
+            });
+        }
+    }
+
+    /// Terminates the stream (after the commits in flight), persisting the transition and
+    /// the archive task it schedules in one transaction.
+    fn terminate(&mut self, requested: Option<i64>) -> Reply<StreamJson> {
+        Box::pin(self.settle_inflight().then(move |_, act, _| {
+            let Some(s) = &act.stream else {
+                return reply(Err(ActorError::NotFound("stream not found".into())));
+            };
+            let mut next = Loaded { row: s.row.clone(), descriptor: s.descriptor.clone(), machine: s.machine.clone() };
+            let now = now_us();
+            match next.machine.terminate(requested, now) {
+                Err(e) => return reply(Err(e.into())),
+                Ok(false) => return reply(Ok(s.json())),
+                Ok(true) => {}
+            }
+            next.row.updated_us = now;
+            let (reason, delay) = if next.machine.is_complete() {
+                ("terminated", act.deps.archival.complete_delay)
+            } else {
+                ("incomplete", act.deps.archival.incomplete_delay)
+            };
+            let due = now + delay.as_micros() as i64;
+            let (store, project, id, change) = (act.store(), act.key.project.clone(), act.key.id.clone(), next.lifecycle());
+            let write = blocking(move || {
+                store.write(|c| {
+                    store::update_lifecycle(c, &project, &id, &change)?;
+                    store::schedule_task(c, &project, &id, reason, due, &task_id(), now)
+                })
+            });
+            Box::pin(write.into_actor(act).map(move |r, act, _| {
+                r?;
+                if let Some(s) = &mut act.stream {
+                    s.row.updated_us = next.row.updated_us;
+                    s.machine.terminal_index = next.machine.terminal_index;
+                    s.machine.terminated_us = next.machine.terminated_us;
+                }
+                Ok(act.stream.as_ref().map(Loaded::json).expect("stream is loaded"))
+            }))
+        }))
+    }
+
+    /// Plans and submits an append; answers once it and every commit it repeats are durable.
+    fn append(&mut self, entries: &[IncomingEntry]) -> Reply<AppendOk> {
+        let Some(s) = &mut self.stream else {
+            return reply(Err(ActorError::NotFound("stream not found".into())));
+        };
+        let plan = match s.machine.plan_append(entries, now_us()) {
+            Ok(p) => p,
+            Err(e) => return reply(Err(e.into())),
+        };
+        let mut waits: Vec<(u64, CommitFuture)> =
+            plan.waits_for.iter().filter_map(|b| self.inflight.get(b).map(|f| (*b, f.clone()))).collect();
+        let mut own = None;
+        if let Some(batch) = plan.batch {
+            let mut chunks = Vec::with_capacity(plan.runs.len());
+            let mut meta = Vec::with_capacity(plan.runs.len());
+            let mut bytes = 0;
+            for run in &plan.runs {
+                let run_bytes: u64 = run.iter().map(|e| e.content.payload_bytes()).sum();
+                let last = run.last().expect("runs are not empty");
+                chunks.push(ChunkRow {
+                    project: self.key.project.clone(),
+                    stream_id: self.key.id.clone(),
+                    first_index: run[0].stream_index as i64,
+                    count: run.len() as i64,
+                    bytes: run_bytes as i64,
+                    end_sequence: (last.sequence + last.content.sequence_units()) as i64,
+                    data: chunk::encode(run),
+                });
+                meta.push((run[0].stream_index, run.len() as u64, run_bytes));
+                bytes += run_bytes;
+            }
+            // A terminated stream that this batch completes is due for archival sooner.
+            let schedule = match s.machine.terminal_index {
+                Some(t) if plan.end_after as i64 == t + 1 && plan.end_before < plan.end_after => Some(TaskSchedule {
+                    reason: "terminated",
+                    due_us: now_us() + self.deps.archival.complete_delay.as_micros() as i64,
+                    new_task_id: task_id(),
+                }),
+                _ => None,
+            };
+            let op = AppendOp {
+                project: self.key.project.clone(),
+                stream_id: self.key.id.clone(),
+                chunks,
+                advance: (plan.end_after > plan.end_before).then_some((plan.end_before, plan.end_after)),
+                schedule,
+                entries: plan.accepted,
+                bytes,
+            };
+            let rx = self.deps.writer.append(op);
+            let fut: Pin<Box<dyn Future<Output = WriteResult> + Send>> = Box::pin(rx.map(settle));
+            let shared = fut.shared();
+            self.inflight.insert(batch, shared.clone());
+            waits.push((batch, shared));
+            own = Some((batch, meta));
+        }
+        let (accepted, duplicates) = (plan.accepted, plan.duplicates);
+        Box::pin(
+            async move {
+                let mut out = Vec::with_capacity(waits.len());
+                for (b, f) in waits {
+                    out.push((b, f.await));
+                }
+                out
+            }
+            .into_actor(self)
+            .map(move |results, act, _| {
+                let mut failure = None;
+                for (b, r) in &results {
+                    act.finish_batch(*b, r);
+                    if let Err(e) = r {
+                        failure.get_or_insert(e.clone());
+                    }
+                }
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
+                if let Some((_, meta)) = own {
+                    act.after_commit(&meta);
+                }
+                let next_index = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
+                Ok(AppendOk { next_index, accepted, duplicates })
+            }),
+        )
+    }
+
+    fn create(&mut self, descriptor: Descriptor, terminal_index: Option<i64>) -> Reply<(StreamJson, bool)> {
+        let now = now_us();
+        let row = StreamRow {
+            project: self.key.project.clone(),
+            id: self.key.id.clone(),
+            path: self.path.to_string(),
+            prefix: self.path.prefix.clone(),
+            name: self.path.name.clone(),
+            stream_type: descriptor.stream_type.as_str().to_owned(),
+            content_type: descriptor.content_type.clone(),
+            descriptor: serde_json::to_string(&descriptor).expect("descriptor serialises"),
+            created_us: now,
+            updated_us: now,
+            next_index: 0,
+            terminal_index: -1,
+            terminated_us: None,
+            sealed: false,
+            archival: Archival::None.as_str().to_owned(),
+            archive: None,
+            archive_error: None,
+            purged: false,
+        };
+        let mut loaded = match Loaded::from_row(row, &[]) {
+            Ok(l) => l,
+            Err(e) => return reply(Err(e)),
+        };
+        let timing = &self.deps.archival;
+        let (reason, due) = match terminal_index {
+            Some(t) if t >= 0 => {
+                if let Err(e) = loaded.machine.terminate(Some(t), now) {
+                    return reply(Err(e.into()));
+                }
+                ("incomplete", now + timing.incomplete_delay.as_micros() as i64)
+            }
+            _ => ("expired", now + timing.pessimistic_delay.as_micros() as i64),
+        };
+        let lc = loaded.lifecycle();
+        loaded.row.terminal_index = lc.terminal_index;
+        loaded.row.terminated_us = lc.terminated_us;
+        let tags: Vec<TagRow> = descriptor
+            .tags
+            .iter()
+            .map(|(k, v)| TagRow { project: self.key.project.clone(), stream_id: self.key.id.clone(), key: k.clone(), value: v.clone() })
+            .collect();
+        let task = TaskRow {
+            task_id: task_id(),
+            project: self.key.project.clone(),
+            stream_id: self.key.id.clone(),
+            reason: reason.to_owned(),
+            due_us: due,
+            attempt: 0,
+            lease_id: None,
+            lease_expires_us: None,
+            last_error: None,
+            created_us: now,
+        };
+        let (store, row) = (self.store(), loaded.row.clone());
+        let write = blocking(move || store.write(|c| store::insert_stream(c, &row, &tags, &task)));
+        Box::pin(write.into_actor(self).map(move |r, act, _| {
+            r?;
+            let json = loaded.json();
+            act.stream = Some(loaded);
+            Ok((json, true))
+        }))
+    }
+}
+
+/// What a new actor reads before it takes its first message.
+fn load(store: &Store, key: &StreamKey, path: &StreamPath) -> Result<(Option<PrefixRow>, Option<(StreamRow, Vec<ChunkSpan>)>), logdog_schema::StoreError> {
+    store.read(|c| {
+        let prefix = store::get_prefix(c, &key.project, &path.prefix)?;
+        let Some(row) = store::get_stream(c, &key.project, &key.id)? else {
+            return Ok((prefix, None));
+        };
+        let from = (row.next_index as u64).saturating_sub(1);
+        let spans = store::chunk_spans(c, &key.project, &key.id, from)?;
+        Ok((prefix, Some((row, spans))))
+    })
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.deps.metrics.live_stream_actors.inc();
+        let (store, key, path) = (self.store(), self.key.clone(), self.path.clone());
+        ctx.wait(
+            async move { blocking(move || load(&store, &key, &path)).await }
+                .into_actor(self)
+                .map(|r, act, ctx| match r.and_then(|(p, s)| Ok((p, s.map(|(row, spans)| Loaded::from_row(row, &spans)).transpose()?))) {
+                    Ok((prefix, stream)) => {
+                        act.prefix = prefix.map(PrefixInfo::from);
+                        if let Some(s) = &stream {
+                            let next = s.machine.next_index();
+                            act.compaction = CompactionWindow { start: next, end: next, chunks: 0, bytes: 0 };
+                            if next as i64 != s.row.next_index {
+                                // Repair a next_index left behind by a failed commit.
+                                let (project, id) = (act.key.project.clone(), act.key.id.clone());
+                                let _ = act.deps.writer.run(move |c| store::set_next_index(c, &project, &id, next));
+                            }
+                        }
+                        act.stream = stream;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream = %act.path, "loading stream failed");
+                        act.load_error = Some(format!("cannot load stream: {e}"));
+                        act.retire(ctx);
+                    }
+                }),
+        );
+        let check = (self.deps.idle_timeout / 2).max(Duration::from_millis(10));
+        ctx.run_interval(check, |act, ctx| {
+            if act.inflight.is_empty() && act.last_active.elapsed() >= act.deps.idle_timeout {
+                act.retire(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.deps.metrics.live_stream_actors.dec();
+        if let Some(dir) = self.directory.upgrade() {
+            dir.retire(&self.key, self.generation);
+        }
+    }
+}
+
+impl StreamActor {
+    /// Leaves the directory and stops; messages already queued answer `Retired`.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        self.retired = true;
+        if let Some(dir) = self.directory.upgrade() {
+            dir.retire(&self.key, self.generation);
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<Register> for StreamActor {
+    type Result = AtomicResponse<Self, Result<(StreamJson, bool), ActorError>>;
+
+    /// Creates the stream, or confirms an identical registration.
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        let (store, project, prefix) = (self.store(), self.key.project.clone(), self.path.prefix.clone());
+        let fresh = async move { blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await };
+        AtomicResponse::new(Box::pin(fresh.into_actor(self).then(move |row, act, _| {
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => return reply(Err(e)),
+            };
+            let Some(row) = row else {
+                return reply(Err(ActorError::FailedPrecondition(format!(
+                    "prefix {:?} is not registered",
+                    act.path.prefix
+                ))));
+            };
+            act.prefix = Some(PrefixInfo::from(row));
+            let prefix = act.prefix.as_ref().expect("just set");
+            let is_new = act.stream.is_none();
+            if is_new && prefix.expires_us <= now_us() {
+                return reply(Err(ActorError::FailedPrecondition(format!(
+                    "prefix {:?} has expired",
+                    act.path.prefix
+                ))));
+            }
+            if let Err(e) = act.check_write(msg.secret.as_deref()) {
+                return reply(Err(e));
+            }
+            let descriptor = match msg.descriptor {
+                Ok(d) => d,
+                Err(m) => return reply(Err(ActorError::Invalid(m))),
+            };
+            if let Some(t) = msg.terminal_index {
+                if t < -1 {
+                    return reply(Err(ActorError::Invalid(format!("terminal_index must be -1 or more, got {t}"))));
+                }
+            }
+            match &act.stream {
+                None => act.create(descriptor, msg.terminal_index),
+                Some(s) => {
+                    let d = &s.descriptor;
+                    if d.stream_type != descriptor.stream_type || d.content_type != descriptor.content_type {
+                        return reply(Err(ActorError::AlreadyExists(format!(
+                            "stream {:?} exists with stream_type {} and content_type {:?}",
+                            s.row.path,
+                            d.stream_type.as_str(),
+                            d.content_type
+                        ))));
+                    }
+                    match msg.terminal_index {
+                        Some(t) if t >= 0 => Box::pin(act.terminate(Some(t)).map(|r, _, _| r.map(|j| (j, false)))),
+                        _ => reply(Ok((s.json(), false))),
+                    }
+                }
+            }
+        })))
+    }
+}
+
+impl Handler<Load> for StreamActor {
+    type Result = Result<StreamJson, ActorError>;
+
+    fn handle(&mut self, msg: Load, _: &mut Context<Self>) -> Self::Result {
+        self.gate()?;
+        match &self.stream {
+            Some(s) if !s.machine.purged || msg.see_purged => Ok(s.json()),
+            _ => Err(ActorError::NotFound(format!("stream {:?} not found", self.path.to_string()))),
+        }
+    }
+}
+
+impl Handler<Append> for StreamActor {
+    type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
+
+    fn handle(&mut self, msg: Append, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return reply(Err(e));
+        }
+        if self.stream.is_none() {
+            return Box::pin(self.missing_stream(msg.secret).map(|r, _, _| r.map(|_| unreachable!())));
+        }
+        if let Err(e) = self.check_write(msg.secret.as_deref()) {
+            return reply(Err(e));
+        }
+        match &*msg.entries {
+            Err(m) => reply(Err(ActorError::Invalid(m.clone()))),
+            Ok(entries) => self.append(entries),
+        }
+    }
+}
+
+impl Handler<AppendText> for StreamActor {
+    type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
+
+    /// Numbers the lines from one past the highest stored (or in-flight) index.
+    fn handle(&mut self, msg: AppendText, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return reply(Err(e));
+        }
+        let Some(s) = &self.stream else {
+            return Box::pin(self.missing_stream(msg.secret).map(|r, _, _| r.map(|_| unreachable!())));
+        };
+        if let Err(e) = self.check_write(msg.secret.as_deref()) {
+            return reply(Err(e));
+        }
+        let lines = match &*msg.lines {
+            Ok(lines) => lines,
+            Err(m) => return reply(Err(ActorError::Invalid(m.clone()))),
+        };
+        let first = (s.machine.highest_index() + 1) as u64;
+        let entries: Vec<IncomingEntry> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| IncomingEntry {
+                stream_index: first + i as u64,
+                prefix_index: None,
+                sequence: None,
+                time_offset_us: None,
+                content: logdog_schema::wire::Content::Text(vec![line.clone()]),
+            })
+            .collect();
+        if entries.is_empty() {
+            let next_index = s.machine.next_index();
+            return reply(Ok(AppendOk { next_index, accepted: 0, duplicates: 0 }));
+        }
+        self.append(&entries)
+    }
+}
+
+impl Handler<Terminate> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        if self.stream.is_none() {
+            return AtomicResponse::new(Box::pin(self.missing_stream(msg.secret).map(|r, _, _| r.map(|_| unreachable!()))));
+        }
+        if let Err(e) = self.check_write(msg.secret.as_deref()) {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        match msg.terminal_index {
+            Err(m) => AtomicResponse::new(reply(Err(ActorError::Invalid(m)))),
+            Ok(t) => AtomicResponse::new(self.terminate(t)),
+        }
+    }
+}
+
+impl Handler<Purge> for StreamActor {
+    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, _: Purge, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        if self.stream.is_none() {
+            let path = self.path.to_string();
+            return AtomicResponse::new(reply(Err(ActorError::NotFound(format!("stream {path:?} not found")))));
+        }
+        AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
+            let (store, project, id) = (act.store(), act.key.project.clone(), act.key.id.clone());
+            let now = now_us();
+            let write = blocking(move || store.write(|c| store::purge_stream(c, &project, &id, now)));
+            write.into_actor(act).map(move |r, act, _| {
+                r?;
+                if let Some(s) = &mut act.stream {
+                    s.machine.purged = true;
+                    s.row.updated_us = now;
+                }
+                Ok(())
+            })
+        })))
+    }
+}
+
+impl Handler<PrefixDeleted> for StreamActor {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, _: PrefixDeleted, ctx: &mut Context<Self>) -> Self::Result {
+        self.stream = None;
+        self.prefix = None;
+        self.retire(ctx);
+        Ok(())
+    }
+}

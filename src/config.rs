@@ -1,0 +1,413 @@
+//! Configuration: one TOML file (every key optional), overridden by `LOGDOG_*`
+//! environment variables for the keys listed in `docs/CONFIG.md`, overridden by flags.
+//! Unknown keys and invalid values are errors that name the file, the line and the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// A SQLite path, `sqlite://PATH`, or a `postgres://` URL.
+    pub database: String,
+    /// A directory, `file://PATH`, or an object-store URL.
+    pub archive: String,
+    /// Default prefix lifetime in seconds.
+    pub prefix_expiration: f64,
+    pub archival: ArchivalConfig,
+    pub limits: Limits,
+    pub websocket: WebsocketConfig,
+    pub projects: Vec<ProjectConfig>,
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchivalConfig {
+    pub complete_delay: f64,
+    pub incomplete_delay: f64,
+    pub pessimistic_delay: f64,
+    pub max_attempts: i64,
+    pub retry_delay: f64,
+    pub embedded_archivist: bool,
+    pub archivist_workers: i64,
+    pub archivist_lease: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_request_bytes: i64,
+    pub max_entry_bytes: i64,
+    pub get_default_count: i64,
+    pub get_max_count: i64,
+    pub max_viewers_per_stream: i64,
+    pub max_viewers: i64,
+    pub prefix_lines_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebsocketConfig {
+    pub ping_interval: f64,
+    pub idle_timeout: f64,
+    pub lag_timeout: f64,
+    pub mailbox: i64,
+    pub max_frame_bytes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub prefix_expiration: Option<f64>,
+    #[serde(default)]
+    pub archive: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub sha256: String,
+    pub role: String,
+    #[serde(default)]
+    pub projects: Option<Vec<String>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database: "logdog-data/logdog.db".into(),
+            archive: "logdog-data/archive".into(),
+            prefix_expiration: 86400.0,
+            archival: ArchivalConfig::default(),
+            limits: Limits::default(),
+            websocket: WebsocketConfig::default(),
+            projects: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for ArchivalConfig {
+    fn default() -> Self {
+        Self {
+            complete_delay: 5.0,
+            incomplete_delay: 300.0,
+            pessimistic_delay: 172800.0,
+            max_attempts: 10,
+            retry_delay: 30.0,
+            embedded_archivist: true,
+            archivist_workers: 2,
+            archivist_lease: 600.0,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 << 20,
+            max_entry_bytes: 1 << 20,
+            get_default_count: 1000,
+            get_max_count: 10000,
+            max_viewers_per_stream: 1000,
+            max_viewers: 10000,
+            prefix_lines_per_second: 0.0,
+        }
+    }
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        Self { ping_interval: 10.0, idle_timeout: 30.0, lag_timeout: 10.0, mailbox: 16, max_frame_bytes: 262144 }
+    }
+}
+
+/// A configuration error, already phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Seconds as a `Duration` (validated non-negative and finite by `Config::validate`).
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+/// Where a value came from, for error messages.
+struct Source<'a> {
+    file: Option<&'a Path>,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// "FILE:LINE: key" for the first line that sets `key` (optionally the n-th).
+    fn locate(&self, key: &str, nth: usize) -> String {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let line = self
+            .text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| {
+                let l = l.trim_start();
+                l.strip_prefix(leaf).is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .nth(nth)
+            .map(|(i, _)| i + 1);
+        match (self.file, line) {
+            (Some(f), Some(n)) => format!("{}:{n}: {key}", f.display()),
+            (Some(f), None) => format!("{}: {key}", f.display()),
+            (None, _) => key.to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any), applies `LOGDOG_*` variables from `env`, and validates.
+    pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| ConfigError(format!("{}: cannot read config: {e}", f.display())))?,
+            None => String::new(),
+        };
+        let mut config: Config = toml::from_str(&text).map_err(|e| {
+            let name = file.map(|f| f.display().to_string()).unwrap_or_default();
+            ConfigError(format!("{name}: {e}"))
+        })?;
+        config.apply_env(env)?;
+        config.validate_at(&Source { file, text: &text })?;
+        Ok(config)
+    }
+
+    /// Every key an environment variable may set, as (variable, dotted key).
+    pub fn env_keys() -> Vec<(String, String)> {
+        let value = toml::Value::try_from(Config::default()).expect("config serialises");
+        let mut keys = Vec::new();
+        for (k, v) in value.as_table().expect("a table") {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k2, v2) in t {
+                        if !v2.is_array() {
+                            keys.push((format!("LOGDOG_{}_{}", k, k2).to_uppercase(), format!("{k}.{k2}")));
+                        }
+                    }
+                }
+                toml::Value::Array(_) => {}
+                _ => keys.push((format!("LOGDOG_{k}").to_uppercase(), k.clone())),
+            }
+        }
+        keys
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let mut value = toml::Value::try_from(&*self).expect("config serialises");
+        for (var, key) in Self::env_keys() {
+            let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else { continue };
+            let mut slot = &mut value;
+            for part in key.split('.') {
+                slot = slot.get_mut(part).expect("listed keys exist");
+            }
+            *slot = match slot {
+                toml::Value::String(_) => toml::Value::String(raw.clone()),
+                toml::Value::Integer(_) => toml::Value::Integer(
+                    raw.trim().parse().map_err(|_| ConfigError(format!("{var}: {raw:?} is not an integer (key {key})")))?,
+                ),
+                toml::Value::Float(_) => toml::Value::Float(
+                    raw.trim().parse().map_err(|_| ConfigError(format!("{var}: {raw:?} is not a number (key {key})")))?,
+                ),
+                toml::Value::Boolean(_) => toml::Value::Boolean(
+                    raw.trim().parse().map_err(|_| ConfigError(format!("{var}: {raw:?} is not true or false (key {key})")))?,
+                ),
+                _ => continue,
+            };
+        }
+        *self = value.try_into().map_err(|e| ConfigError(format!("environment: {e}")))?;
+        Ok(())
+    }
+
+    /// Checks values the types cannot; used after flags are applied too.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_at(&Source { file: None, text: "" })
+    }
+
+    fn validate_at(&self, src: &Source) -> Result<(), ConfigError> {
+        let bad = |key: &str, nth: usize, why: String| Err(ConfigError(format!("{}: {why}", src.locate(key, nth))));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", 0, format!("{:?} is not an address like 127.0.0.1:8080", self.listen));
+        }
+        if self.database.trim().is_empty() {
+            return bad("database", 0, "must not be empty".into());
+        }
+        if self.archive.trim().is_empty() {
+            return bad("archive", 0, "must not be empty".into());
+        }
+        let durations = [
+            ("prefix_expiration", self.prefix_expiration),
+            ("archival.complete_delay", self.archival.complete_delay),
+            ("archival.incomplete_delay", self.archival.incomplete_delay),
+            ("archival.pessimistic_delay", self.archival.pessimistic_delay),
+            ("archival.retry_delay", self.archival.retry_delay),
+            ("archival.archivist_lease", self.archival.archivist_lease),
+            ("limits.prefix_lines_per_second", self.limits.prefix_lines_per_second),
+            ("websocket.ping_interval", self.websocket.ping_interval),
+            ("websocket.idle_timeout", self.websocket.idle_timeout),
+            ("websocket.lag_timeout", self.websocket.lag_timeout),
+        ];
+        for (key, v) in durations {
+            if !v.is_finite() || v < 0.0 || v > 1e9 {
+                return bad(key, 0, format!("{v} must be a number of seconds from 0 to 1e9"));
+            }
+        }
+        let counts = [
+            ("archival.max_attempts", self.archival.max_attempts),
+            ("archival.archivist_workers", self.archival.archivist_workers),
+            ("limits.max_request_bytes", self.limits.max_request_bytes),
+            ("limits.max_entry_bytes", self.limits.max_entry_bytes),
+            ("limits.get_default_count", self.limits.get_default_count),
+            ("limits.get_max_count", self.limits.get_max_count),
+            ("limits.max_viewers_per_stream", self.limits.max_viewers_per_stream),
+            ("limits.max_viewers", self.limits.max_viewers),
+            ("websocket.mailbox", self.websocket.mailbox),
+            ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
+        ];
+        for (key, v) in counts {
+            if v < 1 {
+                return bad(key, 0, format!("{v} must be 1 or more"));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (index, p) in self.projects.iter().enumerate() {
+            if let Err(e) = logdog_schema::names::validate_project(&p.name) {
+                return bad("projects.name", index, e.to_string());
+            }
+            if !seen.insert(p.name.as_str()) {
+                return bad("projects.name", index, format!("duplicate project {:?}", p.name));
+            }
+            if let Some(e) = p.prefix_expiration {
+                if !e.is_finite() || e < 0.0 {
+                    return bad("projects.prefix_expiration", index, format!("{e} must be a number of seconds"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Local mode: no tokens, every caller has every role.
+    pub fn local_mode(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The project's config, if the config declares it.
+    pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
+        self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// Whether a project exists: any valid name when none are declared.
+    pub fn project_exists(&self, name: &str) -> bool {
+        if self.projects.is_empty() {
+            logdog_schema::names::validate_project(name).is_ok()
+        } else {
+            self.project(name).is_some()
+        }
+    }
+
+    /// The smallest positive of the request's, the project's and the server's expiration.
+    pub fn prefix_expiration(&self, project: &str, requested: Option<f64>) -> Option<Duration> {
+        [requested, self.project(project).and_then(|p| p.prefix_expiration), Some(self.prefix_expiration)]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .min_by(|a, b| a.total_cmp(b))
+            .map(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logdog.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(Some(&path), &env)
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.archival.complete_delay, 5.0);
+        assert_eq!(c.limits.max_request_bytes, 16 << 20);
+        assert!(c.local_mode());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = load_str(
+            r#"
+listen = "0.0.0.0:9000"
+prefix_expiration = 3600
+[archival]
+complete_delay = 0.5
+[limits]
+max_entry_bytes = 100
+[[projects]]
+name = "chromium"
+public = true
+prefix_expiration = 60
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.archival.complete_delay, 0.5);
+        assert_eq!(c.limits.max_entry_bytes, 100);
+        assert!(c.project("chromium").unwrap().public);
+        assert_eq!(c.prefix_expiration("chromium", Some(600.0)), Some(secs(60.0)));
+        assert_eq!(c.prefix_expiration("chromium", Some(10.0)), Some(secs(10.0)));
+        assert_eq!(c.prefix_expiration("other", None), Some(secs(3600.0)));
+        assert!(c.project_exists("chromium") && !c.project_exists("other"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load_str(
+            "[archival]\ncomplete_delay = 5\n",
+            &[("LOGDOG_ARCHIVAL_COMPLETE_DELAY", "0.25"), ("LOGDOG_LISTEN", "127.0.0.1:1"), ("LOGDOG_OTHER", "x")],
+        )
+        .unwrap();
+        assert_eq!(c.archival.complete_delay, 0.25);
+        assert_eq!(c.listen, "127.0.0.1:1");
+        let e = load_str("", &[("LOGDOG_LIMITS_MAX_VIEWERS", "many")]).unwrap_err();
+        assert!(e.0.contains("LOGDOG_LIMITS_MAX_VIEWERS") && e.0.contains("not an integer"), "{e}");
+        assert!(Config::env_keys().iter().any(|(v, k)| v == "LOGDOG_WEBSOCKET_LAG_TIMEOUT" && k == "websocket.lag_timeout"));
+        assert!(!Config::env_keys().iter().any(|(v, _)| v.starts_with("LOGDOG_PROJECTS")));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = load_str("listen = \"127.0.0.1:1\"\nbogus = 1\n", &[]).unwrap_err();
+        assert!(e.0.contains("logdog.toml") && e.0.contains("line 2") && e.0.contains("bogus"), "{e}");
+        let e = load_str("\n[archival]\ncomplete_delay = -1\n", &[]).unwrap_err();
+        assert!(e.0.contains("logdog.toml:3: archival.complete_delay"), "{e}");
+        let e = load_str("listen = \"nowhere\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("logdog.toml:1: listen"), "{e}");
+        let e = load_str("[[projects]]\nname = \"a\"\n[[projects]]\nname = \"a\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("logdog.toml:4: projects.name") && e.0.contains("duplicate project"), "{e}");
+        let e = load_str("[limits]\nmax_viewers = \"ten\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("line 2") && e.0.contains("max_viewers"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The HTTP surface: shared state, the route table, and the helpers every handler uses
+//! to apply API.md's error precedence (project → body size → names → the actor's checks).
+
+pub mod ops;
+pub mod registration;
+pub mod services;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use actix_web::dev::Service as _;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use logdog_actors::{Directory, Registry};
+use logdog_schema::names::{self, StreamPath};
+use logdog_schema::Store;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::errors::ApiError;
+use crate::metrics::HttpMetrics;
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub directory: Directory,
+    pub registry: Addr<Registry>,
+    pub metrics: HttpMetrics,
+    pub prometheus: prometheus::Registry,
+}
+
+pub type State = web::Data<AppState>;
+
+/// Who is calling. Until tokens exist every caller is in local mode, with every role.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub admin: bool,
+}
+
+impl AppState {
+    /// Authenticates the caller and checks the project is visible to it. An unknown
+    /// project answers exactly like a forbidden one.
+    pub fn caller_for(&self, _req: &HttpRequest, project: &str) -> Result<Caller, ApiError> {
+        if !self.config.projects.is_empty() && self.config.project(project).is_none() {
+            return Err(ApiError::permission_denied(format!("project {project:?} is not visible to this caller")));
+        }
+        Ok(Caller { admin: true })
+    }
+
+    /// Admin-only routes.
+    pub fn require_admin(&self, caller: Caller) -> Result<(), ApiError> {
+        if caller.admin {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied("this call needs the admin role"))
+        }
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        self.config.limits.max_request_bytes as usize
+    }
+}
+
+/// The `{project}` segment, authorised. Name validity is checked later, by `names`.
+pub fn project_of(req: &HttpRequest) -> String {
+    req.match_info().query("project").to_owned()
+}
+
+/// Checks the project name and the stream path from the URL (400 when malformed).
+pub fn names(req: &HttpRequest) -> Result<(String, StreamPath), ApiError> {
+    let project = project_of(req);
+    names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
+    let path = StreamPath::parse(req.match_info().query("path")).map_err(|e| ApiError::invalid(e.0))?;
+    Ok((project, path))
+}
+
+/// Reads the whole body, answering 413 as soon as it exceeds `limit`.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::too_large(format!("request body is over the {limit}-byte limit"));
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid(format!("cannot read request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The media type of the request, lowercased, without parameters; None when absent.
+pub fn media_type(req: &HttpRequest) -> Option<String> {
+    let v = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+/// Parses a JSON body. An empty body reads as `{}` where `empty_ok`. Errors are the
+/// message of a 400, left for the caller to report in API.md's order.
+pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8], empty_ok: bool) -> Result<T, String> {
+    match media_type(req).as_deref() {
+        None | Some("application/json") => {}
+        Some(other) => return Err(format!("unsupported content type {other:?}; send application/json")),
+    }
+    let body = if body.iter().all(u8::is_ascii_whitespace) && empty_ok { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+/// The prefix secret from `X-Prefix-Secret`; None when missing or not base64 (a 403 later).
+pub fn prefix_secret(req: &HttpRequest) -> Option<Vec<u8>> {
+    let v = req.headers().get("x-prefix-secret")?.to_str().ok()?;
+    B64.decode(v.trim()).ok()
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    ApiError::method_not_allowed(format!("{} is not allowed on {}", req.method(), req.path())).error_response()
+}
+
+/// A resource whose other methods answer 405 in the API's error shape.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The whole route table.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let query_error = |e: actix_web::error::QueryPayloadError, _: &HttpRequest| -> actix_web::Error {
+        ApiError::invalid(format!("invalid query string: {e}")).into()
+    };
+    cfg.app_data(web::QueryConfig::default().error_handler(query_error))
+        .service(resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/api/v1/projects/{project}/prefixes").route(web::post().to(registration::register_prefix)))
+        .service(
+            resource("/api/v1/projects/{project}/prefixes/{prefix:.+}").route(web::delete().to(registration::delete_prefix)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/streams/{path:.+}")
+                .route(web::put().to(services::register_stream))
+                .route(web::get().to(services::load_stream))
+                .route(web::patch().to(services::terminate_stream))
+                .route(web::delete().to(services::purge_stream)),
+        )
+        .service(resource("/api/v1/projects/{project}/logs/{path:.+}").route(web::post().to(services::append)))
+        .service(resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)))
+        .default_service(web::to(not_found));
+}
+
+/// Builds the app with its state and request metrics.
+pub fn app(
+    state: State,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    actix_web::App::new().app_data(state).configure(configure).wrap_fn(move |req, srv| {
+        let started = Instant::now();
+        let metrics = metrics.clone();
+        let method = req.method().to_string();
+        let fut = srv.call(req);
+        async move {
+            let res = fut.await?;
+            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+            metrics.observe(&route, &method, res.status().as_u16(), started.elapsed());
+            Ok(res)
+        }
+    })
+}
+
+/// 200 or 201 with a JSON body.
+pub fn json_response(created: bool, body: &impl serde::Serialize) -> HttpResponse {
+    if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}

@@ -1,0 +1,75 @@
+//! Registration (the Butler side): RegisterPrefix and DeletePrefix.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use logdog_actors::registry::{DeletePrefix, RegisterPrefix};
+use logdog_schema::names;
+use logdog_schema::wire::format_us;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{json_response, parse_json, project_of, read_body, State};
+use crate::errors::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterPrefixRequest {
+    prefix: String,
+    #[serde(default)]
+    expiration: Option<f64>,
+    #[serde(default)]
+    op_nonce: Option<String>,
+    #[serde(default)]
+    source_info: Vec<String>,
+}
+
+/// `POST /api/v1/projects/{project}/prefixes`: 201 with the secret; 200 for a nonce retry.
+pub async fn register_prefix(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let project = project_of(&req);
+    state.caller_for(&req, &project)?;
+    let body = read_body(&req, payload, state.max_request_bytes()).await?;
+    names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
+    let r: RegisterPrefixRequest = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
+    names::validate_prefix(&r.prefix).map_err(|e| ApiError::invalid(e.0))?;
+    let op_nonce = match r.op_nonce {
+        None => None,
+        Some(n) => match B64.decode(&n) {
+            Ok(bytes) if bytes.len() == 32 => Some(bytes),
+            _ => return Err(ApiError::invalid("op_nonce must be 32 bytes, base64-encoded")),
+        },
+    };
+    if r.expiration.is_some_and(|e| !e.is_finite() || e < 0.0) {
+        return Err(ApiError::invalid("expiration must be a positive number of seconds"));
+    }
+    let expiration = state
+        .config
+        .prefix_expiration(&project, r.expiration)
+        .ok_or_else(|| ApiError::invalid("no positive expiration in the request, the project or the server config"))?;
+    let grant = state
+        .registry
+        .send(RegisterPrefix { project, prefix: r.prefix, expiration, op_nonce, source_info: r.source_info })
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(json_response(
+        grant.created,
+        &json!({
+            "project": grant.project,
+            "prefix": grant.prefix,
+            "secret": B64.encode(&grant.secret),
+            "expires_at": format_us(grant.expires_us),
+        }),
+    ))
+}
+
+/// `DELETE /api/v1/projects/{project}/prefixes/{prefix}` (admin): 204.
+pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let project = project_of(&req);
+    let caller = state.caller_for(&req, &project)?;
+    state.require_admin(caller)?;
+    names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
+    let prefix = req.match_info().query("prefix").to_owned();
+    names::validate_prefix(&prefix).map_err(|e| ApiError::invalid(e.0))?;
+    state.registry.send(DeletePrefix { project, prefix }).await.map_err(ApiError::internal)??;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,238 @@
+//! Services (the Collector side): RegisterStream, LoadStream, append, TerminateStream,
+//! purge and bundles. Each parses what it can, then lets the stream's actor decide in
+//! API.md's order: prefix (412) → secret (403) → stream (404) → body (400) → state (409).
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use logdog_actors::stream::{Append, AppendOk, AppendText, Load, Purge, Register, Terminate};
+use logdog_schema::names::StreamPath;
+use logdog_schema::wire::{now_us, DescriptorRequest, IncomingEntry, Line};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{json_response, media_type, names, parse_json, prefix_secret, project_of, read_body, State};
+use crate::errors::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterStreamRequest {
+    #[serde(default)]
+    descriptor: Option<DescriptorRequest>,
+    #[serde(default)]
+    terminal_index: Option<i64>,
+}
+
+fn register_message(secret: Option<Vec<u8>>, body: Result<RegisterStreamRequest, String>) -> Register {
+    let (descriptor, terminal_index) = match body {
+        Ok(r) => (
+            r.descriptor.unwrap_or_default().resolve(now_us()).map_err(|e| format!("invalid descriptor: {e}")),
+            r.terminal_index,
+        ),
+        Err(e) => (Err(e), None),
+    };
+    Register { secret, descriptor, terminal_index }
+}
+
+/// `PUT …/streams/{prefix}/+/{name}`: 201 new, 200 identical re-registration.
+pub async fn register_stream(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.caller_for(&req, &project_of(&req))?;
+    let body = read_body(&req, payload, state.max_request_bytes()).await?;
+    let (project, path) = names(&req)?;
+    let msg = register_message(prefix_secret(&req), parse_json(&req, &body, true));
+    let (stream, created) = state.directory.send(&project, &path, msg).await?;
+    Ok(json_response(created, &stream))
+}
+
+/// `GET …/streams/{prefix}/+/{name}`: the Stream.
+pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let caller = state.caller_for(&req, &project_of(&req))?;
+    let (project, path) = names(&req)?;
+    let stream = state.directory.send(&project, &path, Load { see_purged: caller.admin }).await?;
+    Ok(HttpResponse::Ok().json(stream))
+}
+
+/// Parses `{"entries": [...]}`, checking each entry's size against the limit (413).
+fn parse_entries(req: &HttpRequest, body: &[u8], max_entry: u64) -> Result<Result<Vec<IncomingEntry>, String>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AppendRequest {
+        entries: Vec<Value>,
+    }
+    let parsed: Result<AppendRequest, String> = parse_json(req, body, false);
+    let entries = parsed.and_then(|r| r.entries.into_iter().map(IncomingEntry::from_json).collect::<Result<Vec<_>, _>>());
+    if let Ok(entries) = &entries {
+        check_entry_sizes(entries, max_entry)?;
+    }
+    Ok(entries)
+}
+
+fn check_entry_sizes(entries: &[IncomingEntry], max_entry: u64) -> Result<(), ApiError> {
+    if let Some(e) = entries.iter().find(|e| e.content.payload_bytes() > max_entry) {
+        return Err(ApiError::too_large(format!(
+            "entry {} is {} bytes, over the {max_entry}-byte entry limit",
+            e.stream_index,
+            e.content.payload_bytes()
+        )));
+    }
+    Ok(())
+}
+
+/// Splits raw text into lines, keeping `\n` and `\r\n` as delimiters; a last line
+/// without a newline gets an empty delimiter.
+pub fn split_lines(text: &str) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        match rest.find('\n') {
+            Some(i) => {
+                let (value, delimiter) = match rest[..i].strip_suffix('\r') {
+                    Some(v) => (v, "\r\n"),
+                    None => (&rest[..i], "\n"),
+                };
+                lines.push(Line { value: value.to_owned(), delimiter: delimiter.to_owned() });
+                rest = &rest[i + 1..];
+            }
+            None => {
+                lines.push(Line { value: rest.to_owned(), delimiter: String::new() });
+                rest = "";
+            }
+        }
+    }
+    lines
+}
+
+fn append_body(r: &AppendOk) -> Value {
+    json!({"next_index": r.next_index, "accepted": r.accepted, "duplicates": r.duplicates})
+}
+
+/// `POST …/logs/{prefix}/+/{name}`: JSON entries, or raw text with `text/plain`.
+pub async fn append(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.caller_for(&req, &project_of(&req))?;
+    let body = read_body(&req, payload, state.max_request_bytes()).await?;
+    let max_entry = state.config.limits.max_entry_bytes as u64;
+    let (project, path) = names(&req)?;
+    let secret = prefix_secret(&req);
+    let result = if media_type(&req).as_deref() == Some("text/plain") {
+        let lines = std::str::from_utf8(&body).map(split_lines).map_err(|e| format!("body is not valid UTF-8: {e}"));
+        if let Some(l) = lines.as_ref().ok().and_then(|ls| ls.iter().find(|l| (l.value.len() + l.delimiter.len()) as u64 > max_entry)) {
+            return Err(ApiError::too_large(format!("a line of {} bytes is over the {max_entry}-byte entry limit", l.value.len())));
+        }
+        state.directory.send(&project, &path, AppendText { secret, lines: Arc::new(lines) }).await?
+    } else {
+        let entries = parse_entries(&req, &body, max_entry)?;
+        state.directory.send(&project, &path, Append { secret, entries: Arc::new(entries) }).await?
+    };
+    Ok(HttpResponse::Ok().json(append_body(&result)))
+}
+
+/// Reads `{"terminal_index": N}`; absent (or an empty body) means the highest stored index.
+fn parse_terminal(req: &HttpRequest, body: &[u8]) -> Result<Option<i64>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TerminateRequest {
+        #[serde(default)]
+        terminal_index: Option<i64>,
+    }
+    parse_json::<TerminateRequest>(req, body, true).map(|r| r.terminal_index)
+}
+
+/// `PATCH …/streams/{prefix}/+/{name}`: terminate.
+pub async fn terminate_stream(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.caller_for(&req, &project_of(&req))?;
+    let body = read_body(&req, payload, state.max_request_bytes()).await?;
+    let (project, path) = names(&req)?;
+    let msg = Terminate { secret: prefix_secret(&req), terminal_index: parse_terminal(&req, &body) };
+    let stream = state.directory.send(&project, &path, msg).await?;
+    Ok(HttpResponse::Ok().json(stream))
+}
+
+/// `DELETE …/streams/{prefix}/+/{name}` (admin): purge, 204.
+pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let caller = state.caller_for(&req, &project_of(&req))?;
+    state.require_admin(caller)?;
+    let (project, path) = names(&req)?;
+    state.directory.send(&project, &path, Purge).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleStream {
+    name: String,
+    #[serde(default)]
+    descriptor: Option<DescriptorRequest>,
+    #[serde(default)]
+    entries: Vec<Value>,
+    #[serde(default)]
+    terminal_index: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bundle {
+    prefix: String,
+    streams: Vec<BundleStream>,
+}
+
+/// Registers (on first sight), appends and terminates one stream of a bundle.
+async fn ingest_one(state: &State, project: &str, prefix: &str, secret: Option<Vec<u8>>, s: BundleStream, max_entry: u64) -> Result<AppendOk, ApiError> {
+    let path = StreamPath::new(prefix, &s.name).map_err(|e| ApiError::invalid(e.0))?;
+    let entries = s.entries.into_iter().map(IncomingEntry::from_json).collect::<Result<Vec<_>, _>>();
+    if let Ok(entries) = &entries {
+        check_entry_sizes(entries, max_entry)?;
+    }
+    if let Some(d) = s.descriptor {
+        let msg = register_message(secret.clone(), Ok(RegisterStreamRequest { descriptor: Some(d), terminal_index: None }));
+        state.directory.send(project, &path, msg).await?;
+    }
+    let appended = state.directory.send(project, &path, Append { secret: secret.clone(), entries: Arc::new(entries) }).await?;
+    if let Some(t) = s.terminal_index {
+        state.directory.send(project, &path, Terminate { secret, terminal_index: Ok(Some(t)) }).await?;
+    }
+    Ok(appended)
+}
+
+/// `POST /api/v1/projects/{project}/bundles`: each stream on its own; one bad stream does
+/// not fail the others.
+pub async fn bundle(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let project = project_of(&req);
+    state.caller_for(&req, &project)?;
+    let body = read_body(&req, payload, state.max_request_bytes()).await?;
+    logdog_schema::names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
+    let bundle: Bundle = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
+    logdog_schema::names::validate_prefix(&bundle.prefix).map_err(|e| ApiError::invalid(e.0))?;
+    let secret = prefix_secret(&req);
+    let max_entry = state.config.limits.max_entry_bytes as u64;
+    let work = bundle.streams.into_iter().map(|s| {
+        let (state, project, prefix, secret) = (&state, &project, &bundle.prefix, secret.clone());
+        async move {
+            let name = s.name.clone();
+            match ingest_one(state, project, prefix, secret, s, max_entry).await {
+                Ok(r) => json!({"name": name, "next_index": r.next_index, "accepted": r.accepted,
+                                "duplicates": r.duplicates, "error": null}),
+                Err(e) => json!({"name": name, "next_index": null, "accepted": 0, "duplicates": 0,
+                                 "error": {"code": e.code, "message": e.message}}),
+            }
+        }
+    });
+    let streams = futures::future::join_all(work).await;
+    Ok(HttpResponse::Ok().json(json!({ "streams": streams })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(v: &str, d: &str) -> Line {
+        Line { value: v.into(), delimiter: d.into() }
+    }
+
+    #[test]
+    fn text_bodies_split_into_lines() {
+        assert_eq!(split_lines(""), vec![]);
+        assert_eq!(split_lines("a\nb\r\nc"), vec![l("a", "\n"), l("b", "\r\n"), l("c", "")]);
+        assert_eq!(split_lines("\n\n"), vec![l("", "\n"), l("", "\n")]);
+        assert_eq!(split_lines("x\r"), vec![l("x\r", "")]);
+    }
+}

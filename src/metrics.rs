@@ -1,0 +1,36 @@
+//! HTTP request metrics, registered in the server's own Prometheus registry (no
+//! process-wide statics: tests run several servers in one process).
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new("logdog_http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("logdog_http_request_seconds", "HTTP request latency by route")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(requests.clone()));
+        let _ = registry.register(Box::new(latency.clone()));
+        Self { requests, latency }
+    }
+
+    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.latency.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+    }
+}

@@ -130,7 +130,13 @@ impl Default for Limits {
 
 impl Default for WebsocketConfig {
     fn default() -> Self {
-        Self { ping_interval: 10.0, idle_timeout: 30.0, lag_timeout: 10.0, mailbox: 16, max_frame_bytes: 262144 }
+        Self {
+            ping_interval: 10.0,
+            idle_timeout: 30.0,
+            lag_timeout: 10.0,
+            mailbox: 16,
+            max_frame_bytes: 262144,
+        }
     }
 }
 
@@ -160,7 +166,8 @@ impl Source<'_> {
             .enumerate()
             .filter(|(_, l)| {
                 let l = l.trim_start();
-                l.strip_prefix(leaf).is_some_and(|rest| rest.trim_start().starts_with('='))
+                l.strip_prefix(leaf)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
             })
             .nth(nth)
             .map(|(i, _)| i + 1);
@@ -198,7 +205,10 @@ impl Config {
                 toml::Value::Table(t) => {
                     for (k2, v2) in t {
                         if !v2.is_array() {
-                            keys.push((format!("LOGDOG_{}_{}", k, k2).to_uppercase(), format!("{k}.{k2}")));
+                            keys.push((
+                                format!("LOGDOG_{}_{}", k, k2).to_uppercase(),
+                                format!("{k}.{k2}"),
+                            ));
                         }
                     }
                 }
@@ -212,38 +222,55 @@ impl Config {
     fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
         let mut value = toml::Value::try_from(&*self).expect("config serialises");
         for (var, key) in Self::env_keys() {
-            let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else { continue };
+            let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else {
+                continue;
+            };
             let mut slot = &mut value;
             for part in key.split('.') {
                 slot = slot.get_mut(part).expect("listed keys exist");
             }
             *slot = match slot {
                 toml::Value::String(_) => toml::Value::String(raw.clone()),
-                toml::Value::Integer(_) => toml::Value::Integer(
-                    raw.trim().parse().map_err(|_| ConfigError(format!("{var}: {raw:?} is not an integer (key {key})")))?,
-                ),
-                toml::Value::Float(_) => toml::Value::Float(
-                    raw.trim().parse().map_err(|_| ConfigError(format!("{var}: {raw:?} is not a number (key {key})")))?,
-                ),
-                toml::Value::Boolean(_) => toml::Value::Boolean(
-                    raw.trim().parse().map_err(|_| ConfigError(format!("{var}: {raw:?} is not true or false (key {key})")))?,
-                ),
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                        ConfigError(format!("{var}: {raw:?} is not an integer (key {key})"))
+                    })?)
+                }
+                toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| {
+                    ConfigError(format!("{var}: {raw:?} is not a number (key {key})"))
+                })?),
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(raw.trim().parse().map_err(|_| {
+                        ConfigError(format!("{var}: {raw:?} is not true or false (key {key})"))
+                    })?)
+                }
                 _ => continue,
             };
         }
-        *self = value.try_into().map_err(|e| ConfigError(format!("environment: {e}")))?;
+        *self = value
+            .try_into()
+            .map_err(|e| ConfigError(format!("environment: {e}")))?;
         Ok(())
     }
 
     /// Checks values the types cannot; used after flags are applied too.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_at(&Source { file: None, text: "" })
+        self.validate_at(&Source {
+            file: None,
+            text: "",
+        })
     }
 
     fn validate_at(&self, src: &Source) -> Result<(), ConfigError> {
-        let bad = |key: &str, nth: usize, why: String| Err(ConfigError(format!("{}: {why}", src.locate(key, nth))));
+        let bad = |key: &str, nth: usize, why: String| {
+            Err(ConfigError(format!("{}: {why}", src.locate(key, nth))))
+        };
         if self.listen.parse::<SocketAddr>().is_err() {
-            return bad("listen", 0, format!("{:?} is not an address like 127.0.0.1:8080", self.listen));
+            return bad(
+                "listen",
+                0,
+                format!("{:?} is not an address like 127.0.0.1:8080", self.listen),
+            );
         }
         if self.database.trim().is_empty() {
             return bad("database", 0, "must not be empty".into());
@@ -255,27 +282,43 @@ impl Config {
             ("prefix_expiration", self.prefix_expiration),
             ("archival.complete_delay", self.archival.complete_delay),
             ("archival.incomplete_delay", self.archival.incomplete_delay),
-            ("archival.pessimistic_delay", self.archival.pessimistic_delay),
+            (
+                "archival.pessimistic_delay",
+                self.archival.pessimistic_delay,
+            ),
             ("archival.retry_delay", self.archival.retry_delay),
             ("archival.archivist_lease", self.archival.archivist_lease),
-            ("limits.prefix_lines_per_second", self.limits.prefix_lines_per_second),
+            (
+                "limits.prefix_lines_per_second",
+                self.limits.prefix_lines_per_second,
+            ),
             ("websocket.ping_interval", self.websocket.ping_interval),
             ("websocket.idle_timeout", self.websocket.idle_timeout),
             ("websocket.lag_timeout", self.websocket.lag_timeout),
         ];
         for (key, v) in durations {
-            if !v.is_finite() || v < 0.0 || v > 1e9 {
-                return bad(key, 0, format!("{v} must be a number of seconds from 0 to 1e9"));
+            if !(0.0..=1e9).contains(&v) {
+                return bad(
+                    key,
+                    0,
+                    format!("{v} must be a number of seconds from 0 to 1e9"),
+                );
             }
         }
         let counts = [
             ("archival.max_attempts", self.archival.max_attempts),
-            ("archival.archivist_workers", self.archival.archivist_workers),
+            (
+                "archival.archivist_workers",
+                self.archival.archivist_workers,
+            ),
             ("limits.max_request_bytes", self.limits.max_request_bytes),
             ("limits.max_entry_bytes", self.limits.max_entry_bytes),
             ("limits.get_default_count", self.limits.get_default_count),
             ("limits.get_max_count", self.limits.get_max_count),
-            ("limits.max_viewers_per_stream", self.limits.max_viewers_per_stream),
+            (
+                "limits.max_viewers_per_stream",
+                self.limits.max_viewers_per_stream,
+            ),
             ("limits.max_viewers", self.limits.max_viewers),
             ("websocket.mailbox", self.websocket.mailbox),
             ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
@@ -291,11 +334,19 @@ impl Config {
                 return bad("projects.name", index, e.to_string());
             }
             if !seen.insert(p.name.as_str()) {
-                return bad("projects.name", index, format!("duplicate project {:?}", p.name));
+                return bad(
+                    "projects.name",
+                    index,
+                    format!("duplicate project {:?}", p.name),
+                );
             }
             if let Some(e) = p.prefix_expiration {
                 if !e.is_finite() || e < 0.0 {
-                    return bad("projects.prefix_expiration", index, format!("{e} must be a number of seconds"));
+                    return bad(
+                        "projects.prefix_expiration",
+                        index,
+                        format!("{e} must be a number of seconds"),
+                    );
                 }
             }
         }
@@ -323,12 +374,16 @@ impl Config {
 
     /// The smallest positive of the request's, the project's and the server's expiration.
     pub fn prefix_expiration(&self, project: &str, requested: Option<f64>) -> Option<Duration> {
-        [requested, self.project(project).and_then(|p| p.prefix_expiration), Some(self.prefix_expiration)]
-            .into_iter()
-            .flatten()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .min_by(|a, b| a.total_cmp(b))
-            .map(secs)
+        [
+            requested,
+            self.project(project).and_then(|p| p.prefix_expiration),
+            Some(self.prefix_expiration),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .min_by(|a, b| a.total_cmp(b))
+        .map(secs)
     }
 }
 
@@ -340,7 +395,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logdog.toml");
         std::fs::write(&path, text).unwrap();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load(Some(&path), &env)
     }
 
@@ -376,8 +434,14 @@ prefix_expiration = 60
         assert_eq!(c.archival.complete_delay, 0.5);
         assert_eq!(c.limits.max_entry_bytes, 100);
         assert!(c.project("chromium").unwrap().public);
-        assert_eq!(c.prefix_expiration("chromium", Some(600.0)), Some(secs(60.0)));
-        assert_eq!(c.prefix_expiration("chromium", Some(10.0)), Some(secs(10.0)));
+        assert_eq!(
+            c.prefix_expiration("chromium", Some(600.0)),
+            Some(secs(60.0))
+        );
+        assert_eq!(
+            c.prefix_expiration("chromium", Some(10.0)),
+            Some(secs(10.0))
+        );
         assert_eq!(c.prefix_expiration("other", None), Some(secs(3600.0)));
         assert!(c.project_exists("chromium") && !c.project_exists("other"));
     }
@@ -386,27 +450,51 @@ prefix_expiration = 60
     fn environment_overrides_the_file() {
         let c = load_str(
             "[archival]\ncomplete_delay = 5\n",
-            &[("LOGDOG_ARCHIVAL_COMPLETE_DELAY", "0.25"), ("LOGDOG_LISTEN", "127.0.0.1:1"), ("LOGDOG_OTHER", "x")],
+            &[
+                ("LOGDOG_ARCHIVAL_COMPLETE_DELAY", "0.25"),
+                ("LOGDOG_LISTEN", "127.0.0.1:1"),
+                ("LOGDOG_OTHER", "x"),
+            ],
         )
         .unwrap();
         assert_eq!(c.archival.complete_delay, 0.25);
         assert_eq!(c.listen, "127.0.0.1:1");
         let e = load_str("", &[("LOGDOG_LIMITS_MAX_VIEWERS", "many")]).unwrap_err();
-        assert!(e.0.contains("LOGDOG_LIMITS_MAX_VIEWERS") && e.0.contains("not an integer"), "{e}");
-        assert!(Config::env_keys().iter().any(|(v, k)| v == "LOGDOG_WEBSOCKET_LAG_TIMEOUT" && k == "websocket.lag_timeout"));
-        assert!(!Config::env_keys().iter().any(|(v, _)| v.starts_with("LOGDOG_PROJECTS")));
+        assert!(
+            e.0.contains("LOGDOG_LIMITS_MAX_VIEWERS") && e.0.contains("not an integer"),
+            "{e}"
+        );
+        assert!(Config::env_keys()
+            .iter()
+            .any(|(v, k)| v == "LOGDOG_WEBSOCKET_LAG_TIMEOUT" && k == "websocket.lag_timeout"));
+        assert!(!Config::env_keys()
+            .iter()
+            .any(|(v, _)| v.starts_with("LOGDOG_PROJECTS")));
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
         let e = load_str("listen = \"127.0.0.1:1\"\nbogus = 1\n", &[]).unwrap_err();
-        assert!(e.0.contains("logdog.toml") && e.0.contains("line 2") && e.0.contains("bogus"), "{e}");
+        assert!(
+            e.0.contains("logdog.toml") && e.0.contains("line 2") && e.0.contains("bogus"),
+            "{e}"
+        );
         let e = load_str("\n[archival]\ncomplete_delay = -1\n", &[]).unwrap_err();
-        assert!(e.0.contains("logdog.toml:3: archival.complete_delay"), "{e}");
+        assert!(
+            e.0.contains("logdog.toml:3: archival.complete_delay"),
+            "{e}"
+        );
         let e = load_str("listen = \"nowhere\"\n", &[]).unwrap_err();
         assert!(e.0.contains("logdog.toml:1: listen"), "{e}");
-        let e = load_str("[[projects]]\nname = \"a\"\n[[projects]]\nname = \"a\"\n", &[]).unwrap_err();
-        assert!(e.0.contains("logdog.toml:4: projects.name") && e.0.contains("duplicate project"), "{e}");
+        let e = load_str(
+            "[[projects]]\nname = \"a\"\n[[projects]]\nname = \"a\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("logdog.toml:4: projects.name") && e.0.contains("duplicate project"),
+            "{e}"
+        );
         let e = load_str("[limits]\nmax_viewers = \"ten\"\n", &[]).unwrap_err();
         assert!(e.0.contains("line 2") && e.0.contains("max_viewers"), "{e}");
     }

@@ -20,7 +20,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn invalid(m: impl Into<String>) -> Self {
@@ -48,10 +52,16 @@ impl ApiError {
         Self::new("payload_too_large", m)
     }
     pub fn exhausted(m: impl Into<String>, retry_after: u64) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new("resource_exhausted", m) }
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new("resource_exhausted", m)
+        }
     }
     pub fn unavailable(m: impl Into<String>) -> Self {
-        Self { retry_after: Some(1), ..Self::new("unavailable", m) }
+        Self {
+            retry_after: Some(1),
+            ..Self::new("unavailable", m)
+        }
     }
     pub fn method_not_allowed(m: impl Into<String>) -> Self {
         Self::new("method_not_allowed", m)

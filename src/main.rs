@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use logdog::config::Config;
 
 #[derive(Parser)]
-#[command(name = "logdog", version, about = "LogDog coordinator: stream, store and serve live logs")]
+#[command(
+    name = "logdog",
+    version,
+    about = "LogDog coordinator: stream, store and serve live logs"
+)]
 struct Cli {
     /// Config file (TOML). Every key is optional; see docs/CONFIG.md.
     #[arg(long, global = true, env = "LOGDOG_CONFIG")]
@@ -63,7 +67,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let mut config = Config::load(cli.config.as_deref(), &env)?;
     match cli.command {
-        Command::Serve { listen, database, archive, no_archivist } => {
+        Command::Serve {
+            listen,
+            database,
+            archive,
+            no_archivist,
+        } => {
             if let Some(l) = listen {
                 config.listen = l;
             }

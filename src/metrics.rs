@@ -14,13 +14,19 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn new(registry: &Registry) -> Self {
         let requests = IntCounterVec::new(
-            Opts::new("logdog_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "logdog_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("logdog_http_request_seconds", "HTTP request latency by route")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            HistogramOpts::new(
+                "logdog_http_request_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
             &["route", "method"],
         )
         .expect("valid metric");
@@ -30,7 +36,11 @@ impl HttpMetrics {
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        self.requests.with_label_values(&[route, method, &status.to_string()]).inc();
-        self.latency.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
     }
 }

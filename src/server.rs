@@ -57,7 +57,8 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     }
     let database = config.database.clone();
     let store = web::block(move || -> anyhow::Result<Store> {
-        let store = Store::open(&database, 8).with_context(|| format!("opening database {database:?}"))?;
+        let store =
+            Store::open(&database, 8).with_context(|| format!("opening database {database:?}"))?;
         let ran = store.migrate().context("applying migrations")?;
         if ran > 0 {
             tracing::info!(migrations = ran, "database migrated");
@@ -95,9 +96,17 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         .disable_signals()
         .bind(listen)
         .with_context(|| format!("binding {listen}"))?;
-    let addr = server.addrs().first().copied().context("no bound address")?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .context("no bound address")?;
     tracing::info!(%addr, "logdog coordinator listening");
-    Ok(Started { addr, server: server.run(), directory })
+    Ok(Started {
+        addr,
+        server: server.run(),
+        directory,
+    })
 }
 
 /// Runs the coordinator until SIGINT or SIGTERM; either one stops accepting connections
@@ -116,6 +125,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             handle.stop(true).await;
         });
         started.server.await?;
+        started.directory.stop();
         tracing::info!("stopped");
         Ok(())
     })

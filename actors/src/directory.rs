@@ -64,8 +64,8 @@ impl DirectoryInner {
 #[derive(Clone)]
 pub struct Directory {
     inner: Arc<DirectoryInner>,
-    /// Keeps the arbiters' threads alive as long as a Directory handle exists.
-    _arbiters: Arc<Vec<Arbiter>>,
+    /// The arbiters' threads, stopped by `stop`.
+    arbiters: Arc<Vec<Arbiter>>,
 }
 
 impl Directory {
@@ -79,7 +79,18 @@ impl Directory {
             generation: AtomicU64::new(1),
             deps: Arc::new(deps),
         });
-        Self { inner, _arbiters: Arc::new(arbiters) }
+        Self {
+            inner,
+            arbiters: Arc::new(arbiters),
+        }
+    }
+
+    /// Stops every stream actor's arbiter (at shutdown, after the HTTP server stopped);
+    /// the writer commits what was queued and exits once the actors are gone.
+    pub fn stop(&self) {
+        for a in self.arbiters.iter() {
+            a.stop();
+        }
     }
 
     pub fn deps(&self) -> &StreamDeps {
@@ -102,10 +113,14 @@ impl Directory {
 
     /// The actor of `project`/`path`, started if none runs.
     pub fn get(&self, project: &str, path: &StreamPath) -> Addr<StreamActor> {
-        let key = StreamKey { project: project.to_owned(), id: path.id() };
+        let key = StreamKey {
+            project: project.to_owned(),
+            id: path.id(),
+        };
         let entry = self.inner.actors.entry(key.clone()).or_insert_with(|| {
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
-            let i = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
+            let i =
+                self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
             let weak: Weak<DirectoryInner> = Arc::downgrade(&self.inner);
             let (path, deps) = (path.clone(), self.inner.deps.clone());
             let addr = StreamActor::start_in_arbiter(&self.inner.arbiters[i], move |_| {
@@ -117,7 +132,12 @@ impl Directory {
     }
 
     /// Sends `msg` to the stream's actor, retrying once if that actor was stopping.
-    pub async fn send<M, T>(&self, project: &str, path: &StreamPath, msg: M) -> Result<T, ActorError>
+    pub async fn send<M, T>(
+        &self,
+        project: &str,
+        path: &StreamPath,
+        msg: M,
+    ) -> Result<T, ActorError>
     where
         M: Message<Result = Result<T, ActorError>> + Clone + Send + 'static,
         T: Send + 'static,
@@ -131,7 +151,10 @@ impl Directory {
                 Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
                     last = ActorError::Unavailable("stream owner was stopping".into());
                     // Make sure the next `get` does not hand out the same actor.
-                    let key = StreamKey { project: project.to_owned(), id: path.id() };
+                    let key = StreamKey {
+                        project: project.to_owned(),
+                        id: path.id(),
+                    };
                     self.inner.actors.remove_if(&key, |_, (_, a)| *a == addr);
                 }
                 Ok(r) => return r,

@@ -289,7 +289,11 @@ impl StreamMachine {
 
     /// Terminates the stream. `requested` None means at the highest stored index.
     /// Returns whether anything changed (false for an idempotent repeat).
-    pub fn terminate(&mut self, requested: Option<i64>, now_us: i64) -> Result<bool, LifecycleError> {
+    pub fn terminate(
+        &mut self,
+        requested: Option<i64>,
+        now_us: i64,
+    ) -> Result<bool, LifecycleError> {
         if let Some(t) = requested {
             if t < 0 {
                 return Err(LifecycleError::Invalid(format!(
@@ -333,7 +337,10 @@ mod tests {
             prefix_index: None,
             sequence: seq,
             time_offset_us: Some(0),
-            content: Content::Text(vec![Line { value: format!("line {i}"), delimiter: "\n".into() }]),
+            content: Content::Text(vec![Line {
+                value: format!("line {i}"),
+                delimiter: "\n".into(),
+            }]),
         }
     }
 
@@ -344,10 +351,22 @@ mod tests {
     #[test]
     fn range_set_merges_touching_spans() {
         let mut r = RangeSet::default();
-        r.insert(Span { start: 5, end: 7, end_sequence: 7 });
-        r.insert(Span { start: 0, end: 2, end_sequence: 2 });
+        r.insert(Span {
+            start: 5,
+            end: 7,
+            end_sequence: 7,
+        });
+        r.insert(Span {
+            start: 0,
+            end: 2,
+            end_sequence: 2,
+        });
         assert_eq!(r.contiguous_end(), 2);
-        r.insert(Span { start: 2, end: 5, end_sequence: 5 });
+        r.insert(Span {
+            start: 2,
+            end: 5,
+            end_sequence: 5,
+        });
         assert_eq!(r.contiguous_end(), 7);
         assert_eq!(r.spans().count(), 1);
         assert_eq!(r.ending_at(7).unwrap().end_sequence, 7);
@@ -358,13 +377,19 @@ mod tests {
     fn append_commit_and_duplicates() {
         let mut m = machine();
         let p = m.plan_append(&[text(0, None), text(1, None)], 10).unwrap();
-        assert_eq!((p.accepted, p.duplicates, p.end_before, p.end_after), (2, 0, 0, 2));
+        assert_eq!(
+            (p.accepted, p.duplicates, p.end_before, p.end_after),
+            (2, 0, 0, 2)
+        );
         assert_eq!(p.runs.len(), 1);
         assert_eq!(p.runs[0][1].sequence, 1);
         assert_eq!(m.next_index(), 0, "nothing is stored before the commit");
         // A retry while the first commit is in flight waits for it.
         let again = m.plan_append(&[text(1, None)], 10).unwrap();
-        assert_eq!((again.accepted, again.duplicates, again.batch), (0, 1, None));
+        assert_eq!(
+            (again.accepted, again.duplicates, again.batch),
+            (0, 1, None)
+        );
         assert_eq!(again.waits_for, vec![p.batch.unwrap()]);
         m.commit_result(p.batch.unwrap(), true);
         assert_eq!(m.next_index(), 2);
@@ -376,13 +401,20 @@ mod tests {
     #[test]
     fn out_of_order_entries_need_a_sequence_and_wait_for_contiguity() {
         let mut m = machine();
-        assert!(matches!(m.plan_append(&[text(5, None)], 0), Err(LifecycleError::Invalid(_))));
-        let p = m.plan_append(&[text(5, Some(5)), text(6, None), text(8, Some(8))], 0).unwrap();
+        assert!(matches!(
+            m.plan_append(&[text(5, None)], 0),
+            Err(LifecycleError::Invalid(_))
+        ));
+        let p = m
+            .plan_append(&[text(5, Some(5)), text(6, None), text(8, Some(8))], 0)
+            .unwrap();
         assert_eq!(p.runs.len(), 2, "5..=6 and 8 are two chunks");
         assert_eq!(p.runs[0][1].sequence, 6);
         m.commit_result(p.batch.unwrap(), true);
         assert_eq!(m.next_index(), 0);
-        let q = m.plan_append(&(0..5).map(|i| text(i, None)).collect::<Vec<_>>(), 0).unwrap();
+        let q = m
+            .plan_append(&(0..5).map(|i| text(i, None)).collect::<Vec<_>>(), 0)
+            .unwrap();
         assert_eq!(q.end_after, 7);
         m.commit_result(q.batch.unwrap(), true);
         assert_eq!(m.next_index(), 7);
@@ -406,29 +438,49 @@ mod tests {
     #[test]
     fn wrong_kind_and_beyond_terminal_are_refused_whole() {
         let mut m = machine();
-        let bin = IncomingEntry { content: Content::Binary(vec![1]), ..text(0, None) };
-        assert!(matches!(m.plan_append(&[text(0, None), bin], 0), Err(LifecycleError::Invalid(_))));
+        let bin = IncomingEntry {
+            content: Content::Binary(vec![1]),
+            ..text(0, None)
+        };
+        assert!(matches!(
+            m.plan_append(&[text(0, None), bin], 0),
+            Err(LifecycleError::Invalid(_))
+        ));
         assert!(m.inflight.is_empty());
         m.terminate(Some(3), 1).unwrap();
         assert!(matches!(
             m.plan_append(&[text(0, None), text(4, Some(4))], 0),
             Err(LifecycleError::Conflict(_))
         ));
-        assert!(m.inflight.is_empty(), "nothing of a refused request is kept");
+        assert!(
+            m.inflight.is_empty(),
+            "nothing of a refused request is kept"
+        );
     }
 
     #[test]
     fn terminate_rules() {
         let mut m = machine();
-        let p = m.plan_append(&[text(0, None), text(1, None), text(2, None)], 0).unwrap();
+        let p = m
+            .plan_append(&[text(0, None), text(1, None), text(2, None)], 0)
+            .unwrap();
         m.commit_result(p.batch.unwrap(), true);
-        assert!(matches!(m.terminate(Some(-1), 1), Err(LifecycleError::Invalid(_))));
-        assert!(matches!(m.terminate(Some(1), 1), Err(LifecycleError::Conflict(_))));
+        assert!(matches!(
+            m.terminate(Some(-1), 1),
+            Err(LifecycleError::Invalid(_))
+        ));
+        assert!(matches!(
+            m.terminate(Some(1), 1),
+            Err(LifecycleError::Conflict(_))
+        ));
         assert_eq!(m.terminate(Some(2), 1), Ok(true));
         assert!(m.is_complete());
         assert_eq!(m.terminate(Some(2), 5), Ok(false), "idempotent");
         assert_eq!(m.terminate(None, 5), Ok(false));
-        assert!(matches!(m.terminate(Some(3), 1), Err(LifecycleError::Conflict(_))));
+        assert!(matches!(
+            m.terminate(Some(3), 1),
+            Err(LifecycleError::Conflict(_))
+        ));
         assert_eq!(m.terminated_us, Some(1));
     }
 
@@ -450,15 +502,24 @@ mod tests {
     fn sealed_and_archived_streams_refuse_appends() {
         let mut m = machine();
         m.sealed = true;
-        assert!(matches!(m.plan_append(&[text(0, None)], 0), Err(LifecycleError::Conflict(_))));
+        assert!(matches!(
+            m.plan_append(&[text(0, None)], 0),
+            Err(LifecycleError::Conflict(_))
+        ));
         m.archival = Archival::Complete;
-        assert!(matches!(m.plan_append(&[text(0, None)], 0), Err(LifecycleError::Conflict(_))));
+        assert!(matches!(
+            m.plan_append(&[text(0, None)], 0),
+            Err(LifecycleError::Conflict(_))
+        ));
     }
 
     #[test]
     fn time_offset_defaults_to_arrival() {
         let mut m = StreamMachine::new(StreamType::Text, 1_000_000);
-        let e = IncomingEntry { time_offset_us: None, ..text(0, None) };
+        let e = IncomingEntry {
+            time_offset_us: None,
+            ..text(0, None)
+        };
         let p = m.plan_append(&[e], 3_500_000).unwrap();
         assert_eq!(p.runs[0][0].time_offset_us, 2_500_000);
     }

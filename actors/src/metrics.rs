@@ -16,13 +16,31 @@ pub struct ActorMetrics {
 impl ActorMetrics {
     pub fn new(registry: &Registry) -> Self {
         let m = Self {
-            entries_ingested: IntCounter::new("logdog_entries_ingested_total", "Log entries committed").unwrap(),
-            bytes_ingested: IntCounter::new("logdog_bytes_ingested_total", "Payload bytes committed").unwrap(),
-            live_stream_actors: IntGauge::new("logdog_live_stream_actors", "Stream actors running").unwrap(),
-            commits: IntCounter::new("logdog_commits_total", "Write transactions committed by the writer").unwrap(),
+            entries_ingested: IntCounter::new(
+                "logdog_entries_ingested_total",
+                "Log entries committed",
+            )
+            .unwrap(),
+            bytes_ingested: IntCounter::new(
+                "logdog_bytes_ingested_total",
+                "Payload bytes committed",
+            )
+            .unwrap(),
+            live_stream_actors: IntGauge::new("logdog_live_stream_actors", "Stream actors running")
+                .unwrap(),
+            commits: IntCounter::new(
+                "logdog_commits_total",
+                "Write transactions committed by the writer",
+            )
+            .unwrap(),
             commit_batch_ops: Histogram::with_opts(
-                HistogramOpts::new("logdog_commit_batch_ops", "Append requests per group commit")
-                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+                HistogramOpts::new(
+                    "logdog_commit_batch_ops",
+                    "Append requests per group commit",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
             )
             .unwrap(),
             commit_batch_entries: Histogram::with_opts(
@@ -40,7 +58,11 @@ impl ActorMetrics {
             let _ = registry.register(Box::new(c.clone()));
         }
         let _ = registry.register(Box::new(m.live_stream_actors.clone()));
-        for h in [&m.commit_batch_ops, &m.commit_batch_entries, &m.commit_seconds] {
+        for h in [
+            &m.commit_batch_ops,
+            &m.commit_batch_entries,
+            &m.commit_seconds,
+        ] {
             let _ = registry.register(Box::new(h.clone()));
         }
         m

@@ -71,7 +71,9 @@ impl Actor for Registry {
             let store = act.directory.deps().store.clone();
             let before = now_us() - NONCE_RETRY_WINDOW.as_micros() as i64;
             actix::spawn(async move {
-                if let Err(e) = blocking(move || store.write(|c| store::forget_retry_secrets(c, before))).await {
+                if let Err(e) =
+                    blocking(move || store.write(|c| store::forget_retry_secrets(c, before))).await
+                {
                     tracing::warn!(error = %e, "forgetting retry secrets failed");
                 }
             });
@@ -79,12 +81,18 @@ impl Actor for Registry {
     }
 }
 
-fn register(store: &logdog_schema::Store, msg: RegisterPrefix) -> Result<Result<PrefixGrant, ActorError>, logdog_schema::StoreError> {
+fn register(
+    store: &logdog_schema::Store,
+    msg: RegisterPrefix,
+) -> Result<Result<PrefixGrant, ActorError>, logdog_schema::StoreError> {
     store.write(|c| {
         let now = now_us();
         if let Some(row) = store::get_prefix(c, &msg.project, &msg.prefix)? {
             let retry = match (&msg.op_nonce, &row.op_nonce, &row.secret) {
-                (Some(n), Some(stored), Some(secret)) if n == stored && now - row.created_us < NONCE_RETRY_WINDOW.as_micros() as i64 => {
+                (Some(n), Some(stored), Some(secret))
+                    if n == stored
+                        && now - row.created_us < NONCE_RETRY_WINDOW.as_micros() as i64 =>
+                {
                     Some(secret.clone())
                 }
                 _ => None,
@@ -97,7 +105,10 @@ fn register(store: &logdog_schema::Store, msg: RegisterPrefix) -> Result<Result<
                     expires_us: row.expires_us,
                     created: false,
                 }),
-                None => Err(ActorError::AlreadyExists(format!("prefix {:?} is already registered", msg.prefix))),
+                None => Err(ActorError::AlreadyExists(format!(
+                    "prefix {:?} is already registered",
+                    msg.prefix
+                ))),
             });
         }
         let secret: Vec<u8> = (0..SECRET_BYTES).map(|_| rand::random::<u8>()).collect();
@@ -115,7 +126,13 @@ fn register(store: &logdog_schema::Store, msg: RegisterPrefix) -> Result<Result<
                 expires_us,
             },
         )?;
-        Ok(Ok(PrefixGrant { project: msg.project, prefix: msg.prefix, secret, expires_us, created: true }))
+        Ok(Ok(PrefixGrant {
+            project: msg.project,
+            prefix: msg.prefix,
+            secret,
+            expires_us,
+            created: true,
+        }))
     })
 }
 
@@ -125,7 +142,12 @@ impl Handler<RegisterPrefix> for Registry {
     fn handle(&mut self, msg: RegisterPrefix, _: &mut Context<Self>) -> Self::Result {
         let store = self.directory.deps().store.clone();
         AtomicResponse::new(Box::pin(
-            async move { blocking(move || register(&store, msg)).await.and_then(|r| r) }.into_actor(self),
+            async move {
+                blocking(move || register(&store, msg))
+                    .await
+                    .and_then(|r| r)
+            }
+            .into_actor(self),
         ))
     }
 }
@@ -143,25 +165,35 @@ impl Handler<DeletePrefix> for Registry {
                 let (project, prefix) = (msg.project.clone(), msg.prefix.clone());
                 let found = blocking(move || {
                     store.read(|c| {
-                        let Some(_) = store::get_prefix(c, &project, &prefix)? else { return Ok(None) };
-                        let paths: Vec<String> = logdog_schema::store::stream_paths_under(c, &project, &prefix)?;
+                        let Some(_) = store::get_prefix(c, &project, &prefix)? else {
+                            return Ok(None);
+                        };
+                        let paths: Vec<String> =
+                            logdog_schema::store::stream_paths_under(c, &project, &prefix)?;
                         Ok(Some(paths))
                     })
                 })
                 .await?;
                 let Some(paths) = found else {
-                    return Err(ActorError::NotFound(format!("prefix {:?} not found", msg.prefix)));
+                    return Err(ActorError::NotFound(format!(
+                        "prefix {:?} not found",
+                        msg.prefix
+                    )));
                 };
                 for path in paths {
-                    let key = StreamKey { project: msg.project.clone(), id: logdog_schema::names::stream_id(&path) };
+                    let key = StreamKey {
+                        project: msg.project.clone(),
+                        id: logdog_schema::names::stream_id(&path),
+                    };
                     if let Some(addr) = directory.live(&key) {
                         let _ = addr.send(PrefixDeleted).await;
                     }
                 }
                 let (project, prefix) = (msg.project.clone(), msg.prefix.clone());
-                let done = directory.deps().writer.run(move |c| {
-                    store::delete_prefix(c, &project, &prefix, now_us()).map(|_| ())
-                });
+                let done = directory
+                    .deps()
+                    .writer
+                    .run(move |c| store::delete_prefix(c, &project, &prefix, now_us()).map(|_| ()));
                 settle(done.await).map_err(ActorError::from)
             }
             .into_actor(self),

@@ -19,7 +19,8 @@ use logdog_schema::models::{ChunkRow, PrefixRow, StreamLifecycle, StreamRow, Tag
 use logdog_schema::names::StreamPath;
 use logdog_schema::store::{self, ChunkSpan};
 use logdog_schema::wire::{
-    format_us, now_us, Archival, ArchiveInfo, Descriptor, IncomingEntry, Status, StreamJson, StreamStateJson,
+    format_us, now_us, Archival, ArchiveInfo, Descriptor, IncomingEntry, Status, StreamJson,
+    StreamStateJson,
 };
 use logdog_schema::{chunk, Store};
 use sha2::{Digest, Sha256};
@@ -113,7 +114,10 @@ struct PrefixInfo {
 
 impl From<PrefixRow> for PrefixInfo {
     fn from(r: PrefixRow) -> Self {
-        Self { secret_hash: r.secret_hash, expires_us: r.expires_us }
+        Self {
+            secret_hash: r.secret_hash,
+            expires_us: r.expires_us,
+        }
     }
 }
 
@@ -140,10 +144,18 @@ impl Loaded {
         // or before its last entry, so their spans carry the sequence to continue from.
         if let Some(first) = spans.first() {
             if first.first_index > 0 && (first.first_index as i64) <= row.next_index {
-                m.stored.insert(Span { start: 0, end: first.first_index, end_sequence: 0 });
+                m.stored.insert(Span {
+                    start: 0,
+                    end: first.first_index,
+                    end_sequence: 0,
+                });
             }
         } else if row.next_index > 0 {
-            m.stored.insert(Span { start: 0, end: row.next_index as u64, end_sequence: 0 });
+            m.stored.insert(Span {
+                start: 0,
+                end: row.next_index as u64,
+                end_sequence: 0,
+            });
         }
         for s in spans {
             m.stored.insert(Span {
@@ -152,7 +164,11 @@ impl Loaded {
                 end_sequence: s.end_sequence,
             });
         }
-        Ok(Self { row, descriptor, machine: m })
+        Ok(Self {
+            row,
+            descriptor,
+            machine: m,
+        })
     }
 
     fn json(&self) -> StreamJson {
@@ -179,7 +195,11 @@ impl Loaded {
                 terminal_index: m.terminal_index.unwrap_or(-1),
                 terminated_at: m.terminated_us.map(format_us),
                 archival: m.archival,
-                archive: self.row.archive.as_deref().and_then(|a| serde_json::from_str::<ArchiveInfo>(a).ok()),
+                archive: self
+                    .row
+                    .archive
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str::<ArchiveInfo>(a).ok()),
                 archive_error: self.row.archive_error.clone(),
                 purged: m.purged,
             },
@@ -239,7 +259,9 @@ fn check_secret(prefix: &PrefixInfo, secret: Option<&[u8]>, name: &str) -> Resul
     if ok {
         Ok(())
     } else {
-        Err(ActorError::PermissionDenied(format!("wrong or missing secret for prefix {name:?}")))
+        Err(ActorError::PermissionDenied(format!(
+            "wrong or missing secret for prefix {name:?}"
+        )))
     }
 }
 
@@ -254,7 +276,13 @@ fn reply<T: 'static>(r: Result<T, ActorError>) -> Reply<T> {
 }
 
 impl StreamActor {
-    pub(crate) fn new(key: StreamKey, path: StreamPath, generation: u64, directory: Weak<DirectoryInner>, deps: Arc<StreamDeps>) -> Self {
+    pub(crate) fn new(
+        key: StreamKey,
+        path: StreamPath,
+        generation: u64,
+        directory: Weak<DirectoryInner>,
+        deps: Arc<StreamDeps>,
+    ) -> Self {
         Self {
             key,
             path,
@@ -291,24 +319,30 @@ impl StreamActor {
     /// is missing, 403 for a wrong secret, else 404. Reads the prefix afresh, since it
     /// may have been registered since this actor loaded.
     fn missing_stream(&mut self, secret: Option<Vec<u8>>) -> Reply<()> {
-        let (store, project, prefix) = (self.store(), self.key.project.clone(), self.path.prefix.clone());
+        let (store, project, prefix) = (
+            self.store(),
+            self.key.project.clone(),
+            self.path.prefix.clone(),
+        );
         let path = self.path.to_string();
         Box::pin(
-            async move { blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await }
-                .into_actor(self)
-                .map(move |row, act, _| {
-                    let row = row?;
-                    let Some(row) = row else {
-                        return Err(ActorError::FailedPrecondition(format!(
-                            "prefix {:?} is not registered",
-                            act.path.prefix
-                        )));
-                    };
-                    let info = PrefixInfo::from(row);
-                    check_secret(&info, secret.as_deref(), &act.path.prefix)?;
-                    act.prefix = Some(info);
-                    Err(ActorError::NotFound(format!("stream {path:?} not found")))
-                }),
+            async move {
+                blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await
+            }
+            .into_actor(self)
+            .map(move |row, act, _| {
+                let row = row?;
+                let Some(row) = row else {
+                    return Err(ActorError::FailedPrecondition(format!(
+                        "prefix {:?} is not registered",
+                        act.path.prefix
+                    )));
+                };
+                let info = PrefixInfo::from(row);
+                check_secret(&info, secret.as_deref(), &act.path.prefix)?;
+                act.prefix = Some(info);
+                Err(ActorError::NotFound(format!("stream {path:?} not found")))
+            }),
         )
     }
 
@@ -329,7 +363,8 @@ impl StreamActor {
 
     /// Waits for every commit in flight and records their outcomes.
     fn settle_inflight(&mut self) -> impl ActorFuture<Self, Output = ()> {
-        let pending: Vec<(u64, CommitFuture)> = self.inflight.iter().map(|(b, f)| (*b, f.clone())).collect();
+        let pending: Vec<(u64, CommitFuture)> =
+            self.inflight.iter().map(|(b, f)| (*b, f.clone())).collect();
         async move {
             let mut out = Vec::new();
             for (b, f) in pending {
@@ -363,7 +398,12 @@ impl StreamActor {
                 continue;
             }
             if bytes >= SMALL_CHUNK_BYTES || w.bytes + bytes > MAX_COMPACTED_BYTES {
-                *w = CompactionWindow { start: first + count, end: first + count, chunks: 0, bytes: 0 };
+                *w = CompactionWindow {
+                    start: first + count,
+                    end: first + count,
+                    chunks: 0,
+                    bytes: 0,
+                };
                 continue;
             }
             w.end = first + count;
@@ -372,9 +412,17 @@ impl StreamActor {
         }
         if w.chunks >= COMPACT_AFTER_CHUNKS {
             let (start, end) = (w.start, w.end);
-            *w = CompactionWindow { start: end, end, chunks: 0, bytes: 0 };
+            *w = CompactionWindow {
+                start: end,
+                end,
+                chunks: 0,
+                bytes: 0,
+            };
             let (project, id) = (self.key.project.clone(), self.key.id.clone());
-            let done = self.deps.writer.run(move |c| store::compact_chunks(c, &project, &id, start, end).map(|_| ()));
+            let done = self
+                .deps
+                .writer
+                .run(move |c| store::compact_chunks(c, &project, &id, start, end).map(|_| ()));
             actix::spawn(async move {
                 if let Ok(Err(e)) = done.await {
                     tracing::warn!(?e, "chunk compaction failed");
@@ -390,7 +438,11 @@ impl StreamActor {
             let Some(s) = &act.stream else {
                 return reply(Err(ActorError::NotFound("stream not found".into())));
             };
-            let mut next = Loaded { row: s.row.clone(), descriptor: s.descriptor.clone(), machine: s.machine.clone() };
+            let mut next = Loaded {
+                row: s.row.clone(),
+                descriptor: s.descriptor.clone(),
+                machine: s.machine.clone(),
+            };
             let now = now_us();
             match next.machine.terminate(requested, now) {
                 Err(e) => return reply(Err(e.into())),
@@ -404,7 +456,12 @@ impl StreamActor {
                 ("incomplete", act.deps.archival.incomplete_delay)
             };
             let due = now + delay.as_micros() as i64;
-            let (store, project, id, change) = (act.store(), act.key.project.clone(), act.key.id.clone(), next.lifecycle());
+            let (store, project, id, change) = (
+                act.store(),
+                act.key.project.clone(),
+                act.key.id.clone(),
+                next.lifecycle(),
+            );
             let write = blocking(move || {
                 store.write(|c| {
                     store::update_lifecycle(c, &project, &id, &change)?;
@@ -418,7 +475,11 @@ impl StreamActor {
                     s.machine.terminal_index = next.machine.terminal_index;
                     s.machine.terminated_us = next.machine.terminated_us;
                 }
-                Ok(act.stream.as_ref().map(Loaded::json).expect("stream is loaded"))
+                Ok(act
+                    .stream
+                    .as_ref()
+                    .map(Loaded::json)
+                    .expect("stream is loaded"))
             }))
         }))
     }
@@ -432,8 +493,11 @@ impl StreamActor {
             Ok(p) => p,
             Err(e) => return reply(Err(e.into())),
         };
-        let mut waits: Vec<(u64, CommitFuture)> =
-            plan.waits_for.iter().filter_map(|b| self.inflight.get(b).map(|f| (*b, f.clone()))).collect();
+        let mut waits: Vec<(u64, CommitFuture)> = plan
+            .waits_for
+            .iter()
+            .filter_map(|b| self.inflight.get(b).map(|f| (*b, f.clone())))
+            .collect();
         let mut own = None;
         if let Some(batch) = plan.batch {
             let mut chunks = Vec::with_capacity(plan.runs.len());
@@ -456,18 +520,21 @@ impl StreamActor {
             }
             // A terminated stream that this batch completes is due for archival sooner.
             let schedule = match s.machine.terminal_index {
-                Some(t) if plan.end_after as i64 == t + 1 && plan.end_before < plan.end_after => Some(TaskSchedule {
-                    reason: "terminated",
-                    due_us: now_us() + self.deps.archival.complete_delay.as_micros() as i64,
-                    new_task_id: task_id(),
-                }),
+                Some(t) if plan.end_after as i64 == t + 1 && plan.end_before < plan.end_after => {
+                    Some(TaskSchedule {
+                        reason: "terminated",
+                        due_us: now_us() + self.deps.archival.complete_delay.as_micros() as i64,
+                        new_task_id: task_id(),
+                    })
+                }
                 _ => None,
             };
             let op = AppendOp {
                 project: self.key.project.clone(),
                 stream_id: self.key.id.clone(),
                 chunks,
-                advance: (plan.end_after > plan.end_before).then_some((plan.end_before, plan.end_after)),
+                advance: (plan.end_after > plan.end_before)
+                    .then_some((plan.end_before, plan.end_after)),
                 schedule,
                 entries: plan.accepted,
                 bytes,
@@ -504,12 +571,20 @@ impl StreamActor {
                     act.after_commit(&meta);
                 }
                 let next_index = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
-                Ok(AppendOk { next_index, accepted, duplicates })
+                Ok(AppendOk {
+                    next_index,
+                    accepted,
+                    duplicates,
+                })
             }),
         )
     }
 
-    fn create(&mut self, descriptor: Descriptor, terminal_index: Option<i64>) -> Reply<(StreamJson, bool)> {
+    fn create(
+        &mut self,
+        descriptor: Descriptor,
+        terminal_index: Option<i64>,
+    ) -> Reply<(StreamJson, bool)> {
         let now = now_us();
         let row = StreamRow {
             project: self.key.project.clone(),
@@ -541,7 +616,10 @@ impl StreamActor {
                 if let Err(e) = loaded.machine.terminate(Some(t), now) {
                     return reply(Err(e.into()));
                 }
-                ("incomplete", now + timing.incomplete_delay.as_micros() as i64)
+                (
+                    "incomplete",
+                    now + timing.incomplete_delay.as_micros() as i64,
+                )
             }
             _ => ("expired", now + timing.pessimistic_delay.as_micros() as i64),
         };
@@ -551,7 +629,12 @@ impl StreamActor {
         let tags: Vec<TagRow> = descriptor
             .tags
             .iter()
-            .map(|(k, v)| TagRow { project: self.key.project.clone(), stream_id: self.key.id.clone(), key: k.clone(), value: v.clone() })
+            .map(|(k, v)| TagRow {
+                project: self.key.project.clone(),
+                stream_id: self.key.id.clone(),
+                key: k.clone(),
+                value: v.clone(),
+            })
             .collect();
         let task = TaskRow {
             task_id: task_id(),
@@ -576,8 +659,15 @@ impl StreamActor {
     }
 }
 
+/// The prefix row, and the stream row with the spans of its chunks from next_index − 1 on.
+type Snapshot = (Option<PrefixRow>, Option<(StreamRow, Vec<ChunkSpan>)>);
+
 /// What a new actor reads before it takes its first message.
-fn load(store: &Store, key: &StreamKey, path: &StreamPath) -> Result<(Option<PrefixRow>, Option<(StreamRow, Vec<ChunkSpan>)>), logdog_schema::StoreError> {
+fn load(
+    store: &Store,
+    key: &StreamKey,
+    path: &StreamPath,
+) -> Result<Snapshot, logdog_schema::StoreError> {
     store.read(|c| {
         let prefix = store::get_prefix(c, &key.project, &path.prefix)?;
         let Some(row) = store::get_stream(c, &key.project, &key.id)? else {
@@ -598,24 +688,40 @@ impl Actor for StreamActor {
         ctx.wait(
             async move { blocking(move || load(&store, &key, &path)).await }
                 .into_actor(self)
-                .map(|r, act, ctx| match r.and_then(|(p, s)| Ok((p, s.map(|(row, spans)| Loaded::from_row(row, &spans)).transpose()?))) {
-                    Ok((prefix, stream)) => {
-                        act.prefix = prefix.map(PrefixInfo::from);
-                        if let Some(s) = &stream {
-                            let next = s.machine.next_index();
-                            act.compaction = CompactionWindow { start: next, end: next, chunks: 0, bytes: 0 };
-                            if next as i64 != s.row.next_index {
-                                // Repair a next_index left behind by a failed commit.
-                                let (project, id) = (act.key.project.clone(), act.key.id.clone());
-                                let _ = act.deps.writer.run(move |c| store::set_next_index(c, &project, &id, next));
+                .map(|r, act, ctx| {
+                    match r.and_then(|(p, s)| {
+                        Ok((
+                            p,
+                            s.map(|(row, spans)| Loaded::from_row(row, &spans))
+                                .transpose()?,
+                        ))
+                    }) {
+                        Ok((prefix, stream)) => {
+                            act.prefix = prefix.map(PrefixInfo::from);
+                            if let Some(s) = &stream {
+                                let next = s.machine.next_index();
+                                act.compaction = CompactionWindow {
+                                    start: next,
+                                    end: next,
+                                    chunks: 0,
+                                    bytes: 0,
+                                };
+                                if next as i64 != s.row.next_index {
+                                    // Repair a next_index left behind by a failed commit.
+                                    let (project, id) =
+                                        (act.key.project.clone(), act.key.id.clone());
+                                    drop(act.deps.writer.run(move |c| {
+                                        store::set_next_index(c, &project, &id, next)
+                                    }));
+                                }
                             }
+                            act.stream = stream;
                         }
-                        act.stream = stream;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, stream = %act.path, "loading stream failed");
-                        act.load_error = Some(format!("cannot load stream: {e}"));
-                        act.retire(ctx);
+                        Err(e) => {
+                            tracing::warn!(error = %e, stream = %act.path, "loading stream failed");
+                            act.load_error = Some(format!("cannot load stream: {e}"));
+                            act.retire(ctx);
+                        }
                     }
                 }),
         );
@@ -654,8 +760,14 @@ impl Handler<Register> for StreamActor {
         if let Err(e) = self.gate() {
             return AtomicResponse::new(reply(Err(e)));
         }
-        let (store, project, prefix) = (self.store(), self.key.project.clone(), self.path.prefix.clone());
-        let fresh = async move { blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await };
+        let (store, project, prefix) = (
+            self.store(),
+            self.key.project.clone(),
+            self.path.prefix.clone(),
+        );
+        let fresh = async move {
+            blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await
+        };
         AtomicResponse::new(Box::pin(fresh.into_actor(self).then(move |row, act, _| {
             let row = match row {
                 Ok(r) => r,
@@ -685,14 +797,18 @@ impl Handler<Register> for StreamActor {
             };
             if let Some(t) = msg.terminal_index {
                 if t < -1 {
-                    return reply(Err(ActorError::Invalid(format!("terminal_index must be -1 or more, got {t}"))));
+                    return reply(Err(ActorError::Invalid(format!(
+                        "terminal_index must be -1 or more, got {t}"
+                    ))));
                 }
             }
             match &act.stream {
                 None => act.create(descriptor, msg.terminal_index),
                 Some(s) => {
                     let d = &s.descriptor;
-                    if d.stream_type != descriptor.stream_type || d.content_type != descriptor.content_type {
+                    if d.stream_type != descriptor.stream_type
+                        || d.content_type != descriptor.content_type
+                    {
                         return reply(Err(ActorError::AlreadyExists(format!(
                             "stream {:?} exists with stream_type {} and content_type {:?}",
                             s.row.path,
@@ -701,7 +817,9 @@ impl Handler<Register> for StreamActor {
                         ))));
                     }
                     match msg.terminal_index {
-                        Some(t) if t >= 0 => Box::pin(act.terminate(Some(t)).map(|r, _, _| r.map(|j| (j, false)))),
+                        Some(t) if t >= 0 => {
+                            Box::pin(act.terminate(Some(t)).map(|r, _, _| r.map(|j| (j, false))))
+                        }
                         _ => reply(Ok((s.json(), false))),
                     }
                 }
@@ -717,7 +835,10 @@ impl Handler<Load> for StreamActor {
         self.gate()?;
         match &self.stream {
             Some(s) if !s.machine.purged || msg.see_purged => Ok(s.json()),
-            _ => Err(ActorError::NotFound(format!("stream {:?} not found", self.path.to_string()))),
+            _ => Err(ActorError::NotFound(format!(
+                "stream {:?} not found",
+                self.path.to_string()
+            ))),
         }
     }
 }
@@ -730,7 +851,10 @@ impl Handler<Append> for StreamActor {
             return reply(Err(e));
         }
         if self.stream.is_none() {
-            return Box::pin(self.missing_stream(msg.secret).map(|r, _, _| r.map(|_| unreachable!())));
+            return Box::pin(
+                self.missing_stream(msg.secret)
+                    .map(|r, _, _| r.map(|_| unreachable!())),
+            );
         }
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
@@ -751,7 +875,10 @@ impl Handler<AppendText> for StreamActor {
             return reply(Err(e));
         }
         let Some(s) = &self.stream else {
-            return Box::pin(self.missing_stream(msg.secret).map(|r, _, _| r.map(|_| unreachable!())));
+            return Box::pin(
+                self.missing_stream(msg.secret)
+                    .map(|r, _, _| r.map(|_| unreachable!())),
+            );
         };
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
@@ -774,7 +901,11 @@ impl Handler<AppendText> for StreamActor {
             .collect();
         if entries.is_empty() {
             let next_index = s.machine.next_index();
-            return reply(Ok(AppendOk { next_index, accepted: 0, duplicates: 0 }));
+            return reply(Ok(AppendOk {
+                next_index,
+                accepted: 0,
+                duplicates: 0,
+            }));
         }
         self.append(&entries)
     }
@@ -788,7 +919,10 @@ impl Handler<Terminate> for StreamActor {
             return AtomicResponse::new(reply(Err(e)));
         }
         if self.stream.is_none() {
-            return AtomicResponse::new(Box::pin(self.missing_stream(msg.secret).map(|r, _, _| r.map(|_| unreachable!()))));
+            return AtomicResponse::new(Box::pin(
+                self.missing_stream(msg.secret)
+                    .map(|r, _, _| r.map(|_| unreachable!())),
+            ));
         }
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return AtomicResponse::new(reply(Err(e)));
@@ -809,12 +943,15 @@ impl Handler<Purge> for StreamActor {
         }
         if self.stream.is_none() {
             let path = self.path.to_string();
-            return AtomicResponse::new(reply(Err(ActorError::NotFound(format!("stream {path:?} not found")))));
+            return AtomicResponse::new(reply(Err(ActorError::NotFound(format!(
+                "stream {path:?} not found"
+            )))));
         }
         AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
             let (store, project, id) = (act.store(), act.key.project.clone(), act.key.id.clone());
             let now = now_us();
-            let write = blocking(move || store.write(|c| store::purge_stream(c, &project, &id, now)));
+            let write =
+                blocking(move || store.write(|c| store::purge_stream(c, &project, &id, now)));
             write.into_actor(act).map(move |r, act, _| {
                 r?;
                 if let Some(s) = &mut act.stream {

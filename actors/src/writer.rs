@@ -26,12 +26,18 @@ const MAX_GROUP_BYTES: u64 = 32 << 20;
 pub enum WriteError {
     /// The stream was deleted before its entries could be written.
     StreamGone,
-    Store { message: String, unavailable: bool },
+    Store {
+        message: String,
+        unavailable: bool,
+    },
 }
 
 impl From<StoreError> for WriteError {
     fn from(e: StoreError) -> Self {
-        WriteError::Store { unavailable: e.is_unavailable(), message: e.to_string() }
+        WriteError::Store {
+            unavailable: e.is_unavailable(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -39,7 +45,10 @@ impl From<WriteError> for ActorError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::StreamGone => ActorError::NotFound("stream was deleted".into()),
-            WriteError::Store { message, unavailable: true } => ActorError::Unavailable(message),
+            WriteError::Store {
+                message,
+                unavailable: true,
+            } => ActorError::Unavailable(message),
             WriteError::Store { message, .. } => ActorError::Internal(message),
         }
     }
@@ -98,7 +107,15 @@ impl Op {
                     store::advance_next_index(conn, &a.project, &a.stream_id, old, new, now_us)?;
                 }
                 if let Some(s) = &a.schedule {
-                    store::schedule_task(conn, &a.project, &a.stream_id, s.reason, s.due_us, &s.new_task_id, now_us)?;
+                    store::schedule_task(
+                        conn,
+                        &a.project,
+                        &a.stream_id,
+                        s.reason,
+                        s.due_us,
+                        &s.new_task_id,
+                        now_us,
+                    )?;
                 }
                 Ok(Ok(()))
             }
@@ -153,7 +170,10 @@ impl Writer {
 /// Turns a dropped reply (the writer is gone) into an error.
 pub fn settle(r: Result<WriteResult, oneshot::error::RecvError>) -> WriteResult {
     r.unwrap_or_else(|_| {
-        Err(WriteError::Store { message: "writer stopped".into(), unavailable: true })
+        Err(WriteError::Store {
+            message: "writer stopped".into(),
+            unavailable: true,
+        })
     })
 }
 
@@ -173,7 +193,9 @@ fn run(store: Store, metrics: ActorMetrics, rx: mpsc::Receiver<Op>) {
         let started = Instant::now();
         let now_us = logdog_schema::wire::now_us();
         let group = store.write(|conn| {
-            ops.iter().map(|op| op.apply(conn, now_us)).collect::<Result<Vec<_>, _>>()
+            ops.iter()
+                .map(|op| op.apply(conn, now_us))
+                .collect::<Result<Vec<_>, _>>()
         });
         match group {
             Ok(results) => {
@@ -193,7 +215,12 @@ fn run(store: Store, metrics: ActorMetrics, rx: mpsc::Receiver<Op>) {
                     let r = store.write(|conn| op.apply(conn, now_us));
                     match r {
                         Ok(r) => {
-                            record(&metrics, std::slice::from_ref(&op), std::slice::from_ref(&r), started);
+                            record(
+                                &metrics,
+                                std::slice::from_ref(&op),
+                                std::slice::from_ref(&r),
+                                started,
+                            );
                             op.reply(r);
                         }
                         Err(e) => op.reply(Err(e.into())),
@@ -206,7 +233,9 @@ fn run(store: Store, metrics: ActorMetrics, rx: mpsc::Receiver<Op>) {
 
 fn record(metrics: &ActorMetrics, ops: &[Op], results: &[WriteResult], started: Instant) {
     metrics.commits.inc();
-    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
     metrics.commit_batch_ops.observe(ops.len() as f64);
     let mut entries = 0;
     for (op, r) in ops.iter().zip(results) {

@@ -29,7 +29,10 @@ mod tests {
                 prefix_index: Some(3),
                 sequence: 10,
                 time_offset_us: 1_250_000,
-                content: Content::Text(vec![Line { value: "héllo".into(), delimiter: "\r\n".into() }]),
+                content: Content::Text(vec![Line {
+                    value: "héllo".into(),
+                    delimiter: "\r\n".into(),
+                }]),
             },
             Entry {
                 stream_index: 8,
@@ -38,7 +41,11 @@ mod tests {
                 time_offset_us: 0,
                 content: Content::Datagram {
                     data: vec![0, 255],
-                    partial: Some(Partial { index: 1, size: 2, last: true }),
+                    partial: Some(Partial {
+                        index: 1,
+                        size: 2,
+                        last: true,
+                    }),
                 },
             },
         ];

@@ -45,7 +45,9 @@ fn validate_segment(what: &str, full: &str, segment: &str) -> Result<(), NameErr
         }
         _ => {}
     }
-    if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-'))) {
+    if let Some(c) =
+        chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-')))
+    {
         return err(format!(
             "invalid {what} {full:?}: character {c:?} is not allowed (segments are [A-Za-z0-9][A-Za-z0-9:_.-]*)"
         ));
@@ -61,7 +63,8 @@ fn validate_segments(what: &str, s: &str, max: usize) -> Result<(), NameError> {
     if s.len() > max {
         return err(format!("invalid {what}: longer than {max} bytes"));
     }
-    s.split('/').try_for_each(|seg| validate_segment(what, s, seg))
+    s.split('/')
+        .try_for_each(|seg| validate_segment(what, s, seg))
 }
 
 /// A stream name: segments joined by `/`.
@@ -96,7 +99,9 @@ impl StreamPath {
     /// Parses and validates `prefix/+/name`.
     pub fn parse(path: &str) -> Result<Self, NameError> {
         if path.len() > MAX_NAME_BYTES {
-            return err(format!("invalid stream path: longer than {MAX_NAME_BYTES} bytes"));
+            return err(format!(
+                "invalid stream path: longer than {MAX_NAME_BYTES} bytes"
+            ));
         }
         let Some((prefix, name)) = path.split_once(PATH_SEP) else {
             return err(format!(
@@ -115,7 +120,9 @@ impl StreamPath {
             name: name.to_owned(),
         };
         if path.to_string().len() > MAX_NAME_BYTES {
-            return err(format!("invalid stream path: longer than {MAX_NAME_BYTES} bytes"));
+            return err(format!(
+                "invalid stream path: longer than {MAX_NAME_BYTES} bytes"
+            ));
         }
         Ok(path)
     }
@@ -146,7 +153,17 @@ mod tests {
         for ok in ["a", "chromium", "v8", "a-b_c", &"a".repeat(100)] {
             assert!(validate_project(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "1abc", "-a", "a.b", "a/b", "ab ", &"a".repeat(101), "é"] {
+        for bad in [
+            "",
+            "A",
+            "1abc",
+            "-a",
+            "a.b",
+            "a/b",
+            "ab ",
+            &"a".repeat(101),
+            "é",
+        ] {
             assert!(validate_project(bad).is_err(), "{bad}");
         }
     }
@@ -156,7 +173,9 @@ mod tests {
         for ok in ["stdout", "a/b/c", "steps/compile:1/std.out", "A-1_b.c", "0"] {
             assert!(validate_stream_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/a", "a/", "a//b", "_a", ".a", "a/-b", "a b", "a+b", "+", "é", "a\nb"] {
+        for bad in [
+            "", "/a", "a/", "a//b", "_a", ".a", "a/-b", "a b", "a+b", "+", "é", "a\nb",
+        ] {
             assert!(validate_stream_name(bad).is_err(), "{bad:?}");
         }
         assert!(validate_stream_name(&"a".repeat(4096)).is_ok());

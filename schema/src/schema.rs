@@ -72,4 +72,10 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(prefixes, streams, stream_tags, log_chunks, archive_tasks);
+diesel::allow_tables_to_appear_in_same_query!(
+    prefixes,
+    streams,
+    stream_tags,
+    log_chunks,
+    archive_tasks
+);

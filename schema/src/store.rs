@@ -93,7 +93,8 @@ impl ManageConnection for Manager {
                 PgConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?,
             ),
             Backend::Sqlite => {
-                let mut c = SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                let mut c =
+                    SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the writer; FULL makes an acknowledged
                 // commit survive power loss.
                 c.batch_execute(&format!(
@@ -154,7 +155,10 @@ impl Store {
             .max_size(pool_size)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
-            .build(Manager { backend, url: conn_str })?;
+            .build(Manager {
+                backend,
+                url: conn_str,
+            })?;
         Ok(Self { pool, backend })
     }
 
@@ -166,8 +170,12 @@ impl Store {
     pub fn migrate(&self) -> Result<usize, StoreError> {
         let mut conn = self.pool.get()?;
         let ran = match &mut *conn {
-            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+            AnyConnection::Sqlite(c) => {
+                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
+            }
+            AnyConnection::Postgresql(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
         };
         ran.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
     }
@@ -187,17 +195,25 @@ impl Store {
     }
 
     /// Runs `f` on a pooled connection, outside any transaction.
-    pub fn read<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.pool.get()?;
         f(&mut conn)
     }
 
     /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`); commits on `Ok`.
-    pub fn write<T>(&self, f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.pool.get()?;
         let conn = &mut *conn;
         match conn {
-            AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+            AnyConnection::Sqlite(c) => {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+            }
             AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
         }
         let result = f(conn);
@@ -205,7 +221,9 @@ impl Store {
             (Ok(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
             (Ok(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::commit_transaction(c),
             (Err(_), AnyConnection::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
-            (Err(_), AnyConnection::Postgresql(c)) => AnsiTransactionManager::rollback_transaction(c),
+            (Err(_), AnyConnection::Postgresql(c)) => {
+                AnsiTransactionManager::rollback_transaction(c)
+            }
         };
         match (result, end) {
             (Ok(v), Ok(())) => Ok(v),
@@ -218,7 +236,11 @@ impl Store {
 // ---------------------------------------------------------------------------------------
 // Prefixes
 
-pub fn get_prefix(conn: &mut AnyConnection, project: &str, prefix: &str) -> Result<Option<PrefixRow>, StoreError> {
+pub fn get_prefix(
+    conn: &mut AnyConnection,
+    project: &str,
+    prefix: &str,
+) -> Result<Option<PrefixRow>, StoreError> {
     Ok(prefixes::table
         .find((project, prefix))
         .select(PrefixRow::as_select())
@@ -227,7 +249,9 @@ pub fn get_prefix(conn: &mut AnyConnection, project: &str, prefix: &str) -> Resu
 }
 
 pub fn insert_prefix(conn: &mut AnyConnection, row: &PrefixRow) -> Result<(), StoreError> {
-    diesel::insert_into(prefixes::table).values(row).execute(conn)?;
+    diesel::insert_into(prefixes::table)
+        .values(row)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -266,16 +290,30 @@ pub fn delete_prefix(
         .select(streams::id)
         .load(conn)?;
     for chunk in ids.chunks(500) {
-        diesel::delete(stream_tags::table.filter(stream_tags::project.eq(project)).filter(stream_tags::stream_id.eq_any(chunk)))
-            .execute(conn)?;
-        diesel::delete(log_chunks::table.filter(log_chunks::project.eq(project)).filter(log_chunks::stream_id.eq_any(chunk)))
-            .execute(conn)?;
         diesel::delete(
-            archive_tasks::table.filter(archive_tasks::project.eq(project)).filter(archive_tasks::stream_id.eq_any(chunk)),
+            stream_tags::table
+                .filter(stream_tags::project.eq(project))
+                .filter(stream_tags::stream_id.eq_any(chunk)),
         )
         .execute(conn)?;
-        diesel::delete(streams::table.filter(streams::project.eq(project)).filter(streams::id.eq_any(chunk)))
-            .execute(conn)?;
+        diesel::delete(
+            log_chunks::table
+                .filter(log_chunks::project.eq(project))
+                .filter(log_chunks::stream_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+        diesel::delete(
+            archive_tasks::table
+                .filter(archive_tasks::project.eq(project))
+                .filter(archive_tasks::stream_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+        diesel::delete(
+            streams::table
+                .filter(streams::project.eq(project))
+                .filter(streams::id.eq_any(chunk)),
+        )
+        .execute(conn)?;
     }
     Ok(Some(ids))
 }
@@ -283,7 +321,11 @@ pub fn delete_prefix(
 // ---------------------------------------------------------------------------------------
 // Streams
 
-pub fn get_stream(conn: &mut AnyConnection, project: &str, id: &str) -> Result<Option<StreamRow>, StoreError> {
+pub fn get_stream(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<Option<StreamRow>, StoreError> {
     Ok(streams::table
         .find((project, id))
         .select(StreamRow::as_select())
@@ -298,11 +340,17 @@ pub fn insert_stream(
     tags: &[TagRow],
     task: &TaskRow,
 ) -> Result<(), StoreError> {
-    diesel::insert_into(streams::table).values(row).execute(conn)?;
+    diesel::insert_into(streams::table)
+        .values(row)
+        .execute(conn)?;
     for tag in tags {
-        diesel::insert_into(stream_tags::table).values(tag).execute(conn)?;
+        diesel::insert_into(stream_tags::table)
+            .values(tag)
+            .execute(conn)?;
     }
-    diesel::insert_into(archive_tasks::table).values(task).execute(conn)?;
+    diesel::insert_into(archive_tasks::table)
+        .values(task)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -313,7 +361,9 @@ pub fn update_lifecycle(
     id: &str,
     change: &StreamLifecycle,
 ) -> Result<(), StoreError> {
-    diesel::update(streams::table.find((project, id))).set(change).execute(conn)?;
+    diesel::update(streams::table.find((project, id)))
+        .set(change)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -332,7 +382,10 @@ pub fn schedule_task(
             .filter(archive_tasks::project.eq(project))
             .filter(archive_tasks::stream_id.eq(stream_id)),
     )
-    .set((archive_tasks::reason.eq(reason), archive_tasks::due_us.eq(due_us)))
+    .set((
+        archive_tasks::reason.eq(reason),
+        archive_tasks::due_us.eq(due_us),
+    ))
     .execute(conn)?;
     if updated == 0 {
         diesel::insert_into(archive_tasks::table)
@@ -353,7 +406,11 @@ pub fn schedule_task(
     Ok(())
 }
 
-pub fn get_task(conn: &mut AnyConnection, project: &str, stream_id: &str) -> Result<Option<TaskRow>, StoreError> {
+pub fn get_task(
+    conn: &mut AnyConnection,
+    project: &str,
+    stream_id: &str,
+) -> Result<Option<TaskRow>, StoreError> {
     Ok(archive_tasks::table
         .filter(archive_tasks::project.eq(project))
         .filter(archive_tasks::stream_id.eq(stream_id))
@@ -363,19 +420,36 @@ pub fn get_task(conn: &mut AnyConnection, project: &str, stream_id: &str) -> Res
 }
 
 /// Marks a stream purged and releases its intermediate data and archive task.
-pub fn purge_stream(conn: &mut AnyConnection, project: &str, id: &str, now_us: i64) -> Result<(), StoreError> {
+pub fn purge_stream(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    now_us: i64,
+) -> Result<(), StoreError> {
     diesel::update(streams::table.find((project, id)))
         .set((streams::purged.eq(true), streams::updated_us.eq(now_us)))
         .execute(conn)?;
-    diesel::delete(log_chunks::table.filter(log_chunks::project.eq(project)).filter(log_chunks::stream_id.eq(id)))
-        .execute(conn)?;
-    diesel::delete(archive_tasks::table.filter(archive_tasks::project.eq(project)).filter(archive_tasks::stream_id.eq(id)))
-        .execute(conn)?;
+    diesel::delete(
+        log_chunks::table
+            .filter(log_chunks::project.eq(project))
+            .filter(log_chunks::stream_id.eq(id)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        archive_tasks::table
+            .filter(archive_tasks::project.eq(project))
+            .filter(archive_tasks::stream_id.eq(id)),
+    )
+    .execute(conn)?;
     Ok(())
 }
 
 /// The paths of every stream of a prefix.
-pub fn stream_paths_under(conn: &mut AnyConnection, project: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+pub fn stream_paths_under(
+    conn: &mut AnyConnection,
+    project: &str,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
     Ok(streams::table
         .filter(streams::project.eq(project))
         .filter(streams::prefix.eq(prefix))
@@ -383,7 +457,11 @@ pub fn stream_paths_under(conn: &mut AnyConnection, project: &str, prefix: &str)
         .load(conn)?)
 }
 
-pub fn stream_tags(conn: &mut AnyConnection, project: &str, id: &str) -> Result<Vec<TagRow>, StoreError> {
+pub fn stream_tags(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<Vec<TagRow>, StoreError> {
     Ok(stream_tags::table
         .filter(stream_tags::project.eq(project))
         .filter(stream_tags::stream_id.eq(id))
@@ -415,11 +493,21 @@ pub fn chunk_spans(
         .filter(log_chunks::stream_id.eq(id))
         .filter((log_chunks::first_index + log_chunks::count).gt(from_index as i64))
         .order(log_chunks::first_index.asc())
-        .select((log_chunks::first_index, log_chunks::count, log_chunks::bytes, log_chunks::end_sequence))
+        .select((
+            log_chunks::first_index,
+            log_chunks::count,
+            log_chunks::bytes,
+            log_chunks::end_sequence,
+        ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(f, c, b, s)| ChunkSpan { first_index: f as u64, count: c as u64, bytes: b as u64, end_sequence: s as u64 })
+        .map(|(f, c, b, s)| ChunkSpan {
+            first_index: f as u64,
+            count: c as u64,
+            bytes: b as u64,
+            end_sequence: s as u64,
+        })
         .collect())
 }
 
@@ -444,13 +532,21 @@ pub fn read_chunks(
 }
 
 pub fn insert_chunk(conn: &mut AnyConnection, row: &ChunkRow) -> Result<(), StoreError> {
-    diesel::insert_into(log_chunks::table).values(row).execute(conn)?;
+    diesel::insert_into(log_chunks::table)
+        .values(row)
+        .execute(conn)?;
     Ok(())
 }
 
 /// Replaces the chunks of `[first, end)` by one chunk holding all their entries. Only
 /// the owner of the stream calls it, so nothing is inserted in that range meanwhile.
-pub fn compact_chunks(conn: &mut AnyConnection, project: &str, id: &str, first: u64, end: u64) -> Result<usize, StoreError> {
+pub fn compact_chunks(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    first: u64,
+    end: u64,
+) -> Result<usize, StoreError> {
     let rows = read_chunks(conn, project, id, first, end, i64::MAX)?;
     let rows: Vec<_> = rows
         .into_iter()
@@ -462,12 +558,16 @@ pub fn compact_chunks(conn: &mut AnyConnection, project: &str, id: &str, first: 
     let mut entries = Vec::new();
     let (mut bytes, mut end_sequence) = (0, 0);
     for r in &rows {
-        entries.extend(crate::chunk::decode(&r.data).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        entries
+            .extend(crate::chunk::decode(&r.data).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         bytes += r.bytes;
         end_sequence = r.end_sequence;
     }
     // The merged run must be contiguous, or it is not one chunk.
-    if entries.windows(2).any(|w| w[1].stream_index != w[0].stream_index + 1) {
+    if entries
+        .windows(2)
+        .any(|w| w[1].stream_index != w[0].stream_index + 1)
+    {
         return Ok(0);
     }
     let first_index = rows[0].first_index;
@@ -475,7 +575,10 @@ pub fn compact_chunks(conn: &mut AnyConnection, project: &str, id: &str, first: 
         log_chunks::table
             .filter(log_chunks::project.eq(project))
             .filter(log_chunks::stream_id.eq(id))
-            .filter(log_chunks::first_index.eq_any(rows.iter().map(|r| r.first_index).collect::<Vec<_>>())),
+            .filter(
+                log_chunks::first_index
+                    .eq_any(rows.iter().map(|r| r.first_index).collect::<Vec<_>>()),
+            ),
     )
     .execute(conn)?;
     insert_chunk(
@@ -509,13 +612,21 @@ pub fn advance_next_index(
             .filter(streams::next_index.ge(old as i64))
             .filter(streams::next_index.lt(new as i64)),
     )
-    .set((streams::next_index.eq(new as i64), streams::updated_us.eq(now_us)))
+    .set((
+        streams::next_index.eq(new as i64),
+        streams::updated_us.eq(now_us),
+    ))
     .execute(conn)?;
     Ok(())
 }
 
 /// Sets `next_index` outright (used when the owner recomputes it after loading).
-pub fn set_next_index(conn: &mut AnyConnection, project: &str, id: &str, next: u64) -> Result<(), StoreError> {
+pub fn set_next_index(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    next: u64,
+) -> Result<(), StoreError> {
     diesel::update(streams::table.find((project, id)))
         .set(streams::next_index.eq(next as i64))
         .execute(conn)?;
@@ -544,14 +655,16 @@ pub fn postgres_url_with_database(url: &str, database: &str) -> String {
 
 /// Creates a database on the server `server_url` points at.
 pub fn create_postgres_database(server_url: &str, name: &str) -> Result<(), StoreError> {
-    let mut c = PgConnection::establish(server_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut c =
+        PgConnection::establish(server_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     c.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
     Ok(())
 }
 
 /// Drops a database, disconnecting whoever still uses it.
 pub fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), StoreError> {
-    let mut c = PgConnection::establish(server_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut c =
+        PgConnection::establish(server_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
     Ok(())
 }
@@ -563,12 +676,30 @@ mod tests {
     #[test]
     fn database_urls() {
         assert_eq!(parse_database_url("postgres://u@h/db").0, Backend::Postgres);
-        assert_eq!(parse_database_url("postgresql://u@h/db").0, Backend::Postgres);
-        assert_eq!(parse_database_url("sqlite:///abs/x.db"), (Backend::Sqlite, "/abs/x.db".into()));
-        assert_eq!(parse_database_url("data/x.db"), (Backend::Sqlite, "data/x.db".into()));
-        assert_eq!(postgres_url_with_database("postgres://p@127.0.0.1:5432/test", "x"), "postgres://p@127.0.0.1:5432/x");
-        assert_eq!(postgres_url_with_database("postgres://p@h/test?sslmode=disable", "x"), "postgres://p@h/x?sslmode=disable");
-        assert_eq!(postgres_url_with_database("postgres://p@h", "x"), "postgres://p@h/x");
+        assert_eq!(
+            parse_database_url("postgresql://u@h/db").0,
+            Backend::Postgres
+        );
+        assert_eq!(
+            parse_database_url("sqlite:///abs/x.db"),
+            (Backend::Sqlite, "/abs/x.db".into())
+        );
+        assert_eq!(
+            parse_database_url("data/x.db"),
+            (Backend::Sqlite, "data/x.db".into())
+        );
+        assert_eq!(
+            postgres_url_with_database("postgres://p@127.0.0.1:5432/test", "x"),
+            "postgres://p@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            postgres_url_with_database("postgres://p@h/test?sslmode=disable", "x"),
+            "postgres://p@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            postgres_url_with_database("postgres://p@h", "x"),
+            "postgres://p@h/x"
+        );
     }
 
     #[test]
@@ -592,7 +723,13 @@ mod tests {
         assert_eq!(got.secret_hash, vec![1; 32]);
         // A failed transaction leaves nothing behind.
         let err = store.write(|c| {
-            insert_prefix(c, &PrefixRow { prefix: "c".into(), ..row.clone() })?;
+            insert_prefix(
+                c,
+                &PrefixRow {
+                    prefix: "c".into(),
+                    ..row.clone()
+                },
+            )?;
             insert_prefix(c, &row)
         });
         assert!(err.is_err());

@@ -118,7 +118,10 @@ impl DescriptorRequest {
         Ok(Descriptor {
             stream_type,
             content_type,
-            timestamp: self.timestamp.map(|t| t.timestamp_micros()).unwrap_or(now_us),
+            timestamp: self
+                .timestamp
+                .map(|t| t.timestamp_micros())
+                .unwrap_or(now_us),
             tags,
             binary_file_ext: self.binary_file_ext,
         })
@@ -158,7 +161,10 @@ pub struct Partial {
 pub enum Content {
     Text(Vec<Line>),
     Binary(Vec<u8>),
-    Datagram { data: Vec<u8>, partial: Option<Partial> },
+    Datagram {
+        data: Vec<u8>,
+        partial: Option<Partial>,
+    },
 }
 
 impl Content {
@@ -176,7 +182,9 @@ impl Content {
         match self {
             Content::Text(lines) => lines.len() as u64,
             Content::Binary(data) => data.len() as u64,
-            Content::Datagram { partial: Some(p), .. } if !p.last => 0,
+            Content::Datagram {
+                partial: Some(p), ..
+            } if !p.last => 0,
             Content::Datagram { .. } => 1,
         }
     }
@@ -264,14 +272,15 @@ fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
 impl IncomingEntry {
     /// Parses one JSON entry, checking everything that does not depend on the stream.
     pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        let e: EntryJson = serde_json::from_value(value).map_err(|e| format!("invalid entry: {e}"))?;
+        let e: EntryJson =
+            serde_json::from_value(value).map_err(|e| format!("invalid entry: {e}"))?;
         let stream_index = e.stream_index.ok_or("entry without stream_index")?;
         if stream_index > MAX_STREAM_INDEX {
             return Err(format!("stream_index {stream_index} is above 2^53 - 1"));
         }
         let time_offset_us = match e.time_offset {
             None => None,
-            Some(t) if t.is_finite() && t >= 0.0 && t < 1e12 => Some((t * 1e6).round() as i64),
+            Some(t) if (0.0..1e12).contains(&t) => Some((t * 1e6).round() as i64),
             Some(t) => return Err(format!("entry {stream_index}: invalid time_offset {t}")),
         };
         let content = match (e.text, e.binary, e.datagram) {
@@ -279,7 +288,10 @@ impl IncomingEntry {
                 t.lines
                     .into_iter()
                     .map(|l| match l {
-                        LineJson::Short(value) => Line { value, delimiter: "\n".into() },
+                        LineJson::Short(value) => Line {
+                            value,
+                            delimiter: "\n".into(),
+                        },
                         LineJson::Full { value, delimiter } => Line { value, delimiter },
                     })
                     .collect(),
@@ -425,8 +437,14 @@ mod tests {
         assert_eq!(
             e.content,
             Content::Text(vec![
-                Line { value: "short".into(), delimiter: "\n".into() },
-                Line { value: "x".into(), delimiter: "".into() },
+                Line {
+                    value: "short".into(),
+                    delimiter: "\n".into()
+                },
+                Line {
+                    value: "x".into(),
+                    delimiter: "".into()
+                },
             ])
         );
         assert_eq!(e.content.sequence_units(), 2);
@@ -435,7 +453,8 @@ mod tests {
 
     #[test]
     fn binary_and_datagram_entries() {
-        let b = IncomingEntry::from_json(json!({"stream_index": 0, "binary": {"data": "AAEC"}})).unwrap();
+        let b = IncomingEntry::from_json(json!({"stream_index": 0, "binary": {"data": "AAEC"}}))
+            .unwrap();
         assert_eq!(b.content, Content::Binary(vec![0, 1, 2]));
         let d = IncomingEntry::from_json(json!({
             "stream_index": 1, "sequence": 9, "time_offset": 1.5,
@@ -471,7 +490,10 @@ mod tests {
             prefix_index: None,
             sequence: 5,
             time_offset_us: 125_000,
-            content: Content::Text(vec![Line { value: "a".into(), delimiter: "\n".into() }]),
+            content: Content::Text(vec![Line {
+                value: "a".into(),
+                delimiter: "\n".into(),
+            }]),
         };
         assert_eq!(
             e.to_json(),
@@ -486,18 +508,33 @@ mod tests {
         assert_eq!(d.stream_type, StreamType::Text);
         assert_eq!(d.content_type, "text/plain; charset=utf-8");
         assert_eq!(d.timestamp, 1_000_000);
-        let b: DescriptorRequest = serde_json::from_value(json!({"stream_type": "binary"})).unwrap();
-        assert_eq!(b.resolve(0).unwrap().content_type, "application/octet-stream");
-        let g: DescriptorRequest = serde_json::from_value(json!({"stream_type": "datagram"})).unwrap();
-        assert_eq!(g.resolve(0).unwrap().content_type, "application/x-logdog-datagram");
-        let bad_tag: DescriptorRequest = serde_json::from_value(json!({"tags": {"bad key": "v"}})).unwrap();
+        let b: DescriptorRequest =
+            serde_json::from_value(json!({"stream_type": "binary"})).unwrap();
+        assert_eq!(
+            b.resolve(0).unwrap().content_type,
+            "application/octet-stream"
+        );
+        let g: DescriptorRequest =
+            serde_json::from_value(json!({"stream_type": "datagram"})).unwrap();
+        assert_eq!(
+            g.resolve(0).unwrap().content_type,
+            "application/x-logdog-datagram"
+        );
+        let bad_tag: DescriptorRequest =
+            serde_json::from_value(json!({"tags": {"bad key": "v"}})).unwrap();
         assert!(bad_tag.resolve(0).is_err());
-        let empty_ct: DescriptorRequest = serde_json::from_value(json!({"content_type": ""})).unwrap();
+        let empty_ct: DescriptorRequest =
+            serde_json::from_value(json!({"content_type": ""})).unwrap();
         assert!(empty_ct.resolve(0).is_err());
-        assert!(serde_json::from_value::<DescriptorRequest>(json!({"stream_type": "video"})).is_err());
+        assert!(
+            serde_json::from_value::<DescriptorRequest>(json!({"stream_type": "video"})).is_err()
+        );
         let ts: DescriptorRequest =
             serde_json::from_value(json!({"timestamp": "2026-11-27T23:00:00.5Z"})).unwrap();
         let d = ts.resolve(0).unwrap();
-        assert_eq!(serde_json::to_value(&d).unwrap()["timestamp"], "2026-11-27T23:00:00.500Z");
+        assert_eq!(
+            serde_json::to_value(&d).unwrap()["timestamp"],
+            "2026-11-27T23:00:00.500Z"
+        );
     }
 }

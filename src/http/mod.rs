@@ -48,7 +48,9 @@ impl AppState {
     /// project answers exactly like a forbidden one.
     pub fn caller_for(&self, _req: &HttpRequest, project: &str) -> Result<Caller, ApiError> {
         if !self.config.projects.is_empty() && self.config.project(project).is_none() {
-            return Err(ApiError::permission_denied(format!("project {project:?} is not visible to this caller")));
+            return Err(ApiError::permission_denied(format!(
+                "project {project:?} is not visible to this caller"
+            )));
         }
         Ok(Caller { admin: true })
     }
@@ -58,7 +60,9 @@ impl AppState {
         if caller.admin {
             Ok(())
         } else {
-            Err(ApiError::permission_denied("this call needs the admin role"))
+            Err(ApiError::permission_denied(
+                "this call needs the admin role",
+            ))
         }
     }
 
@@ -76,21 +80,31 @@ pub fn project_of(req: &HttpRequest) -> String {
 pub fn names(req: &HttpRequest) -> Result<(String, StreamPath), ApiError> {
     let project = project_of(req);
     names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
-    let path = StreamPath::parse(req.match_info().query("path")).map_err(|e| ApiError::invalid(e.0))?;
+    let path =
+        StreamPath::parse(req.match_info().query("path")).map_err(|e| ApiError::invalid(e.0))?;
     Ok((project, path))
 }
 
 /// Reads the whole body, answering 413 as soon as it exceeds `limit`.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::too_large(format!("request body is over the {limit}-byte limit"));
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(too_large());
         }
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid(format!("cannot read request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::invalid(format!("cannot read request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -102,17 +116,35 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
 /// The media type of the request, lowercased, without parameters; None when absent.
 pub fn media_type(req: &HttpRequest) -> Option<String> {
     let v = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Parses a JSON body. An empty body reads as `{}` where `empty_ok`. Errors are the
 /// message of a 400, left for the caller to report in API.md's order.
-pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8], empty_ok: bool) -> Result<T, String> {
+pub fn parse_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+    empty_ok: bool,
+) -> Result<T, String> {
     match media_type(req).as_deref() {
         None | Some("application/json") => {}
-        Some(other) => return Err(format!("unsupported content type {other:?}; send application/json")),
+        Some(other) => {
+            return Err(format!(
+                "unsupported content type {other:?}; send application/json"
+            ))
+        }
     }
-    let body = if body.iter().all(u8::is_ascii_whitespace) && empty_ok { b"{}".as_slice() } else { body };
+    let body = if body.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        b"{}".as_slice()
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
@@ -127,7 +159,8 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::method_not_allowed(format!("{} is not allowed on {}", req.method(), req.path())).error_response()
+    ApiError::method_not_allowed(format!("{} is not allowed on {}", req.method(), req.path()))
+        .error_response()
 }
 
 /// A resource whose other methods answer 405 in the API's error shape.
@@ -137,16 +170,21 @@ fn resource(path: &str) -> actix_web::Resource {
 
 /// The whole route table.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let query_error = |e: actix_web::error::QueryPayloadError, _: &HttpRequest| -> actix_web::Error {
-        ApiError::invalid(format!("invalid query string: {e}")).into()
-    };
+    let query_error =
+        |e: actix_web::error::QueryPayloadError, _: &HttpRequest| -> actix_web::Error {
+            ApiError::invalid(format!("invalid query string: {e}")).into()
+        };
     cfg.app_data(web::QueryConfig::default().error_handler(query_error))
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/api/v1/projects/{project}/prefixes").route(web::post().to(registration::register_prefix)))
         .service(
-            resource("/api/v1/projects/{project}/prefixes/{prefix:.+}").route(web::delete().to(registration::delete_prefix)),
+            resource("/api/v1/projects/{project}/prefixes")
+                .route(web::post().to(registration::register_prefix)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/prefixes/{prefix:.+}")
+                .route(web::delete().to(registration::delete_prefix)),
         )
         .service(
             resource("/api/v1/projects/{project}/streams/{path:.+}")
@@ -155,8 +193,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(services::terminate_stream))
                 .route(web::delete().to(services::purge_stream)),
         )
-        .service(resource("/api/v1/projects/{project}/logs/{path:.+}").route(web::post().to(services::append)))
-        .service(resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)))
+        .service(
+            resource("/api/v1/projects/{project}/logs/{path:.+}")
+                .route(web::post().to(services::append)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -173,18 +216,24 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
-    actix_web::App::new().app_data(state).configure(configure).wrap_fn(move |req, srv| {
-        let started = Instant::now();
-        let metrics = metrics.clone();
-        let method = req.method().to_string();
-        let fut = srv.call(req);
-        async move {
-            let res = fut.await?;
-            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-            metrics.observe(&route, &method, res.status().as_u16(), started.elapsed());
-            Ok(res)
-        }
-    })
+    actix_web::App::new()
+        .app_data(state)
+        .configure(configure)
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let metrics = metrics.clone();
+            let method = req.method().to_string();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let route = res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into());
+                metrics.observe(&route, &method, res.status().as_u16(), started.elapsed());
+                Ok(res)
+            }
+        })
 }
 
 /// 200 or 201 with a JSON body.

@@ -24,6 +24,10 @@ pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
 /// Prometheus text format.
 pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     let mut out = Vec::new();
-    prometheus::TextEncoder::new().encode(&state.prometheus.gather(), &mut out).map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
+    prometheus::TextEncoder::new()
+        .encode(&state.prometheus.gather(), &mut out)
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out))
 }

@@ -25,7 +25,11 @@ struct RegisterPrefixRequest {
 }
 
 /// `POST /api/v1/projects/{project}/prefixes`: 201 with the secret; 200 for a nonce retry.
-pub async fn register_prefix(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn register_prefix(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let project = project_of(&req);
     state.caller_for(&req, &project)?;
     let body = read_body(&req, payload, state.max_request_bytes()).await?;
@@ -36,19 +40,35 @@ pub async fn register_prefix(state: State, req: HttpRequest, payload: web::Paylo
         None => None,
         Some(n) => match B64.decode(&n) {
             Ok(bytes) if bytes.len() == 32 => Some(bytes),
-            _ => return Err(ApiError::invalid("op_nonce must be 32 bytes, base64-encoded")),
+            _ => {
+                return Err(ApiError::invalid(
+                    "op_nonce must be 32 bytes, base64-encoded",
+                ))
+            }
         },
     };
     if r.expiration.is_some_and(|e| !e.is_finite() || e < 0.0) {
-        return Err(ApiError::invalid("expiration must be a positive number of seconds"));
+        return Err(ApiError::invalid(
+            "expiration must be a positive number of seconds",
+        ));
     }
     let expiration = state
         .config
         .prefix_expiration(&project, r.expiration)
-        .ok_or_else(|| ApiError::invalid("no positive expiration in the request, the project or the server config"))?;
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "no positive expiration in the request, the project or the server config",
+            )
+        })?;
     let grant = state
         .registry
-        .send(RegisterPrefix { project, prefix: r.prefix, expiration, op_nonce, source_info: r.source_info })
+        .send(RegisterPrefix {
+            project,
+            prefix: r.prefix,
+            expiration,
+            op_nonce,
+            source_info: r.source_info,
+        })
         .await
         .map_err(ApiError::internal)??;
     Ok(json_response(
@@ -70,6 +90,10 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
     names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
     let prefix = req.match_info().query("prefix").to_owned();
     names::validate_prefix(&prefix).map_err(|e| ApiError::invalid(e.0))?;
-    state.registry.send(DeletePrefix { project, prefix }).await.map_err(ApiError::internal)??;
+    state
+        .registry
+        .send(DeletePrefix { project, prefix })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(HttpResponse::NoContent().finish())
 }

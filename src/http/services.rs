@@ -11,7 +11,9 @@ use logdog_schema::wire::{now_us, DescriptorRequest, IncomingEntry, Line};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_response, media_type, names, parse_json, prefix_secret, project_of, read_body, State};
+use super::{
+    json_response, media_type, names, parse_json, prefix_secret, project_of, read_body, State,
+};
 use crate::errors::ApiError;
 
 #[derive(Deserialize)]
@@ -23,19 +25,33 @@ struct RegisterStreamRequest {
     terminal_index: Option<i64>,
 }
 
-fn register_message(secret: Option<Vec<u8>>, body: Result<RegisterStreamRequest, String>) -> Register {
+fn register_message(
+    secret: Option<Vec<u8>>,
+    body: Result<RegisterStreamRequest, String>,
+) -> Register {
     let (descriptor, terminal_index) = match body {
         Ok(r) => (
-            r.descriptor.unwrap_or_default().resolve(now_us()).map_err(|e| format!("invalid descriptor: {e}")),
+            r.descriptor
+                .unwrap_or_default()
+                .resolve(now_us())
+                .map_err(|e| format!("invalid descriptor: {e}")),
             r.terminal_index,
         ),
         Err(e) => (Err(e), None),
     };
-    Register { secret, descriptor, terminal_index }
+    Register {
+        secret,
+        descriptor,
+        terminal_index,
+    }
 }
 
 /// `PUT …/streams/{prefix}/+/{name}`: 201 new, 200 identical re-registration.
-pub async fn register_stream(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn register_stream(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.caller_for(&req, &project_of(&req))?;
     let body = read_body(&req, payload, state.max_request_bytes()).await?;
     let (project, path) = names(&req)?;
@@ -48,19 +64,37 @@ pub async fn register_stream(state: State, req: HttpRequest, payload: web::Paylo
 pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = state.caller_for(&req, &project_of(&req))?;
     let (project, path) = names(&req)?;
-    let stream = state.directory.send(&project, &path, Load { see_purged: caller.admin }).await?;
+    let stream = state
+        .directory
+        .send(
+            &project,
+            &path,
+            Load {
+                see_purged: caller.admin,
+            },
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(stream))
 }
 
 /// Parses `{"entries": [...]}`, checking each entry's size against the limit (413).
-fn parse_entries(req: &HttpRequest, body: &[u8], max_entry: u64) -> Result<Result<Vec<IncomingEntry>, String>, ApiError> {
+fn parse_entries(
+    req: &HttpRequest,
+    body: &[u8],
+    max_entry: u64,
+) -> Result<Result<Vec<IncomingEntry>, String>, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct AppendRequest {
         entries: Vec<Value>,
     }
     let parsed: Result<AppendRequest, String> = parse_json(req, body, false);
-    let entries = parsed.and_then(|r| r.entries.into_iter().map(IncomingEntry::from_json).collect::<Result<Vec<_>, _>>());
+    let entries = parsed.and_then(|r| {
+        r.entries
+            .into_iter()
+            .map(IncomingEntry::from_json)
+            .collect::<Result<Vec<_>, _>>()
+    });
     if let Ok(entries) = &entries {
         check_entry_sizes(entries, max_entry)?;
     }
@@ -68,7 +102,10 @@ fn parse_entries(req: &HttpRequest, body: &[u8], max_entry: u64) -> Result<Resul
 }
 
 fn check_entry_sizes(entries: &[IncomingEntry], max_entry: u64) -> Result<(), ApiError> {
-    if let Some(e) = entries.iter().find(|e| e.content.payload_bytes() > max_entry) {
+    if let Some(e) = entries
+        .iter()
+        .find(|e| e.content.payload_bytes() > max_entry)
+    {
         return Err(ApiError::too_large(format!(
             "entry {} is {} bytes, over the {max_entry}-byte entry limit",
             e.stream_index,
@@ -90,11 +127,17 @@ pub fn split_lines(text: &str) -> Vec<Line> {
                     Some(v) => (v, "\r\n"),
                     None => (&rest[..i], "\n"),
                 };
-                lines.push(Line { value: value.to_owned(), delimiter: delimiter.to_owned() });
+                lines.push(Line {
+                    value: value.to_owned(),
+                    delimiter: delimiter.to_owned(),
+                });
                 rest = &rest[i + 1..];
             }
             None => {
-                lines.push(Line { value: rest.to_owned(), delimiter: String::new() });
+                lines.push(Line {
+                    value: rest.to_owned(),
+                    delimiter: String::new(),
+                });
                 rest = "";
             }
         }
@@ -107,21 +150,53 @@ fn append_body(r: &AppendOk) -> Value {
 }
 
 /// `POST …/logs/{prefix}/+/{name}`: JSON entries, or raw text with `text/plain`.
-pub async fn append(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn append(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.caller_for(&req, &project_of(&req))?;
     let body = read_body(&req, payload, state.max_request_bytes()).await?;
     let max_entry = state.config.limits.max_entry_bytes as u64;
     let (project, path) = names(&req)?;
     let secret = prefix_secret(&req);
     let result = if media_type(&req).as_deref() == Some("text/plain") {
-        let lines = std::str::from_utf8(&body).map(split_lines).map_err(|e| format!("body is not valid UTF-8: {e}"));
-        if let Some(l) = lines.as_ref().ok().and_then(|ls| ls.iter().find(|l| (l.value.len() + l.delimiter.len()) as u64 > max_entry)) {
-            return Err(ApiError::too_large(format!("a line of {} bytes is over the {max_entry}-byte entry limit", l.value.len())));
+        let lines = std::str::from_utf8(&body)
+            .map(split_lines)
+            .map_err(|e| format!("body is not valid UTF-8: {e}"));
+        if let Some(l) = lines.as_ref().ok().and_then(|ls| {
+            ls.iter()
+                .find(|l| (l.value.len() + l.delimiter.len()) as u64 > max_entry)
+        }) {
+            return Err(ApiError::too_large(format!(
+                "a line of {} bytes is over the {max_entry}-byte entry limit",
+                l.value.len()
+            )));
         }
-        state.directory.send(&project, &path, AppendText { secret, lines: Arc::new(lines) }).await?
+        state
+            .directory
+            .send(
+                &project,
+                &path,
+                AppendText {
+                    secret,
+                    lines: Arc::new(lines),
+                },
+            )
+            .await?
     } else {
         let entries = parse_entries(&req, &body, max_entry)?;
-        state.directory.send(&project, &path, Append { secret, entries: Arc::new(entries) }).await?
+        state
+            .directory
+            .send(
+                &project,
+                &path,
+                Append {
+                    secret,
+                    entries: Arc::new(entries),
+                },
+            )
+            .await?
     };
     Ok(HttpResponse::Ok().json(append_body(&result)))
 }
@@ -138,11 +213,18 @@ fn parse_terminal(req: &HttpRequest, body: &[u8]) -> Result<Option<i64>, String>
 }
 
 /// `PATCH …/streams/{prefix}/+/{name}`: terminate.
-pub async fn terminate_stream(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn terminate_stream(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.caller_for(&req, &project_of(&req))?;
     let body = read_body(&req, payload, state.max_request_bytes()).await?;
     let (project, path) = names(&req)?;
-    let msg = Terminate { secret: prefix_secret(&req), terminal_index: parse_terminal(&req, &body) };
+    let msg = Terminate {
+        secret: prefix_secret(&req),
+        terminal_index: parse_terminal(&req, &body),
+    };
     let stream = state.directory.send(&project, &path, msg).await?;
     Ok(HttpResponse::Ok().json(stream))
 }
@@ -176,26 +258,67 @@ struct Bundle {
 }
 
 /// Registers (on first sight), appends and terminates one stream of a bundle.
-async fn ingest_one(state: &State, project: &str, prefix: &str, secret: Option<Vec<u8>>, s: BundleStream, max_entry: u64) -> Result<AppendOk, ApiError> {
+async fn ingest_one(
+    state: &State,
+    project: &str,
+    prefix: &str,
+    secret: Option<Vec<u8>>,
+    s: BundleStream,
+    max_entry: u64,
+) -> Result<AppendOk, ApiError> {
     let path = StreamPath::new(prefix, &s.name).map_err(|e| ApiError::invalid(e.0))?;
-    let entries = s.entries.into_iter().map(IncomingEntry::from_json).collect::<Result<Vec<_>, _>>();
+    let entries = s
+        .entries
+        .into_iter()
+        .map(IncomingEntry::from_json)
+        .collect::<Result<Vec<_>, _>>();
     if let Ok(entries) = &entries {
         check_entry_sizes(entries, max_entry)?;
     }
     if let Some(d) = s.descriptor {
-        let msg = register_message(secret.clone(), Ok(RegisterStreamRequest { descriptor: Some(d), terminal_index: None }));
+        let msg = register_message(
+            secret.clone(),
+            Ok(RegisterStreamRequest {
+                descriptor: Some(d),
+                terminal_index: None,
+            }),
+        );
         state.directory.send(project, &path, msg).await?;
     }
-    let appended = state.directory.send(project, &path, Append { secret: secret.clone(), entries: Arc::new(entries) }).await?;
+    let appended = state
+        .directory
+        .send(
+            project,
+            &path,
+            Append {
+                secret: secret.clone(),
+                entries: Arc::new(entries),
+            },
+        )
+        .await?;
     if let Some(t) = s.terminal_index {
-        state.directory.send(project, &path, Terminate { secret, terminal_index: Ok(Some(t)) }).await?;
+        state
+            .directory
+            .send(
+                project,
+                &path,
+                Terminate {
+                    secret,
+                    terminal_index: Ok(Some(t)),
+                },
+            )
+            .await?;
     }
     Ok(appended)
 }
 
 /// `POST /api/v1/projects/{project}/bundles`: each stream on its own; one bad stream does
 /// not fail the others.
-pub async fn bundle(state: State, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn bundle(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let project = project_of(&req);
     state.caller_for(&req, &project)?;
     let body = read_body(&req, payload, state.max_request_bytes()).await?;
@@ -225,13 +348,19 @@ mod tests {
     use super::*;
 
     fn l(v: &str, d: &str) -> Line {
-        Line { value: v.into(), delimiter: d.into() }
+        Line {
+            value: v.into(),
+            delimiter: d.into(),
+        }
     }
 
     #[test]
     fn text_bodies_split_into_lines() {
         assert_eq!(split_lines(""), vec![]);
-        assert_eq!(split_lines("a\nb\r\nc"), vec![l("a", "\n"), l("b", "\r\n"), l("c", "")]);
+        assert_eq!(
+            split_lines("a\nb\r\nc"),
+            vec![l("a", "\n"), l("b", "\r\n"), l("c", "")]
+        );
         assert_eq!(split_lines("\n\n"), vec![l("", "\n"), l("", "\n")]);
         assert_eq!(split_lines("x\r"), vec![l("x\r", "")]);
     }

@@ -1,0 +1,153 @@
+//! Ingest benchmark: N streams × M text lines of 100 bytes, appended in batches over real
+//! HTTP to a coordinator started in this process, all streams at once.
+//!
+//! ```sh
+//! cargo run --release --example ingest_bench                       # SQLite in a temp dir
+//! cargo run --release --example ingest_bench -- --database postgres://postgres@127.0.0.1:5432/test
+//! ```
+//! With a PostgreSQL URL it creates (and afterwards drops) a fresh database on that server.
+//! Prints lines/s and MB/s of payload, and the median and p99 batch latency.
+
+use std::time::{Duration, Instant};
+
+use logdog::config::Config;
+use serde_json::json;
+
+struct Args {
+    database: Option<String>,
+    streams: usize,
+    lines: usize,
+    batch: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        database: None,
+        streams: 8,
+        lines: 100_000,
+        batch: 1_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--database" => a.database = Some(value()),
+            "--streams" => a.streams = value().parse().expect("--streams N"),
+            "--lines" => a.lines = value().parse().expect("--lines N"),
+            "--batch" => a.batch = value().parse().expect("--batch N"),
+            other => panic!(
+                "unknown flag {other}; flags: --database URL --streams N --lines N --batch N"
+            ),
+        }
+    }
+    a
+}
+
+fn main() {
+    let args = parse_args();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, pg) = match &args.database {
+        Some(server) if server.starts_with("postgres") => {
+            let name = format!("logdog_bench_{}", std::process::id());
+            logdog_schema::store::create_postgres_database(server, &name)
+                .expect("create bench database");
+            (
+                logdog_schema::store::postgres_url_with_database(server, &name),
+                Some((server.clone(), name)),
+            )
+        }
+        Some(path) => (path.clone(), None),
+        None => (dir.path().join("bench.db").display().to_string(), None),
+    };
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        database: url.clone(),
+        ..Config::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let s = logdog::server::start(config).await.expect("start server");
+            tx.send((s.addr, s.server.handle())).unwrap();
+            let _ = s.server.await;
+            s.directory.stop();
+        })
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        let base = format!("http://{addr}/api/v1/projects/bench");
+        let p: serde_json::Value = http
+            .post(format!("{base}/prefixes"))
+            .json(&json!({"prefix": "bench"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let secret = p["secret"].as_str().unwrap().to_owned();
+        // 99 characters + "\n" = 100 bytes of payload per line.
+        let line = "x".repeat(99);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..args.streams)
+            .map(|s| {
+                let (http, base, secret, line) = (http.clone(), base.clone(), secret.clone(), line.clone());
+                let (lines, batch) = (args.lines, args.batch);
+                tokio::spawn(async move {
+                    let path = format!("bench/+/s{s}");
+                    let r = http.put(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+                    assert_eq!(r.status(), 201);
+                    let mut latencies = Vec::new();
+                    for first in (0..lines).step_by(batch) {
+                        let entries: Vec<_> = (first..(first + batch).min(lines))
+                            .map(|i| json!({"stream_index": i, "text": {"lines": [line]}}))
+                            .collect();
+                        let body = serde_json::to_vec(&json!({ "entries": entries })).unwrap();
+                        let t = Instant::now();
+                        let r = http
+                            .post(format!("{base}/logs/{path}"))
+                            .header("X-Prefix-Secret", &secret)
+                            .header("Content-Type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort();
+        let total = (args.streams * args.lines) as f64;
+        let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+        println!(
+            "{backend}: {} streams x {} lines (100 B) in batches of {}: {:.2} s, {:.0} lines/s, {:.1} MB/s; batch latency p50 {:.1} ms, p99 {:.1} ms",
+            args.streams,
+            args.lines,
+            args.batch,
+            elapsed,
+            total / elapsed,
+            total * 100.0 / elapsed / 1e6,
+            latencies[latencies.len() / 2].as_secs_f64() * 1e3,
+            latencies[latencies.len() * 99 / 100].as_secs_f64() * 1e3,
+        );
+    });
+    rt.block_on(handle.stop(true));
+    server.join().unwrap();
+    if let Some((server, name)) = pg {
+        let _ = logdog_schema::store::drop_postgres_database(&server, &name);
+    }
+}

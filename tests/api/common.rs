@@ -1,0 +1,333 @@
+//! The test harness: real databases (a SQLite file; a fresh PostgreSQL database per test
+//! when `LOGDOG_TEST_DATABASE_URL` is set), a real server on 127.0.0.1:0 in its own actix
+//! System, and a small HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use logdog::config::Config;
+use logdog_schema::store;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Runs a scenario `async fn(TestDb)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::TestDb::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::common::TestDb::postgres() {
+                    super::$name(db).await
+                }
+            }
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A database for one test, removed afterwards.
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("logdog.db").display().to_string();
+        Self {
+            url,
+            postgres: None,
+            dir,
+        }
+    }
+
+    /// None when `LOGDOG_TEST_DATABASE_URL` is unset; panics when it is set but the
+    /// server cannot be reached (tests never skip silently in CI).
+    pub fn postgres() -> Option<Self> {
+        let server = std::env::var("LOGDOG_TEST_DATABASE_URL")
+            .ok()
+            .filter(|s| !s.is_empty())?;
+        let name = format!(
+            "logdog_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        store::create_postgres_database(&server, &name).unwrap_or_else(|e| {
+            panic!("LOGDOG_TEST_DATABASE_URL is set but PostgreSQL is unusable: {e}")
+        });
+        let url = store::postgres_url_with_database(&server, &name);
+        Some(Self {
+            url,
+            postgres: Some((server, name)),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            database: self.url.clone(),
+            archive: self.dir.path().join("archive").display().to_string(),
+            ..Config::default()
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = &self.postgres {
+            if let Err(e) = store::drop_postgres_database(server, name) {
+                eprintln!("dropping test database {name}: {e}");
+            }
+        }
+    }
+}
+
+/// A coordinator running in its own thread and actix System.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(config: Config) -> Self {
+        Self::try_start(config).unwrap()
+    }
+
+    pub fn try_start(config: Config) -> Result<Self, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                match logdog::server::start(config).await {
+                    Ok(s) => {
+                        tx.send(Ok((s.addr, s.server.handle()))).unwrap();
+                        let _ = s.server.await;
+                        s.directory.stop();
+                    }
+                    Err(e) => tx.send(Err(format!("{e:#}"))).unwrap(),
+                }
+            })
+        });
+        let (addr, handle) = rx.recv().unwrap()?;
+        Ok(Self {
+            addr,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self, project: &str) -> Client {
+        Client::new(&self.base(), project)
+    }
+
+    /// Graceful stop: in-flight requests finish, then the actors stop.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        let t = self.thread.take().unwrap();
+        tokio::task::spawn_blocking(move || t.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+/// A JSON answer: status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts an error answer's status and code.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+        assert!(self.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        &self.body
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub project: String,
+}
+
+impl Client {
+    pub fn new(base: &str, project: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Self {
+            http,
+            base: base.to_owned(),
+            project: project.to_owned(),
+        }
+    }
+
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/api/v1/projects/{}/{rest}", self.base, self.project)
+    }
+
+    /// Sends a request with an optional secret and a raw body and content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        url: &str,
+        secret: Option<&str>,
+        ctype: Option<&str>,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = self.http.request(method, url).body(body);
+        if let Some(s) = secret {
+            req = req.header("X-Prefix-Secret", s);
+        }
+        if let Some(c) = ctype {
+            req = req.header("Content-Type", c);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let bytes = res.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer { status, body }
+    }
+
+    pub async fn json(
+        &self,
+        method: Method,
+        rest: &str,
+        secret: Option<&str>,
+        body: &Value,
+    ) -> Answer {
+        self.raw(
+            method,
+            &self.url(rest),
+            secret,
+            Some("application/json"),
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+
+    /// Registers a prefix and returns its secret.
+    pub async fn prefix(&self, prefix: &str) -> String {
+        let a = self
+            .json(Method::POST, "prefixes", None, &json!({"prefix": prefix}))
+            .await;
+        a.expect(201)["secret"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn register(&self, path: &str, secret: &str, descriptor: Value) -> Answer {
+        self.json(
+            Method::PUT,
+            &format!("streams/{path}"),
+            Some(secret),
+            &json!({ "descriptor": descriptor }),
+        )
+        .await
+    }
+
+    pub async fn append(&self, path: &str, secret: &str, entries: Value) -> Answer {
+        self.json(
+            Method::POST,
+            &format!("logs/{path}"),
+            Some(secret),
+            &json!({ "entries": entries }),
+        )
+        .await
+    }
+
+    pub async fn terminate(&self, path: &str, secret: &str, body: Value) -> Answer {
+        self.json(
+            Method::PATCH,
+            &format!("streams/{path}"),
+            Some(secret),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn load(&self, path: &str) -> Answer {
+        self.raw(
+            Method::GET,
+            &self.url(&format!("streams/{path}")),
+            None,
+            None,
+            vec![],
+        )
+        .await
+    }
+
+    /// A prefix plus a registered text stream `PREFIX/+/NAME`; returns the secret.
+    pub async fn text_stream(&self, prefix: &str, name: &str) -> String {
+        let secret = self.prefix(prefix).await;
+        self.register(&format!("{prefix}/+/{name}"), &secret, json!({}))
+            .await
+            .expect(201);
+        secret
+    }
+}
+
+/// Text entries `from..to`, one line each: "line {i}".
+pub fn lines(from: u64, to: u64) -> Value {
+    Value::Array(
+        (from..to)
+            .map(|i| json!({"stream_index": i, "text": {"lines": [format!("line {i}")]}}))
+            .collect(),
+    )
+}
+
+/// Every stored entry of a stream, read straight from the database, in index order.
+pub fn stored_entries(db_url: &str, project: &str, path: &str) -> Vec<logdog_schema::wire::Entry> {
+    let s = logdog_schema::Store::open(db_url, 1).unwrap();
+    let id = logdog_schema::names::stream_id(path);
+    let chunks = s
+        .read(|c| store::read_chunks(c, project, &id, 0, u64::MAX >> 2, i64::MAX))
+        .unwrap();
+    chunks
+        .iter()
+        .flat_map(|c| logdog_schema::chunk::decode(&c.data).unwrap())
+        .collect()
+}
+
+/// The stored indices of a stream, checked to be strictly increasing.
+pub fn stored_indices(db_url: &str, project: &str, path: &str) -> Vec<u64> {
+    let idx: Vec<u64> = stored_entries(db_url, project, path)
+        .iter()
+        .map(|e| e.stream_index)
+        .collect();
+    assert!(
+        idx.windows(2).all(|w| w[0] < w[1]),
+        "stored indices out of order or duplicated: {idx:?}"
+    );
+    idx
+}

@@ -1,0 +1,11 @@
+//! Integration tests over real HTTP, on SQLite and (with LOGDOG_TEST_DATABASE_URL) on
+//! PostgreSQL. Each module is one area of the API.
+
+mod common;
+
+mod concurrency;
+mod errors;
+mod idempotency;
+mod readme;
+mod restart;
+mod write_path;

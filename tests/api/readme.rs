@@ -1,0 +1,194 @@
+//! The README's examples, run for real: the `logdog` binary started as the README says
+//! (on a free port), then every shell block marked `<!-- tested -->` run with bash.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::TestDb;
+
+/// The shell blocks that follow a `<!-- tested -->` line.
+fn tested_blocks(readme: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "<!-- tested -->" {
+            continue;
+        }
+        let fence = lines.next().unwrap_or_default();
+        assert!(
+            fence.starts_with("```sh"),
+            "a tested block must be ```sh, found {fence:?}"
+        );
+        blocks.push(
+            lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    blocks
+}
+
+/// Kills the server if the test fails before stopping it.
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn run_readme_against(database: Option<&str>) {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let blocks = tested_blocks(&readme);
+    assert!(blocks.len() >= 2, "README has no tested examples");
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logdog"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(cwd.path())
+        .stderr(Stdio::piped());
+    if let Some(db) = database {
+        cmd.args(["--database", db]);
+    }
+    let mut child = Guard(Some(cmd.stdout(Stdio::null()).spawn().unwrap()));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "logdog serve did not become ready");
+    if database.is_none() {
+        assert!(
+            cwd.path().join("logdog-data/logdog.db").exists(),
+            "the default database is ./logdog-data/logdog.db"
+        );
+    }
+    let script = format!("set -euo pipefail\n{}", blocks.join("\n"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "README examples failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last example loads the stream: terminated, with the three lines stored.
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("README printed something that is not JSON ({e}): {stdout}"));
+    assert_eq!(answers.len(), 4, "register, two appends, load: {stdout}");
+    assert_eq!(
+        answers[1],
+        serde_json::json!({"next_index": 1, "accepted": 1, "duplicates": 0})
+    );
+    assert_eq!(
+        answers[2],
+        serde_json::json!({"next_index": 3, "accepted": 2, "duplicates": 0})
+    );
+    let stream = &answers[3];
+    assert_eq!(stream["state"]["status"], "terminated");
+    assert_eq!(stream["state"]["next_index"], 3);
+    assert_eq!(stream["state"]["terminal_index"], 2);
+    assert_eq!(stream["descriptor"]["tags"]["step"], "compile");
+
+    // SIGTERM: a graceful stop and a clean exit.
+    let mut child = child.0.take().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().map(|s| (s, child)))
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, mut child) = status;
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+}
+
+#[tokio::test]
+async fn readme_examples_work_on_sqlite() {
+    run_readme_against(None).await;
+}
+
+#[tokio::test]
+async fn readme_examples_work_on_postgres() {
+    if let Some(db) = TestDb::postgres() {
+        run_readme_against(Some(&db.url)).await;
+    }
+}
+
+#[test]
+fn migrate_command_prepares_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["migrate", "--database", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 migration(s) applied"));
+    let again = Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["migrate", "--database", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 migration(s) applied"));
+}
+
+#[test]
+fn invalid_config_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "listen = \"127.0.0.1:0\"\n[archival]\ncomplete_dealy = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 3") && err.contains("complete_dealy"),
+        "{err}"
+    );
+}

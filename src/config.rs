@@ -20,6 +20,9 @@ pub struct Config {
     pub archive: String,
     /// Default prefix lifetime in seconds.
     pub prefix_expiration: f64,
+    /// Seconds a stream actor with nothing to do lives before it stops (its state
+    /// reloads from storage on the next request).
+    pub stream_idle_timeout: f64,
     pub archival: ArchivalConfig,
     pub limits: Limits,
     pub websocket: WebsocketConfig,
@@ -90,6 +93,7 @@ impl Default for Config {
             database: "logdog-data/logdog.db".into(),
             archive: "logdog-data/archive".into(),
             prefix_expiration: 86400.0,
+            stream_idle_timeout: 60.0,
             archival: ArchivalConfig::default(),
             limits: Limits::default(),
             websocket: WebsocketConfig::default(),
@@ -280,6 +284,7 @@ impl Config {
         }
         let durations = [
             ("prefix_expiration", self.prefix_expiration),
+            ("stream_idle_timeout", self.stream_idle_timeout),
             ("archival.complete_delay", self.archival.complete_delay),
             ("archival.incomplete_delay", self.archival.incomplete_delay),
             (

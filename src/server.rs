@@ -14,8 +14,6 @@ use crate::config::{secs, Config};
 use crate::http::{self, AppState};
 use crate::metrics::HttpMetrics;
 
-/// How long an idle stream actor lives before it stops (its state reloads on demand).
-const STREAM_IDLE_TIMEOUT_SECS: f64 = 60.0;
 /// Threads running stream actors.
 const STREAM_ARBITERS: usize = 2;
 /// HTTP worker threads.
@@ -77,7 +75,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             incomplete_delay: secs(config.archival.incomplete_delay),
             pessimistic_delay: secs(config.archival.pessimistic_delay),
         },
-        idle_timeout: secs(STREAM_IDLE_TIMEOUT_SECS),
+        idle_timeout: secs(config.stream_idle_timeout),
         metrics: actor_metrics,
     };
     let directory = Directory::new(deps, STREAM_ARBITERS);

@@ -230,7 +230,9 @@ pub fn app(
                     .request()
                     .match_pattern()
                     .unwrap_or_else(|| "unmatched".into());
-                metrics.observe(&route, &method, res.status().as_u16(), started.elapsed());
+                let (status, elapsed) = (res.status().as_u16(), started.elapsed());
+            metrics.observe(&route, &method, status, elapsed);
+            tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "request");
                 Ok(res)
             }
         })

@@ -110,3 +110,63 @@ async fn graceful_stop_finishes_inflight_appends(db: TestDb) {
     }
 }
 both!(graceful_stop_finishes_inflight_appends);
+
+async fn idle_actors_stop_and_reload(db: TestDb) {
+    let mut config = db.config();
+    config.stream_idle_timeout = 0.2;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("idle", "s").await;
+    c.append("idle/+/s", &secret, lines(0, 3)).await.expect(200);
+    c.append(
+        "idle/+/s",
+        &secret,
+        json!([{"stream_index": 5, "sequence": 50, "text": {"lines": ["late"]}}]),
+    )
+    .await
+    .expect(200);
+    let live = || async {
+        let m = c
+            .http
+            .get(format!("{}/metrics", server.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("logdog_live_stream_actors "))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(live().await, 1);
+    let mut stopped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if live().await == 0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the idle stream actor did not stop");
+    // A fresh actor reloads everything: duplicates, the gap, and the sequence to continue.
+    let a = c.append("idle/+/s", &secret, lines(0, 5)).await;
+    assert_eq!(
+        a.expect(200),
+        &json!({"next_index": 6, "accepted": 2, "duplicates": 3})
+    );
+    let seq: Vec<u64> = stored_entries(&db.url, "p", "idle/+/s")
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(seq, [0, 1, 2, 3, 4, 50]);
+    assert_eq!(
+        c.load("idle/+/s").await.expect(200)["state"]["next_index"],
+        6
+    );
+    server.stop().await;
+}
+both!(idle_actors_stop_and_reload);

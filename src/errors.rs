@@ -124,6 +124,12 @@ impl From<ActorError> for ApiError {
     }
 }
 
+impl From<logdog_schema::names::NameError> for ApiError {
+    fn from(e: logdog_schema::names::NameError) -> Self {
+        Self::invalid(e.0)
+    }
+}
+
 impl From<logdog_schema::StoreError> for ApiError {
     fn from(e: logdog_schema::StoreError) -> Self {
         ActorError::from(e).into()

@@ -71,18 +71,38 @@ impl AppState {
     }
 }
 
-/// The `{project}` segment, authorised. Name validity is checked later, by `names`.
-pub fn project_of(req: &HttpRequest) -> String {
-    req.match_info().query("project").to_owned()
+/// A request authorised for its `{project}`, with its body read and the project name
+/// checked — the first three steps of API.md's error order (403 → 413 → 400).
+pub struct Authorized {
+    pub caller: Caller,
+    pub project: String,
+    pub body: Bytes,
 }
 
-/// Checks the project name and the stream path from the URL (400 when malformed).
-pub fn names(req: &HttpRequest) -> Result<(String, StreamPath), ApiError> {
-    let project = project_of(req);
-    names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
-    let path =
-        StreamPath::parse(req.match_info().query("path")).map_err(|e| ApiError::invalid(e.0))?;
-    Ok((project, path))
+/// Authorises the caller for the URL's project, reads the body (routes without one pass
+/// `None`), then checks the project name.
+pub async fn authorize(
+    state: &State,
+    req: &HttpRequest,
+    payload: Option<web::Payload>,
+) -> Result<Authorized, ApiError> {
+    let project = req.match_info().query("project").to_owned();
+    let caller = state.caller_for(req, &project)?;
+    let body = match payload {
+        Some(p) => read_body(req, p, state.max_request_bytes()).await?,
+        None => Bytes::new(),
+    };
+    names::validate_project(&project)?;
+    Ok(Authorized {
+        caller,
+        project,
+        body,
+    })
+}
+
+/// The `{path}` of a stream route (400 when malformed).
+pub fn stream_path(req: &HttpRequest) -> Result<StreamPath, ApiError> {
+    Ok(StreamPath::parse(req.match_info().query("path"))?)
 }
 
 /// Reads the whole body, answering 413 as soon as it exceeds `limit`.

@@ -9,7 +9,7 @@ use logdog_schema::wire::format_us;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{json_response, parse_json, project_of, read_body, State};
+use super::{authorize, json_response, parse_json, Authorized, State};
 use crate::errors::ApiError;
 
 #[derive(Deserialize)]
@@ -30,12 +30,9 @@ pub async fn register_prefix(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let project = project_of(&req);
-    state.caller_for(&req, &project)?;
-    let body = read_body(&req, payload, state.max_request_bytes()).await?;
-    names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
+    let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let r: RegisterPrefixRequest = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
-    names::validate_prefix(&r.prefix).map_err(|e| ApiError::invalid(e.0))?;
+    names::validate_prefix(&r.prefix)?;
     let op_nonce = match r.op_nonce {
         None => None,
         Some(n) => match B64.decode(&n) {
@@ -84,12 +81,12 @@ pub async fn register_prefix(
 
 /// `DELETE /api/v1/projects/{project}/prefixes/{prefix}` (admin): 204.
 pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let project = project_of(&req);
-    let caller = state.caller_for(&req, &project)?;
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
     state.require_admin(caller)?;
-    names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
     let prefix = req.match_info().query("prefix").to_owned();
-    names::validate_prefix(&prefix).map_err(|e| ApiError::invalid(e.0))?;
+    names::validate_prefix(&prefix)?;
     state
         .registry
         .send(DeletePrefix { project, prefix })

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    json_response, media_type, names, parse_json, prefix_secret, project_of, read_body, State,
+    authorize, json_response, media_type, parse_json, prefix_secret, stream_path, Authorized, State,
 };
 use crate::errors::ApiError;
 
@@ -52,9 +52,8 @@ pub async fn register_stream(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.caller_for(&req, &project_of(&req))?;
-    let body = read_body(&req, payload, state.max_request_bytes()).await?;
-    let (project, path) = names(&req)?;
+    let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
+    let path = stream_path(&req)?;
     let msg = register_message(prefix_secret(&req), parse_json(&req, &body, true));
     let (stream, created) = state.directory.send(&project, &path, msg).await?;
     Ok(json_response(created, &stream))
@@ -62,8 +61,10 @@ pub async fn register_stream(
 
 /// `GET …/streams/{prefix}/+/{name}`: the Stream.
 pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller_for(&req, &project_of(&req))?;
-    let (project, path) = names(&req)?;
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
+    let path = stream_path(&req)?;
     let stream = state
         .directory
         .send(
@@ -155,10 +156,9 @@ pub async fn append(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.caller_for(&req, &project_of(&req))?;
-    let body = read_body(&req, payload, state.max_request_bytes()).await?;
+    let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
+    let path = stream_path(&req)?;
     let max_entry = state.config.limits.max_entry_bytes as u64;
-    let (project, path) = names(&req)?;
     let secret = prefix_secret(&req);
     let result = if media_type(&req).as_deref() == Some("text/plain") {
         let lines = std::str::from_utf8(&body)
@@ -218,9 +218,8 @@ pub async fn terminate_stream(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.caller_for(&req, &project_of(&req))?;
-    let body = read_body(&req, payload, state.max_request_bytes()).await?;
-    let (project, path) = names(&req)?;
+    let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
+    let path = stream_path(&req)?;
     let msg = Terminate {
         secret: prefix_secret(&req),
         terminal_index: parse_terminal(&req, &body),
@@ -231,9 +230,11 @@ pub async fn terminate_stream(
 
 /// `DELETE …/streams/{prefix}/+/{name}` (admin): purge, 204.
 pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let caller = state.caller_for(&req, &project_of(&req))?;
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
     state.require_admin(caller)?;
-    let (project, path) = names(&req)?;
+    let path = stream_path(&req)?;
     state.directory.send(&project, &path, Purge).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -266,7 +267,7 @@ async fn ingest_one(
     s: BundleStream,
     max_entry: u64,
 ) -> Result<AppendOk, ApiError> {
-    let path = StreamPath::new(prefix, &s.name).map_err(|e| ApiError::invalid(e.0))?;
+    let path = StreamPath::new(prefix, &s.name)?;
     let entries = s
         .entries
         .into_iter()
@@ -319,12 +320,9 @@ pub async fn bundle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let project = project_of(&req);
-    state.caller_for(&req, &project)?;
-    let body = read_body(&req, payload, state.max_request_bytes()).await?;
-    logdog_schema::names::validate_project(&project).map_err(|e| ApiError::invalid(e.0))?;
+    let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let bundle: Bundle = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
-    logdog_schema::names::validate_prefix(&bundle.prefix).map_err(|e| ApiError::invalid(e.0))?;
+    logdog_schema::names::validate_prefix(&bundle.prefix)?;
     let secret = prefix_secret(&req);
     let max_entry = state.config.limits.max_entry_bytes as u64;
     let work = bundle.streams.into_iter().map(|s| {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use crate::common::TestDb;
 
-/// The shell blocks that follow a `<!-- tested -->` line.
-fn tested_blocks(readme: &str) -> Vec<String> {
+/// The shell blocks that follow a `<!-- MARKER -->` line.
+fn tested_blocks(readme: &str, marker: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut lines = readme.lines();
     while let Some(line) = lines.next() {
-        if line.trim() != "<!-- tested -->" {
+        if line.trim() != format!("<!-- {marker} -->") {
             continue;
         }
         let fence = lines.next().unwrap_or_default();
@@ -54,7 +54,7 @@ fn free_port() -> u16 {
 async fn run_readme_against(database: Option<&str>) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let blocks = tested_blocks(&readme);
+    let blocks = tested_blocks(&readme, "tested");
     assert!(blocks.len() >= 2, "README has no tested examples");
     let cwd = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -148,11 +148,40 @@ async fn readme_examples_work_on_sqlite() {
     run_readme_against(None).await;
 }
 
+/// The PostgreSQL section: its `createdb` (on a fresh name) and its `--database` URL.
 #[tokio::test]
 async fn readme_examples_work_on_postgres() {
-    if let Some(db) = TestDb::postgres() {
-        run_readme_against(Some(&db.url)).await;
-    }
+    let Some(scratch) = TestDb::postgres() else {
+        return;
+    };
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = tested_blocks(&readme, "tested: postgres")
+        .pop()
+        .expect("README has a PostgreSQL section");
+    let (createdb, serve) = block.split_once('\n').unwrap();
+    let name = format!("logdog_readme_{}", std::process::id());
+    let create = createdb.replace(" logdog", &format!(" {name}"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&create)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{create}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = serve
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .replace("/logdog", &format!("/{name}"));
+    assert!(serve.contains("serve --database postgres://"), "{serve}");
+    run_readme_against(Some(&url)).await;
+    let server = std::env::var("LOGDOG_TEST_DATABASE_URL").unwrap();
+    logdog_schema::store::drop_postgres_database(&server, &name).unwrap();
+    drop(scratch);
 }
 
 #[test]

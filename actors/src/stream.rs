@@ -18,10 +18,7 @@ use futures::future::{FutureExt, Shared};
 use logdog_schema::models::{ChunkRow, PrefixRow, StreamLifecycle, StreamRow, TagRow, TaskRow};
 use logdog_schema::names::StreamPath;
 use logdog_schema::store::{self, ChunkSpan};
-use logdog_schema::wire::{
-    format_us, now_us, Archival, ArchiveInfo, Descriptor, IncomingEntry, Status, StreamJson,
-    StreamStateJson,
-};
+use logdog_schema::wire::{now_us, Archival, Descriptor, IncomingEntry, StreamJson};
 use logdog_schema::{chunk, Store};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -98,6 +95,37 @@ pub struct Terminate {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Purge;
 
+/// How far a stream has come, for followers. Followers wait on a `watch` channel, which
+/// holds only the latest value: a slow follower never makes the actor buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Every entry below it is stored.
+    pub next_index: u64,
+    /// Set once terminated (-1: terminated empty).
+    pub terminal_index: Option<i64>,
+    /// Archived: nothing more will ever be stored.
+    pub archived: bool,
+    /// Purged or deleted: followers should stop.
+    pub gone: bool,
+}
+
+impl Progress {
+    /// True when no entry at or after `next` will ever become readable.
+    pub fn finished_at(&self, next: u64) -> bool {
+        self.gone
+            || self.terminal_index.is_some_and(|t| next as i64 > t)
+            || (self.archived && next >= self.next_index)
+    }
+}
+
+/// Subscribe to a stream's progress (and get its state). The actor stays alive while
+/// anyone holds a receiver.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(StreamJson, tokio::sync::watch::Receiver<Progress>), ActorError>")]
+pub struct Follow {
+    pub see_purged: bool,
+}
+
 /// The stream's prefix was deleted: forget everything and stop.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(), ActorError>")]
@@ -130,7 +158,8 @@ struct Loaded {
 
 impl Loaded {
     fn from_row(row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
-        let descriptor: Descriptor = serde_json::from_str(&row.descriptor)
+        let descriptor: Descriptor = row
+            .descriptor()
             .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
         let mut m = StreamMachine::new(descriptor.stream_type, descriptor.timestamp);
         if row.terminated_us.is_some() {
@@ -171,39 +200,23 @@ impl Loaded {
         })
     }
 
-    fn json(&self) -> StreamJson {
+    /// The row as it stands with the machine's state applied.
+    fn current_row(&self) -> StreamRow {
         let m = &self.machine;
-        let status = if m.is_archived() {
-            Status::Archived
-        } else if m.is_terminated() {
-            Status::Terminated
-        } else {
-            Status::Streaming
-        };
-        StreamJson {
-            project: self.row.project.clone(),
-            path: self.row.path.clone(),
-            prefix: self.row.prefix.clone(),
-            name: self.row.name.clone(),
-            id: self.row.id.clone(),
-            descriptor: self.descriptor.clone(),
-            state: StreamStateJson {
-                status,
-                created: format_us(self.row.created_us),
-                updated: format_us(self.row.updated_us),
-                next_index: m.next_index() as i64,
-                terminal_index: m.terminal_index.unwrap_or(-1),
-                terminated_at: m.terminated_us.map(format_us),
-                archival: m.archival,
-                archive: self
-                    .row
-                    .archive
-                    .as_deref()
-                    .and_then(|a| serde_json::from_str::<ArchiveInfo>(a).ok()),
-                archive_error: self.row.archive_error.clone(),
-                purged: m.purged,
-            },
+        let lc = self.lifecycle();
+        StreamRow {
+            next_index: m.next_index() as i64,
+            terminal_index: lc.terminal_index,
+            terminated_us: lc.terminated_us,
+            sealed: lc.sealed,
+            archival: lc.archival,
+            purged: lc.purged,
+            ..self.row.clone()
         }
+    }
+
+    fn json(&self) -> StreamJson {
+        self.current_row().to_json(self.descriptor.clone())
     }
 
     fn lifecycle(&self) -> StreamLifecycle {
@@ -246,6 +259,8 @@ pub struct StreamActor {
     inflight: HashMap<u64, CommitFuture>,
     compaction: CompactionWindow,
     last_active: Instant,
+    /// Followers' view of the stream; published after every change.
+    progress: tokio::sync::watch::Sender<Progress>,
     /// Removed from the directory: answer `Retired` so callers go to a fresh actor.
     retired: bool,
 }
@@ -295,6 +310,7 @@ impl StreamActor {
             inflight: HashMap::new(),
             compaction: CompactionWindow::default(),
             last_active: Instant::now(),
+            progress: tokio::sync::watch::channel(Progress::default()).0,
             retired: false,
         }
     }
@@ -385,6 +401,28 @@ impl StreamActor {
         if let Some(s) = &mut self.stream {
             s.machine.commit_result(batch, result.is_ok());
         }
+        self.publish();
+    }
+
+    /// Tells followers where the stream stands (only when that changed).
+    fn publish(&self) {
+        let now = match &self.stream {
+            Some(s) => Progress {
+                next_index: s.machine.next_index(),
+                terminal_index: s.machine.terminal_index,
+                archived: s.machine.is_archived(),
+                gone: s.machine.purged,
+            },
+            None => Progress {
+                gone: true,
+                ..Progress::default()
+            },
+        };
+        self.progress.send_if_modified(|p| {
+            let changed = *p != now;
+            *p = now;
+            changed
+        });
     }
 
     /// After a batch committed: note its chunks and compact once enough small ones line up.
@@ -475,6 +513,7 @@ impl StreamActor {
                     s.machine.terminal_index = next.machine.terminal_index;
                     s.machine.terminated_us = next.machine.terminated_us;
                 }
+                act.publish();
                 Ok(act
                     .stream
                     .as_ref()
@@ -654,6 +693,7 @@ impl StreamActor {
             r?;
             let json = loaded.json();
             act.stream = Some(loaded);
+            act.publish();
             Ok((json, true))
         }))
     }
@@ -727,7 +767,11 @@ impl Actor for StreamActor {
         );
         let check = (self.deps.idle_timeout / 2).max(Duration::from_millis(10));
         ctx.run_interval(check, |act, ctx| {
-            if act.inflight.is_empty() && act.last_active.elapsed() >= act.deps.idle_timeout {
+            let followed = act.progress.receiver_count() > 0;
+            if act.inflight.is_empty()
+                && !followed
+                && act.last_active.elapsed() >= act.deps.idle_timeout
+            {
                 act.retire(ctx);
             }
         });
@@ -835,6 +879,23 @@ impl Handler<Load> for StreamActor {
         self.gate()?;
         match &self.stream {
             Some(s) if !s.machine.purged || msg.see_purged => Ok(s.json()),
+            _ => Err(ActorError::NotFound(format!(
+                "stream {:?} not found",
+                self.path.to_string()
+            ))),
+        }
+    }
+}
+
+impl Handler<Follow> for StreamActor {
+    type Result = Result<(StreamJson, tokio::sync::watch::Receiver<Progress>), ActorError>;
+
+    fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
+        self.gate()?;
+        match &self.stream {
+            Some(s) if !s.machine.purged || msg.see_purged => {
+                Ok((s.json(), self.progress.subscribe()))
+            }
             _ => Err(ActorError::NotFound(format!(
                 "stream {:?} not found",
                 self.path.to_string()
@@ -958,6 +1019,7 @@ impl Handler<Purge> for StreamActor {
                     s.machine.purged = true;
                     s.row.updated_us = now;
                 }
+                act.publish();
                 Ok(())
             })
         })))
@@ -970,6 +1032,7 @@ impl Handler<PrefixDeleted> for StreamActor {
     fn handle(&mut self, _: PrefixDeleted, ctx: &mut Context<Self>) -> Self::Result {
         self.stream = None;
         self.prefix = None;
+        self.publish();
         self.retire(ctx);
         Ok(())
     }

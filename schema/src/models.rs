@@ -3,6 +3,9 @@
 use diesel::prelude::*;
 
 use crate::schema::{archive_tasks, log_chunks, prefixes, stream_tags, streams};
+use crate::wire::{
+    format_us, Archival, ArchiveInfo, Descriptor, Status, StreamJson, StreamStateJson,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = prefixes)]
@@ -45,6 +48,53 @@ pub struct StreamRow {
     pub archive: Option<String>,
     pub archive_error: Option<String>,
     pub purged: bool,
+}
+
+impl StreamRow {
+    pub fn descriptor(&self) -> Result<Descriptor, serde_json::Error> {
+        serde_json::from_str(&self.descriptor)
+    }
+
+    pub fn archival(&self) -> Archival {
+        Archival::parse(&self.archival).unwrap_or(Archival::None)
+    }
+
+    pub fn status(&self) -> Status {
+        if matches!(self.archival(), Archival::Partial | Archival::Complete) {
+            Status::Archived
+        } else if self.terminated_us.is_some() {
+            Status::Terminated
+        } else {
+            Status::Streaming
+        }
+    }
+
+    /// The API's Stream object for this row (with its already parsed descriptor).
+    pub fn to_json(&self, descriptor: Descriptor) -> StreamJson {
+        StreamJson {
+            project: self.project.clone(),
+            path: self.path.clone(),
+            prefix: self.prefix.clone(),
+            name: self.name.clone(),
+            id: self.id.clone(),
+            descriptor,
+            state: StreamStateJson {
+                status: self.status(),
+                created: format_us(self.created_us),
+                updated: format_us(self.updated_us),
+                next_index: self.next_index,
+                terminal_index: self.terminal_index,
+                terminated_at: self.terminated_us.map(format_us),
+                archival: self.archival(),
+                archive: self
+                    .archive
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str::<ArchiveInfo>(a).ok()),
+                archive_error: self.archive_error.clone(),
+                purged: self.purged,
+            },
+        }
+    }
 }
 
 /// The lifecycle columns a transition rewrites.

@@ -144,6 +144,79 @@ pub fn stream_id(path: &str) -> String {
     hex::encode(Sha256::digest(path.as_bytes()))
 }
 
+/// A Query name glob: `*` matches one or more characters within one segment; `**` (a
+/// whole segment) matches zero or more whole segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameGlob {
+    segments: Vec<String>,
+}
+
+impl NameGlob {
+    pub fn parse(glob: &str) -> Result<Self, NameError> {
+        if glob.is_empty() || glob.len() > MAX_NAME_BYTES {
+            return err(format!("invalid name glob {glob:?}: empty or too long"));
+        }
+        for seg in glob.split('/') {
+            if seg.is_empty() {
+                return err(format!("invalid name glob {glob:?}: empty segment"));
+            }
+            if seg.contains("**") && seg != "**" {
+                return err(format!(
+                    "invalid name glob {glob:?}: ** must be a whole segment"
+                ));
+            }
+            if let Some(c) = seg
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-' | '*')))
+            {
+                return err(format!(
+                    "invalid name glob {glob:?}: character {c:?} is not allowed"
+                ));
+            }
+        }
+        Ok(Self {
+            segments: glob.split('/').map(str::to_owned).collect(),
+        })
+    }
+
+    /// The glob's literal beginning (before the first wildcard, without a trailing `/`):
+    /// every matching name starts with it.
+    pub fn literal_prefix(&self) -> String {
+        let joined = self.segments.join("/");
+        let lit = &joined[..joined.find('*').unwrap_or(joined.len())];
+        lit.strip_suffix('/').unwrap_or(lit).to_owned()
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let parts: Vec<&str> = name.split('/').collect();
+        match_segments(&self.segments, &parts)
+    }
+}
+
+fn match_segments(pattern: &[String], parts: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => parts.is_empty(),
+        Some((p, rest)) if p == "**" => {
+            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
+        }
+        Some((p, rest)) => match parts.split_first() {
+            Some((part, more)) => {
+                match_segment(p.as_bytes(), part.as_bytes()) && match_segments(rest, more)
+            }
+            None => false,
+        },
+    }
+}
+
+/// `*` matches one or more bytes of one segment.
+fn match_segment(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (1..=s.len()).any(|n| match_segment(rest, &s[n..])),
+        Some((c, rest)) => s.first() == Some(c) && match_segment(rest, &s[1..]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +278,34 @@ mod tests {
         );
         let p = StreamPath::parse("a/+/b").unwrap();
         assert_eq!(p.id(), stream_id("a/+/b"));
+    }
+
+    #[test]
+    fn name_globs() {
+        let m = |g: &str, n: &str| NameGlob::parse(g).unwrap().matches(n);
+        assert!(m("**", "a") && m("**", "a/b/c"));
+        assert!(m("a/**", "a") && m("a/**", "a/b") && m("a/**", "a/b/c"));
+        assert!(!m("a/**", "ab") && !m("a/**", "b/a"));
+        assert!(m("*", "stdout") && !m("*", "a/b"));
+        assert!(
+            m("steps/*/stdout", "steps/compile/stdout") && !m("steps/*/stdout", "steps/stdout")
+        );
+        assert!(
+            m("std*", "stdout") && !m("std*", "std"),
+            "* is one or more characters"
+        );
+        assert!(
+            m("**/stdout", "stdout") && m("**/stdout", "a/b/stdout") && !m("**/stdout", "a/stderr")
+        );
+        assert!(m("a/**/z", "a/z") && m("a/**/z", "a/b/c/z"));
+        assert!(m("*o*", "foo") && !m("*o*", "o"));
+        for bad in ["", "a//b", "a**", "a/**b", "a b", "/a", "a/"] {
+            assert!(NameGlob::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(NameGlob::parse("a/b*").unwrap().literal_prefix(), "a/b");
+        assert_eq!(NameGlob::parse("a/**").unwrap().literal_prefix(), "a");
+        assert_eq!(NameGlob::parse("**").unwrap().literal_prefix(), "");
+        assert_eq!(NameGlob::parse("x/y").unwrap().literal_prefix(), "x/y");
     }
 
     #[test]

@@ -633,6 +633,169 @@ pub fn set_next_index(
     Ok(())
 }
 
+/// Reads up to `count` entries from `from` (below `end`), adding entries while their
+/// payload total stays within `bytes` (the first is always added). `contiguous` stops at
+/// the first missing index; otherwise gaps are skipped. Reads chunks a page at a time.
+pub fn read_entries(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    from: u64,
+    end: u64,
+    count: usize,
+    bytes: u64,
+    contiguous: bool,
+) -> Result<Vec<crate::wire::Entry>, StoreError> {
+    const PAGE_ROWS: i64 = 16;
+    let mut out = Vec::new();
+    let (mut cur, mut total) = (from, 0u64);
+    while out.len() < count && cur < end {
+        let rows = read_chunks(conn, project, id, cur, end, PAGE_ROWS)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let entries =
+                crate::chunk::decode(&row.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            for e in entries {
+                if e.stream_index < cur {
+                    continue;
+                }
+                if e.stream_index >= end
+                    || (contiguous && e.stream_index != cur)
+                    || out.len() >= count
+                {
+                    return Ok(out);
+                }
+                let size = e.content.payload_bytes();
+                if !out.is_empty() && total + size > bytes {
+                    return Ok(out);
+                }
+                total += size;
+                cur = e.stream_index + 1;
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Upper bound for a range scan over names that start with `literal` (names are ASCII
+/// below 0x7f, so appending 0x7f bounds every continuation bytewise).
+pub fn prefix_upper_bound(literal: &str) -> String {
+    format!("{literal}\u{7f}")
+}
+
+/// Query's filters that run in the database. The name glob is matched by the caller
+/// (only its literal beginning narrows the scan here).
+#[derive(Debug, Clone, Default)]
+pub struct StreamFilter {
+    pub project: String,
+    pub prefix: Option<String>,
+    /// Paths must start with this (the glob's literal beginning, joined to the prefix).
+    pub path_starts_with: Option<String>,
+    /// (key, value): value None means "key present".
+    pub tags: Vec<(String, Option<String>)>,
+    /// "streaming", "terminated" or "archived".
+    pub status: Option<String>,
+    pub stream_type: Option<String>,
+    pub content_type: Option<String>,
+    /// None: both.
+    pub purged: Option<bool>,
+    /// Only paths after this one (the cursor).
+    pub after: Option<String>,
+}
+
+/// One page of streams matching `f`, ordered by path (bytewise).
+pub fn query_streams(
+    conn: &mut AnyConnection,
+    f: &StreamFilter,
+    limit: i64,
+) -> Result<Vec<StreamRow>, StoreError> {
+    let archived = ["partial", "complete"];
+    let mut q = streams::table
+        .filter(streams::project.eq(&f.project))
+        .select(StreamRow::as_select())
+        .into_boxed();
+    if let Some(p) = &f.prefix {
+        q = q.filter(streams::prefix.eq(p));
+    }
+    if let Some(start) = &f.path_starts_with {
+        q = q
+            .filter(streams::path.ge(start.clone()))
+            .filter(streams::path.lt(prefix_upper_bound(start)));
+    }
+    if let Some(after) = &f.after {
+        q = q.filter(streams::path.gt(after.clone()));
+    }
+    for (key, value) in &f.tags {
+        let with_key = stream_tags::table
+            .filter(stream_tags::project.eq(f.project.clone()))
+            .filter(stream_tags::key.eq(key.clone()));
+        q = match value {
+            Some(v) => q.filter(
+                streams::id.eq_any(
+                    with_key
+                        .filter(stream_tags::value.eq(v.clone()))
+                        .select(stream_tags::stream_id),
+                ),
+            ),
+            None => q.filter(streams::id.eq_any(with_key.select(stream_tags::stream_id))),
+        };
+    }
+    match f.status.as_deref() {
+        Some("streaming") => {
+            q = q
+                .filter(streams::terminated_us.is_null())
+                .filter(streams::archival.ne_all(archived));
+        }
+        Some("terminated") => {
+            q = q
+                .filter(streams::terminated_us.is_not_null())
+                .filter(streams::archival.ne_all(archived));
+        }
+        Some("archived") => q = q.filter(streams::archival.eq_any(archived)),
+        _ => {}
+    }
+    if let Some(t) = &f.stream_type {
+        q = q.filter(streams::stream_type.eq(t.clone()));
+    }
+    if let Some(c) = &f.content_type {
+        q = q.filter(streams::content_type.eq(c.clone()));
+    }
+    if let Some(p) = f.purged {
+        q = q.filter(streams::purged.eq(p));
+    }
+    Ok(q.order(streams::path.asc()).limit(limit).load(conn)?)
+}
+
+/// Registered prefixes equal to `under` or below `under/` (all when None), after `after`,
+/// ordered by prefix.
+pub fn list_prefixes(
+    conn: &mut AnyConnection,
+    project: &str,
+    under: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PrefixRow>, StoreError> {
+    let mut q = prefixes::table
+        .filter(prefixes::project.eq(project))
+        .select(PrefixRow::as_select())
+        .into_boxed();
+    if let Some(u) = under {
+        let below = format!("{u}/");
+        q = q.filter(
+            prefixes::prefix.eq(u.to_owned()).or(prefixes::prefix
+                .ge(below.clone())
+                .and(prefixes::prefix.lt(prefix_upper_bound(&below)))),
+        );
+    }
+    if let Some(a) = after {
+        q = q.filter(prefixes::prefix.gt(a.to_owned()));
+    }
+    Ok(q.order(prefixes::prefix.asc()).limit(limit).load(conn)?)
+}
+
 // ---------------------------------------------------------------------------------------
 // Databases for tests and `logdog migrate`
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: shared state, the route table, and the helpers every handler uses
 //! to apply API.md's error precedence (project → body size → names → the actor's checks).
 
+pub mod logs;
 pub mod ops;
 pub mod registration;
 pub mod services;
@@ -200,8 +201,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
         .service(
             resource("/api/v1/projects/{project}/prefixes")
-                .route(web::post().to(registration::register_prefix)),
+                .route(web::post().to(registration::register_prefix))
+                .route(web::get().to(logs::list_prefixes)),
         )
+        .service(resource("/api/v1/projects/{project}/streams").route(web::get().to(logs::query)))
         .service(
             resource("/api/v1/projects/{project}/prefixes/{prefix:.+}")
                 .route(web::delete().to(registration::delete_prefix)),
@@ -215,8 +218,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             resource("/api/v1/projects/{project}/logs/{path:.+}")
-                .route(web::post().to(services::append)),
+                .route(web::post().to(services::append))
+                .route(web::get().to(logs::get)),
         )
+        .service(
+            resource("/api/v1/projects/{project}/tail/{path:.+}").route(web::get().to(logs::tail)),
+        )
+        .service(resource("/logs/{project}/{path:.+}").route(web::get().to(logs::web_text)))
         .service(
             resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)),
         )

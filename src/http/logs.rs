@@ -1,0 +1,533 @@
+//! Logs (the viewer side): Get, Tail, Query, the prefix listing, and the text form of a
+//! stream (`format=text|raw`, `follow=true`) that `/logs/…` also serves.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use bytes::Bytes;
+use logdog_actors::stream::{Follow, Load, Progress};
+use logdog_schema::names::{self, NameGlob, StreamPath};
+use logdog_schema::store::{self, StreamFilter};
+use logdog_schema::wire::{format_us, Content, Entry, StreamJson, StreamType};
+use logdog_schema::Store;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::{authorize, stream_path, Authorized, Caller, State};
+use crate::errors::ApiError;
+
+/// Get's byte cap, default and maximum (16 MiB).
+const MAX_GET_BYTES: u64 = 16 << 20;
+/// Entries and bytes read per page while rendering text.
+const TEXT_PAGE_ENTRIES: usize = 1000;
+const TEXT_PAGE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    index: Option<u64>,
+    count: Option<u64>,
+    bytes: Option<u64>,
+    #[serde(default)]
+    state: bool,
+    #[serde(default)]
+    non_contiguous: bool,
+    format: Option<String>,
+    #[serde(default)]
+    follow: bool,
+}
+
+fn params<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+}
+
+/// Blocking store work off the HTTP worker.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, logdog_schema::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// Is `format` a text rendering? `text` and `raw` both work for every stream type.
+fn text_format(p: &ReadParams) -> Result<bool, ApiError> {
+    match p.format.as_deref() {
+        None | Some("json") => Ok(false),
+        Some("text") | Some("raw") => Ok(true),
+        Some(other) => Err(ApiError::invalid(format!(
+            "unknown format {other:?}: use json, text or raw"
+        ))),
+    }
+}
+
+/// The caps Get applies: `count` (default and cap from the config) and `bytes`.
+fn caps(state: &State, p: &ReadParams) -> (usize, u64) {
+    let limits = &state.config.limits;
+    let count = match p.count {
+        None | Some(0) => limits.get_default_count,
+        Some(c) => (c as i64).min(limits.get_max_count),
+    };
+    let bytes = match p.bytes {
+        None | Some(0) => MAX_GET_BYTES,
+        Some(b) => b.min(MAX_GET_BYTES),
+    };
+    (count.max(1) as usize, bytes)
+}
+
+fn entries_body(
+    project: &str,
+    stream: &StreamJson,
+    entries: &[Entry],
+    next_index: u64,
+    with_state: bool,
+) -> Value {
+    let mut body = json!({
+        "project": project,
+        "path": stream.path,
+        "entries": entries.iter().map(Entry::to_json).collect::<Vec<_>>(),
+        "next_index": next_index,
+    });
+    if with_state {
+        body["descriptor"] =
+            serde_json::to_value(&stream.descriptor).expect("descriptor serialises");
+        body["state"] = serde_json::to_value(&stream.state).expect("state serialises");
+    }
+    body
+}
+
+async fn load(
+    state: &State,
+    caller: Caller,
+    project: &str,
+    path: &StreamPath,
+) -> Result<StreamJson, ApiError> {
+    Ok(state
+        .directory
+        .send(
+            project,
+            path,
+            Load {
+                see_purged: caller.admin,
+            },
+        )
+        .await?)
+}
+
+/// `GET …/logs/{prefix}/+/{name}`: entries from `index`.
+pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
+    let path = stream_path(&req)?;
+    let p: ReadParams = params(&req)?;
+    if text_format(&p)? {
+        return text(&state, caller, &project, &path, &p).await;
+    }
+    let stream = load(&state, caller, &project, &path).await?;
+    let index = p.index.unwrap_or(0);
+    let (count, bytes) = caps(&state, &p);
+    let contiguous = !p.non_contiguous;
+    let end = if contiguous {
+        stream.state.next_index as u64
+    } else {
+        i64::MAX as u64
+    };
+    let (s, pr, id) = (state.store.clone(), project.clone(), stream.id.clone());
+    let entries = blocking(move || {
+        s.read(|c| store::read_entries(c, &pr, &id, index, end, count, bytes, contiguous))
+    })
+    .await?;
+    let next = entries.last().map_or(index, |e| e.stream_index + 1);
+    Ok(HttpResponse::Ok().json(entries_body(&project, &stream, &entries, next, p.state)))
+}
+
+/// `GET …/tail/{prefix}/+/{name}`: the last contiguous entry (`count=N`: the last N).
+pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
+    let path = stream_path(&req)?;
+    let p: ReadParams = params(&req)?;
+    if p.index.is_some() || p.non_contiguous || p.follow {
+        return Err(ApiError::invalid(
+            "Tail takes count, bytes, state and format only",
+        ));
+    }
+    let stream = load(&state, caller, &project, &path).await?;
+    let next = stream.state.next_index as u64;
+    let count = match p.count {
+        None | Some(0) => 1,
+        Some(c) => c.min(state.config.limits.get_max_count as u64),
+    };
+    let from = next.saturating_sub(count);
+    if text_format(&p)? {
+        let p = ReadParams {
+            index: Some(from),
+            count: Some(count),
+            ..p
+        };
+        return text(&state, caller, &project, &path, &p).await;
+    }
+    let bytes = p
+        .bytes
+        .filter(|b| *b > 0)
+        .unwrap_or(MAX_GET_BYTES)
+        .min(MAX_GET_BYTES);
+    let (s, pr, id) = (state.store.clone(), project.clone(), stream.id.clone());
+    let entries = blocking(move || {
+        s.read(|c| store::read_entries(c, &pr, &id, from, next, count as usize, bytes, true))
+    })
+    .await?;
+    let next_index = entries.last().map_or(from, |e| e.stream_index + 1);
+    Ok(HttpResponse::Ok().json(entries_body(
+        &project, &stream, &entries, next_index, p.state,
+    )))
+}
+
+/// Renders entries as the text form: lines (value + delimiter) or raw data.
+fn render(entries: &[Entry]) -> Bytes {
+    let mut out = Vec::new();
+    for e in entries {
+        match &e.content {
+            Content::Text(lines) => {
+                for l in lines {
+                    out.extend_from_slice(l.value.as_bytes());
+                    out.extend_from_slice(l.delimiter.as_bytes());
+                }
+            }
+            Content::Binary(data) | Content::Datagram { data, .. } => out.extend_from_slice(data),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Where a text response is in its stream.
+struct TextCursor {
+    store: Store,
+    project: String,
+    id: String,
+    next: u64,
+    /// Without follow: the contiguous end when the request came.
+    end: u64,
+    count_left: Option<usize>,
+    bytes_left: Option<u64>,
+    /// With follow: the stream's progress.
+    follow: Option<watch::Receiver<Progress>>,
+}
+
+impl TextCursor {
+    /// The next piece of text, waiting for entries when following; None at the end.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, ApiError>> {
+        loop {
+            if self.count_left == Some(0) || self.bytes_left == Some(0) {
+                return None;
+            }
+            let end = match &mut self.follow {
+                None if self.next >= self.end => return None,
+                None => self.end,
+                Some(rx) => {
+                    let progress = *rx.borrow_and_update();
+                    if progress.finished_at(self.next) {
+                        return None;
+                    }
+                    if self.next >= progress.next_index {
+                        // Wait for more; a closed channel means the stream went away.
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                        continue;
+                    }
+                    progress.next_index
+                }
+            };
+            let count = self.count_left.unwrap_or(usize::MAX).min(TEXT_PAGE_ENTRIES);
+            let bytes = self.bytes_left.unwrap_or(u64::MAX).min(TEXT_PAGE_BYTES);
+            let (s, project, id, from) = (
+                self.store.clone(),
+                self.project.clone(),
+                self.id.clone(),
+                self.next,
+            );
+            let page = match blocking(move || {
+                s.read(|c| store::read_entries(c, &project, &id, from, end, count, bytes, true))
+            })
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e)),
+            };
+            let Some(last) = page.last() else {
+                // Indices below `end` are stored, so an empty page means the data went away.
+                return None;
+            };
+            self.next = last.stream_index + 1;
+            let text = render(&page);
+            if let Some(c) = &mut self.count_left {
+                *c -= page.len();
+            }
+            if let Some(b) = &mut self.bytes_left {
+                *b = b.saturating_sub(text.len() as u64);
+            }
+            return Some(Ok(text));
+        }
+    }
+}
+
+/// The text form of a stream from `index` (`count`/`bytes` only when given); with
+/// `follow=true`, streamed (chunked) as entries arrive, ending after the terminal entry.
+pub async fn text(
+    state: &State,
+    caller: Caller,
+    project: &str,
+    path: &StreamPath,
+    p: &ReadParams,
+) -> Result<HttpResponse, ApiError> {
+    let (stream, follow) = if p.follow {
+        let (s, rx) = state
+            .directory
+            .send(
+                project,
+                path,
+                Follow {
+                    see_purged: caller.admin,
+                },
+            )
+            .await?;
+        (s, Some(rx))
+    } else {
+        (load(state, caller, project, path).await?, None)
+    };
+    if p.non_contiguous {
+        return Err(ApiError::invalid(
+            "the text form is contiguous; non_contiguous is for JSON",
+        ));
+    }
+    let cursor = TextCursor {
+        store: state.store.clone(),
+        project: project.to_owned(),
+        id: stream.id.clone(),
+        next: p.index.unwrap_or(0),
+        end: stream.state.next_index as u64,
+        count_left: p.count.filter(|c| *c > 0).map(|c| c as usize),
+        bytes_left: p.bytes.filter(|b| *b > 0),
+        follow,
+    };
+    let body = futures::stream::unfold(cursor, |mut c| async move {
+        c.next_piece().await.map(|piece| (piece, c))
+    });
+    let content_type = match stream.descriptor.stream_type {
+        StreamType::Text => "text/plain; charset=utf-8",
+        StreamType::Binary | StreamType::Datagram => "application/octet-stream",
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .streaming(body))
+}
+
+/// `GET /logs/{project}/{prefix}/+/{name}`: the stream's text (the browser viewer comes
+/// with the web app).
+pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
+    let path = stream_path(&req)?;
+    let p: ReadParams = params(&req)?;
+    text_format(&p)?;
+    text(&state, caller, &project, &path, &p).await
+}
+
+/// A Query or listing cursor: the last path (or prefix) returned, opaque to clients.
+fn decode_cursor(c: &str) -> Result<String, ApiError> {
+    B64URL
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::invalid("invalid cursor"))
+}
+
+fn encode_cursor(last: &str) -> String {
+    B64URL.encode(last.as_bytes())
+}
+
+/// What Query was asked, parsed and checked.
+struct QueryRequest {
+    filter: StreamFilter,
+    glob: Option<NameGlob>,
+    limit: usize,
+}
+
+fn parse_query(req: &HttpRequest, project: &str, caller: Caller) -> Result<QueryRequest, ApiError> {
+    let mut filter = StreamFilter {
+        project: project.to_owned(),
+        purged: Some(false),
+        ..StreamFilter::default()
+    };
+    let (mut glob, mut limit) = (None, 100usize);
+    for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        let v = v.into_owned();
+        match &*k {
+            "prefix" => {
+                names::validate_prefix(&v)?;
+                filter.prefix = Some(v);
+            }
+            "name" => glob = Some(NameGlob::parse(&v)?),
+            "tag" => {
+                let (key, value) = match v.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                    None => (v.clone(), None),
+                };
+                names::validate_tag(&key, value.as_deref().unwrap_or(""))?;
+                filter.tags.push((key, value));
+            }
+            "status" => match v.as_str() {
+                "streaming" | "terminated" | "archived" => filter.status = Some(v),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "invalid status {v:?}: streaming, terminated or archived"
+                    )))
+                }
+            },
+            "stream_type" => {
+                StreamType::parse(&v)
+                    .ok_or_else(|| ApiError::invalid(format!("invalid stream_type {v:?}")))?;
+                filter.stream_type = Some(v);
+            }
+            "content_type" => filter.content_type = Some(v),
+            "purged" => {
+                filter.purged = match v.as_str() {
+                    "no" => Some(false),
+                    "yes" => Some(true),
+                    "both" => None,
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "invalid purged {v:?}: no, yes or both"
+                        )))
+                    }
+                };
+                if filter.purged != Some(false) && !caller.admin {
+                    return Err(ApiError::permission_denied(
+                        "purged=yes|both needs the admin role",
+                    ));
+                }
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=500).contains(l))
+                    .ok_or_else(|| ApiError::invalid(format!("invalid limit {v:?}: 1 to 500")))?;
+            }
+            "cursor" => filter.after = Some(decode_cursor(&v)?),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    if let (Some(prefix), Some(g)) = (&filter.prefix, &glob) {
+        let lit = g.literal_prefix();
+        filter.path_starts_with = Some(format!("{prefix}{}{lit}", names::PATH_SEP));
+    }
+    Ok(QueryRequest {
+        filter,
+        glob,
+        limit,
+    })
+}
+
+/// `GET /api/v1/projects/{project}/streams`: Query, ordered by path, a page at a time.
+pub async fn query(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
+    let QueryRequest {
+        mut filter,
+        glob,
+        limit,
+    } = parse_query(&req, &project, caller)?;
+    let store = state.store.clone();
+    let (rows, more) = blocking(move || {
+        // Fetch in batches; the name glob is checked here, everything else in SQL.
+        let batch = (limit as i64 * 2).max(64);
+        let mut out = Vec::new();
+        loop {
+            let rows = store.read(|c| store::query_streams(c, &filter, batch))?;
+            let exhausted = (rows.len() as i64) < batch;
+            for row in rows {
+                filter.after = Some(row.path.clone());
+                if glob.as_ref().is_none_or(|g| g.matches(&row.name)) {
+                    out.push(row);
+                    if out.len() == limit {
+                        return Ok((out, true));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((out, false));
+            }
+        }
+    })
+    .await?;
+    let next_cursor = if more {
+        rows.last().map(|r| encode_cursor(&r.path))
+    } else {
+        None
+    };
+    let streams = rows
+        .iter()
+        .map(|r| {
+            r.descriptor()
+                .map(|d| r.to_json(d))
+                .map_err(ApiError::internal)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(json!({ "streams": streams, "next_cursor": next_cursor })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefixParams {
+    under: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/v1/projects/{project}/prefixes`: registered prefixes, ordered.
+pub async fn list_prefixes(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Authorized { project, .. } = authorize(&state, &req, None).await?;
+    let p: PrefixParams = params(&req)?;
+    if let Some(u) = &p.under {
+        names::validate_prefix(u)?;
+    }
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit must be from 1 to 500"));
+    }
+    let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
+    let store = state.store.clone();
+    let rows = blocking(move || {
+        store.read(|c| {
+            store::list_prefixes(c, &project, p.under.as_deref(), after.as_deref(), limit + 1)
+        })
+    })
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = if more {
+        rows.last().map(|r| encode_cursor(&r.prefix))
+    } else {
+        None
+    };
+    let prefixes: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"prefix": r.prefix, "created": format_us(r.created_us), "expires_at": format_us(r.expires_us)}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "prefixes": prefixes, "next_cursor": next_cursor })))
+}

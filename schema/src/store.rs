@@ -633,19 +633,33 @@ pub fn set_next_index(
     Ok(())
 }
 
-/// Reads up to `count` entries from `from` (below `end`), adding entries while their
-/// payload total stays within `bytes` (the first is always added). `contiguous` stops at
-/// the first missing index; otherwise gaps are skipped. Reads chunks a page at a time.
+/// Which entries a read wants.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRange {
+    pub from: u64,
+    /// Exclusive upper bound.
+    pub end: u64,
+    pub count: usize,
+    /// Entries are added while their payload total stays within it (the first always).
+    pub bytes: u64,
+    /// Stop at the first missing index; otherwise skip gaps.
+    pub contiguous: bool,
+}
+
+/// Reads the entries `range` asks for, a page of chunks at a time.
 pub fn read_entries(
     conn: &mut AnyConnection,
     project: &str,
     id: &str,
-    from: u64,
-    end: u64,
-    count: usize,
-    bytes: u64,
-    contiguous: bool,
+    range: ReadRange,
 ) -> Result<Vec<crate::wire::Entry>, StoreError> {
+    let ReadRange {
+        from,
+        end,
+        count,
+        bytes,
+        contiguous,
+    } = range;
     const PAGE_ROWS: i64 = 16;
     let mut out = Vec::new();
     let (mut cur, mut total) = (from, 0u64);

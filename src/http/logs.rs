@@ -7,7 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use logdog_actors::stream::{Follow, Load, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
-use logdog_schema::store::{self, StreamFilter};
+use logdog_schema::store::{self, ReadRange, StreamFilter};
 use logdog_schema::wire::{format_us, Content, Entry, StreamJson, StreamType};
 use logdog_schema::Store;
 use serde::Deserialize;
@@ -139,7 +139,20 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     };
     let (s, pr, id) = (state.store.clone(), project.clone(), stream.id.clone());
     let entries = blocking(move || {
-        s.read(|c| store::read_entries(c, &pr, &id, index, end, count, bytes, contiguous))
+        s.read(|c| {
+            store::read_entries(
+                c,
+                &pr,
+                &id,
+                ReadRange {
+                    from: index,
+                    end,
+                    count,
+                    bytes,
+                    contiguous,
+                },
+            )
+        })
     })
     .await?;
     let next = entries.last().map_or(index, |e| e.stream_index + 1);
@@ -180,7 +193,20 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
         .min(MAX_GET_BYTES);
     let (s, pr, id) = (state.store.clone(), project.clone(), stream.id.clone());
     let entries = blocking(move || {
-        s.read(|c| store::read_entries(c, &pr, &id, from, next, count as usize, bytes, true))
+        s.read(|c| {
+            store::read_entries(
+                c,
+                &pr,
+                &id,
+                ReadRange {
+                    from,
+                    end: next,
+                    count: count as usize,
+                    bytes,
+                    contiguous: true,
+                },
+            )
+        })
     })
     .await?;
     let next_index = entries.last().map_or(from, |e| e.stream_index + 1);
@@ -254,7 +280,20 @@ impl TextCursor {
                 self.next,
             );
             let page = match blocking(move || {
-                s.read(|c| store::read_entries(c, &project, &id, from, end, count, bytes, true))
+                s.read(|c| {
+                    store::read_entries(
+                        c,
+                        &project,
+                        &id,
+                        ReadRange {
+                            from,
+                            end,
+                            count,
+                            bytes,
+                            contiguous: true,
+                        },
+                    )
+                })
             })
             .await
             {

@@ -7,5 +7,6 @@ mod concurrency;
 mod errors;
 mod idempotency;
 mod readme;
+mod reads;
 mod restart;
 mod write_path;

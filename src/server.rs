@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         registry,
         metrics: HttpMetrics::new(&prometheus),
         prometheus,
+        viewers: Default::default(),
     });
     let server = HttpServer::new(move || http::app(state.clone()))
         .workers(HTTP_WORKERS)

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use futures::future::{FutureExt, Shared};
 use logdog_schema::models::{ChunkRow, PrefixRow, StreamLifecycle, StreamRow, TagRow, TaskRow};
@@ -124,6 +125,51 @@ impl Progress {
 #[rtype(result = "Result<(StreamJson, tokio::sync::watch::Receiver<Progress>), ActorError>")]
 pub struct Follow {
     pub see_purged: bool,
+}
+
+/// What a stream actor pushes to live viewers. Each frame is encoded once and the same
+/// bytes are shared by every subscriber.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// `{"type":"entries",...}` for the newly contiguous entries `[first, end)`.
+    Entries {
+        first: u64,
+        end: u64,
+        frame: bytestring::ByteString,
+    },
+    /// Entries up to `end` became contiguous but are not in memory: read them from storage.
+    Advanced { end: u64 },
+    /// `{"type":"state",...}` after a lifecycle change.
+    State {
+        frame: bytestring::ByteString,
+        progress: Progress,
+    },
+    /// The subscriber's mailbox was full: it was dropped from the live set and must catch
+    /// up from storage, then subscribe again.
+    Lagged,
+}
+
+/// A live frame and when the stream actor sent it (so a viewer that runs late can tell how
+/// long it has been behind).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LiveFrame(pub Live, pub Instant);
+
+/// Join the live set. Frames go to `recipient` with `try_send` (never buffered without
+/// bound); the answer is the stream and where it stands now.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(StreamJson, Progress), ActorError>")]
+pub struct Subscribe {
+    pub id: u64,
+    pub recipient: Recipient<LiveFrame>,
+    pub see_purged: bool,
+}
+
+/// Leave the live set.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), ActorError>")]
+pub struct Unsubscribe {
+    pub id: u64,
 }
 
 /// The stream's prefix was deleted: forget everything and stop.
@@ -259,6 +305,8 @@ pub struct StreamActor {
     inflight: HashMap<u64, CommitFuture>,
     compaction: CompactionWindow,
     last_active: Instant,
+    /// Live viewers, by subscription id.
+    subscribers: HashMap<u64, Recipient<LiveFrame>>,
     /// Followers' view of the stream; published after every change.
     progress: tokio::sync::watch::Sender<Progress>,
     /// Removed from the directory: answer `Retired` so callers go to a fresh actor.
@@ -310,6 +358,7 @@ impl StreamActor {
             inflight: HashMap::new(),
             compaction: CompactionWindow::default(),
             last_active: Instant::now(),
+            subscribers: HashMap::new(),
             progress: tokio::sync::watch::channel(Progress::default()).0,
             retired: false,
         }
@@ -405,7 +454,7 @@ impl StreamActor {
     }
 
     /// Tells followers where the stream stands (only when that changed).
-    fn publish(&self) {
+    fn publish(&mut self) {
         let now = match &self.stream {
             Some(s) => Progress {
                 next_index: s.machine.next_index(),
@@ -418,11 +467,67 @@ impl StreamActor {
                 ..Progress::default()
             },
         };
+        let mut lifecycle_changed = false;
         self.progress.send_if_modified(|p| {
             let changed = *p != now;
+            lifecycle_changed = (p.terminal_index, p.archived, p.gone)
+                != (now.terminal_index, now.archived, now.gone);
             *p = now;
             changed
         });
+        if lifecycle_changed && !self.subscribers.is_empty() {
+            let stream = self.stream.as_ref().map(Loaded::json);
+            let frame = serde_json::json!({"type": "state", "stream": stream}).to_string();
+            self.broadcast(Live::State {
+                frame: frame.into(),
+                progress: now,
+            });
+        }
+    }
+
+    /// Pushes one frame to every live subscriber without ever waiting: a full mailbox
+    /// drops that subscriber from the live set and tells it (once) to catch up.
+    fn broadcast(&mut self, live: Live) {
+        let at = Instant::now();
+        self.subscribers
+            .retain(|_, r| match r.try_send(LiveFrame(live.clone(), at)) {
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    r.do_send(LiveFrame(Live::Lagged, at));
+                    false
+                }
+                Err(SendError::Closed(_)) => false,
+            });
+    }
+
+    /// Tells viewers that `[before, after)` became contiguous, with the entries when this
+    /// batch holds them all (encoded once), else as a pointer to storage.
+    fn broadcast_entries(
+        &mut self,
+        before: u64,
+        after: u64,
+        runs: &[Vec<logdog_schema::wire::Entry>],
+    ) {
+        if after <= before || self.subscribers.is_empty() {
+            return;
+        }
+        let entries: Vec<serde_json::Value> = runs
+            .iter()
+            .flatten()
+            .filter(|e| (before..after).contains(&e.stream_index))
+            .map(|e| e.to_json())
+            .collect();
+        let live = if entries.len() as u64 == after - before {
+            let frame = serde_json::json!({"type": "entries", "entries": entries}).to_string();
+            Live::Entries {
+                first: before,
+                end: after,
+                frame: frame.into(),
+            }
+        } else {
+            Live::Advanced { end: after }
+        };
+        self.broadcast(live);
     }
 
     /// After a batch committed: note its chunks and compact once enough small ones line up.
@@ -583,7 +688,7 @@ impl StreamActor {
             let shared = fut.shared();
             self.inflight.insert(batch, shared.clone());
             waits.push((batch, shared));
-            own = Some((batch, meta));
+            own = Some((batch, meta, plan.runs));
         }
         let (accepted, duplicates) = (plan.accepted, plan.duplicates);
         Box::pin(
@@ -596,6 +701,7 @@ impl StreamActor {
             }
             .into_actor(self)
             .map(move |results, act, _| {
+                let before = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
                 let mut failure = None;
                 for (b, r) in &results {
                     act.finish_batch(*b, r);
@@ -606,8 +712,10 @@ impl StreamActor {
                 if let Some(e) = failure {
                     return Err(e.into());
                 }
-                if let Some((_, meta)) = own {
+                if let Some((_, meta, runs)) = own {
                     act.after_commit(&meta);
+                    let after = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
+                    act.broadcast_entries(before, after, &runs);
                 }
                 let next_index = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
                 Ok(AppendOk {
@@ -767,7 +875,7 @@ impl Actor for StreamActor {
         );
         let check = (self.deps.idle_timeout / 2).max(Duration::from_millis(10));
         ctx.run_interval(check, |act, ctx| {
-            let followed = act.progress.receiver_count() > 0;
+            let followed = act.progress.receiver_count() > 0 || !act.subscribers.is_empty();
             if act.inflight.is_empty()
                 && !followed
                 && act.last_active.elapsed() >= act.deps.idle_timeout
@@ -901,6 +1009,34 @@ impl Handler<Follow> for StreamActor {
                 self.path.to_string()
             ))),
         }
+    }
+}
+
+impl Handler<Subscribe> for StreamActor {
+    type Result = Result<(StreamJson, Progress), ActorError>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        self.gate()?;
+        match &self.stream {
+            Some(s) if !s.machine.purged || msg.see_purged => {
+                let json = s.json();
+                self.subscribers.insert(msg.id, msg.recipient);
+                Ok((json, *self.progress.borrow()))
+            }
+            _ => Err(ActorError::NotFound(format!(
+                "stream {:?} not found",
+                self.path.to_string()
+            ))),
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for StreamActor {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        self.subscribers.remove(&msg.id);
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@ pub mod logs;
 pub mod ops;
 pub mod registration;
 pub mod services;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     pub metrics: HttpMetrics,
     pub prometheus: prometheus::Registry,
+    /// Live websocket viewers, for the viewer limits.
+    pub viewers: Arc<watch::Viewers>,
 }
 
 pub type State = web::Data<AppState>;
@@ -223,6 +226,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             resource("/api/v1/projects/{project}/tail/{path:.+}").route(web::get().to(logs::tail)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/watch/{path:.+}")
+                .route(web::get().to(watch::watch)),
         )
         .service(resource("/logs/{project}/{path:.+}").route(web::get().to(logs::web_text)))
         .service(

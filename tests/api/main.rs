@@ -9,4 +9,5 @@ mod idempotency;
 mod readme;
 mod reads;
 mod restart;
+mod watch;
 mod write_path;

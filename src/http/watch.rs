@@ -1,0 +1,474 @@
+//! Live tail over a websocket: one `WsSession` actor per viewer.
+//!
+//! The session sends the backlog from storage a page at a time, then forwards the frames
+//! its stream actor pushes (encoded once for all viewers). Whenever a frame does not line
+//! up with what the viewer was sent last (the seam after the backlog, a pointer to
+//! storage, or being dropped from the live set for a full mailbox), the session reads the
+//! missing entries from storage: the viewer gets strictly contiguous indices, no gap and no
+//! duplicate, and nothing is buffered without bound. A viewer that makes no progress for
+//! `lag_timeout` while behind is closed with 1013 and `lagged; resume from=N`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytestring::ByteString;
+use dashmap::DashMap;
+use logdog_actors::stream::{Live, LiveFrame, Load, Progress, Subscribe, Unsubscribe};
+use logdog_actors::StreamKey;
+use logdog_schema::names::StreamPath;
+use logdog_schema::store::{self, ReadRange};
+use logdog_schema::wire::{Entry, StreamJson};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{authorize, stream_path, Authorized, Caller, State};
+use crate::config::secs;
+use crate::errors::ApiError;
+
+/// Entries per backlog page (each page is one frame, also capped by `max_frame_bytes`).
+const PAGE_ENTRIES: usize = 1000;
+
+/// Counts of live viewers, in total and per stream (limits answer 429 before the upgrade).
+#[derive(Default)]
+pub struct Viewers {
+    total: AtomicUsize,
+    per_stream: DashMap<StreamKey, usize>,
+    next_id: AtomicU64,
+}
+
+/// One viewer's place in the counts; released when the session ends.
+pub struct ViewerSlot {
+    viewers: Arc<Viewers>,
+    key: StreamKey,
+}
+
+impl Viewers {
+    fn acquire(
+        self: &Arc<Self>,
+        key: StreamKey,
+        per_stream: usize,
+        total: usize,
+    ) -> Result<ViewerSlot, ApiError> {
+        if self.total.fetch_add(1, Ordering::SeqCst) >= total {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::exhausted(
+                format!("too many viewers (limit {total})"),
+                5,
+            ));
+        }
+        let mut n = self.per_stream.entry(key.clone()).or_insert(0);
+        if *n >= per_stream {
+            drop(n);
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::exhausted(
+                format!("too many viewers of this stream (limit {per_stream})"),
+                5,
+            ));
+        }
+        *n += 1;
+        Ok(ViewerSlot {
+            viewers: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.viewers.total.fetch_sub(1, Ordering::SeqCst);
+        self.viewers.per_stream.remove_if_mut(&self.key, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchParams {
+    from: Option<u64>,
+    tail: Option<u64>,
+}
+
+/// `GET …/watch/{prefix}/+/{name}`: upgrade to a websocket and tail the stream live.
+pub async fn watch(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let Authorized {
+        caller, project, ..
+    } = authorize(&state, &req, None).await?;
+    let path = stream_path(&req)?;
+    let p: WatchParams = web::Query::<WatchParams>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
+    let stream = state
+        .directory
+        .send(
+            &project,
+            &path,
+            Load {
+                see_purged: caller.admin,
+            },
+        )
+        .await?;
+    let from = match (p.from, p.tail) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("give from or tail, not both")),
+        (Some(f), None) => f,
+        (None, Some(t)) => (stream.state.next_index as u64).saturating_sub(t),
+        (None, None) => 0,
+    };
+    let limits = &state.config.limits;
+    let key = StreamKey {
+        project: project.clone(),
+        id: stream.id.clone(),
+    };
+    let slot = state.viewers.acquire(
+        key,
+        limits.max_viewers_per_stream as usize,
+        limits.max_viewers as usize,
+    )?;
+    let ws_config = &state.config.websocket;
+    let session = WsSession {
+        app: state.clone(),
+        caller,
+        project,
+        path,
+        id: state.viewers.next_id.fetch_add(1, Ordering::Relaxed),
+        stream_id: stream.id.clone(),
+        next: from,
+        known_end: 0,
+        terminal: None,
+        subscribed: false,
+        sent_state: false,
+        reading: false,
+        ended: false,
+        last_progress: Instant::now(),
+        behind_since: None,
+        heartbeat: Instant::now(),
+        ping_interval: secs(ws_config.ping_interval).max(Duration::from_millis(10)),
+        idle_timeout: secs(ws_config.idle_timeout),
+        lag_timeout: secs(ws_config.lag_timeout),
+        mailbox: ws_config.mailbox as usize,
+        max_frame_bytes: ws_config.max_frame_bytes as u64,
+        _slot: slot,
+    };
+    ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(64 << 10)
+        .start()
+        .map_err(|e| ApiError::invalid(format!("websocket upgrade failed: {e}")))
+}
+
+pub struct WsSession {
+    app: State,
+    caller: Caller,
+    project: String,
+    path: StreamPath,
+    /// Subscription id at the stream actor.
+    id: u64,
+    stream_id: String,
+    /// The first index this viewer has not been sent.
+    next: u64,
+    /// The highest contiguous end the session has heard of.
+    known_end: u64,
+    terminal: Option<i64>,
+    /// In the stream actor's live set.
+    subscribed: bool,
+    /// The first state frame went out.
+    sent_state: bool,
+    /// A storage read is under way.
+    reading: bool,
+    ended: bool,
+    /// Last time the viewer was sent entries.
+    last_progress: Instant,
+    /// Since when the viewer has been behind (None while caught up).
+    behind_since: Option<Instant>,
+    /// Last time the peer answered (pong or any frame).
+    heartbeat: Instant,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    lag_timeout: Duration,
+    mailbox: usize,
+    max_frame_bytes: u64,
+    _slot: ViewerSlot,
+}
+
+type Ctx = ws::WebsocketContext<WsSession>;
+
+impl WsSession {
+    fn subscribe(&mut self, ctx: &mut Ctx) {
+        let msg = Subscribe {
+            id: self.id,
+            recipient: ctx.address().recipient(),
+            see_purged: self.caller.admin,
+        };
+        let (dir, project, path) = (
+            self.app.directory.clone(),
+            self.project.clone(),
+            self.path.clone(),
+        );
+        ctx.wait(
+            async move { dir.send(&project, &path, msg).await }
+                .into_actor(self)
+                .map(|r, act, ctx| match r {
+                    Ok((stream, progress)) => {
+                        act.subscribed = true;
+                        // The first frame is always the state; after a lag, a missed change is resent.
+                        if !act.sent_state || act.terminal != progress.terminal_index {
+                            act.sent_state = true;
+                            act.send_state(&stream, ctx);
+                        }
+                        act.on_progress(progress, Instant::now(), ctx);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "watch: subscription failed");
+                        ctx.close(Some(ws::CloseReason {
+                            code: ws::CloseCode::Away,
+                            description: Some("stream went away".into()),
+                        }));
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    fn send_state(&mut self, stream: &StreamJson, ctx: &mut Ctx) {
+        ctx.text(json!({"type": "state", "stream": stream}).to_string());
+    }
+
+    /// Records where the stream stands and sends what the viewer is missing.
+    fn on_progress(&mut self, p: Progress, at: Instant, ctx: &mut Ctx) {
+        self.note_end(p.next_index, at);
+        if p.terminal_index.is_some() {
+            self.terminal = p.terminal_index;
+        }
+        if p.gone {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Away,
+                description: Some("stream purged".into()),
+            }));
+            ctx.stop();
+            return;
+        }
+        self.catch_up(ctx);
+    }
+
+    /// Reads the next page from storage if the viewer is behind; otherwise checks the end.
+    fn catch_up(&mut self, ctx: &mut Ctx) {
+        if self.ended || self.reading {
+            return;
+        }
+        if self.next >= self.known_end {
+            if self.subscribed {
+                self.behind_since = None;
+                self.check_end(ctx);
+            } else if !self.ended {
+                // Caught up with what we knew; the subscription tells the true end.
+                self.subscribe(ctx);
+            }
+            return;
+        }
+        if self.lagging(ctx) {
+            return;
+        }
+        self.reading = true;
+        let range = ReadRange {
+            from: self.next,
+            end: self.known_end,
+            count: PAGE_ENTRIES,
+            bytes: self.max_frame_bytes,
+            contiguous: true,
+        };
+        let (s, project, id) = (
+            self.app.store.clone(),
+            self.project.clone(),
+            self.stream_id.clone(),
+        );
+        let read = web::block(move || s.read(|c| store::read_entries(c, &project, &id, range)));
+        ctx.spawn(read.into_actor(self).map(|r, act, ctx| {
+            act.reading = false;
+            match r {
+                Ok(Ok(page)) if !page.is_empty() => {
+                    act.send_entries(&page, ctx);
+                    act.catch_up(ctx);
+                }
+                Ok(Ok(_)) => {
+                    // Nothing readable below known_end: the data went away (purged).
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Away,
+                        description: Some("stream data is gone".into()),
+                    }));
+                    ctx.stop();
+                }
+                Ok(Err(e)) => act.read_failed(e.to_string(), ctx),
+                Err(e) => act.read_failed(e.to_string(), ctx),
+            }
+        }));
+    }
+
+    fn read_failed(&mut self, e: String, ctx: &mut Ctx) {
+        tracing::warn!(error = %e, "watch: storage read failed");
+        let reason = format!("storage unavailable; resume from={}", self.next);
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Again,
+            description: Some(reason),
+        }));
+        ctx.stop();
+    }
+
+    fn send_entries(&mut self, entries: &[Entry], ctx: &mut Ctx) {
+        let frame = json!({"type": "entries", "entries": entries.iter().map(Entry::to_json).collect::<Vec<_>>()});
+        ctx.text(frame.to_string());
+        self.next = entries.last().map_or(self.next, |e| e.stream_index + 1);
+        self.sent(ctx);
+    }
+
+    /// After sending entries: note the progress and whether the viewer is caught up.
+    fn sent(&mut self, ctx: &mut Ctx) {
+        self.last_progress = Instant::now();
+        if self.next >= self.known_end {
+            self.behind_since = None;
+        }
+        self.check_end(ctx);
+    }
+
+    /// After the terminal entry: `end`, then a normal close.
+    fn check_end(&mut self, ctx: &mut Ctx) {
+        if let Some(t) = self.terminal {
+            if !self.ended && self.next as i64 > t {
+                self.ended = true;
+                ctx.text(json!({"type": "end", "terminal_index": t}).to_string());
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Normal,
+                    description: None,
+                }));
+                ctx.stop();
+            }
+        }
+    }
+
+    /// Learns of a contiguous end `end` from a frame sent at `at`.
+    fn note_end(&mut self, end: u64, at: Instant) {
+        if end > self.next && self.behind_since.is_none() {
+            self.behind_since = Some(at);
+        }
+        self.known_end = self.known_end.max(end);
+    }
+
+    /// Closes a viewer that is behind and has made no progress for `lag_timeout`: since
+    /// the later of its last send and the moment it fell behind.
+    fn lagging(&mut self, ctx: &mut Ctx) -> bool {
+        let Some(behind) = self.behind_since else {
+            return false;
+        };
+        if self.ended {
+            return true;
+        }
+        if self.last_progress.max(behind).elapsed() > self.lag_timeout {
+            let reason = format!("lagged; resume from={}", self.next);
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Again,
+                description: Some(reason),
+            }));
+            ctx.stop();
+            self.ended = true;
+            return true;
+        }
+        false
+    }
+}
+
+impl Actor for WsSession {
+    type Context = Ctx;
+
+    fn started(&mut self, ctx: &mut Ctx) {
+        ctx.set_mailbox_capacity(self.mailbox);
+        self.last_progress = Instant::now();
+        self.subscribe(ctx);
+        ctx.run_interval(self.ping_interval, |act, ctx| {
+            if act.heartbeat.elapsed() > act.idle_timeout {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Away,
+                    description: Some("idle".into()),
+                }));
+                ctx.stop();
+                return;
+            }
+            ctx.ping(b"");
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Ctx) {
+        if self.subscribed {
+            let (dir, project, path, id) = (
+                self.app.directory.clone(),
+                self.project.clone(),
+                self.path.clone(),
+                self.id,
+            );
+            actix::spawn(async move {
+                let _ = dir.send(&project, &path, Unsubscribe { id }).await;
+            });
+        }
+    }
+}
+
+impl Handler<LiveFrame> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, LiveFrame(live, at): LiveFrame, ctx: &mut Ctx) {
+        if self.ended {
+            return;
+        }
+        match live {
+            Live::Entries { first, end, frame } => {
+                self.note_end(end, at);
+                if self.lagging(ctx) {
+                    return;
+                }
+                if !self.reading && first == self.next {
+                    ctx.text(ByteString::clone(&frame));
+                    self.next = end;
+                    self.sent(ctx);
+                } else if end > self.next {
+                    self.catch_up(ctx);
+                }
+            }
+            Live::Advanced { end } => {
+                self.note_end(end, at);
+                self.catch_up(ctx);
+            }
+            Live::State { frame, progress } => {
+                ctx.text(frame);
+                self.on_progress(progress, at, ctx);
+            }
+            Live::Lagged => {
+                self.subscribed = false;
+                self.behind_since.get_or_insert(at);
+                if !self.lagging(ctx) {
+                    self.catch_up(ctx);
+                }
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Ctx) {
+        self.heartbeat = Instant::now();
+        match msg {
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(_) => {}
+            Err(_) => ctx.stop(),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Websocket live tail: contiguous delivery across the backlog/live seam, many viewers,
+//! slow viewers, out-of-order appends, state frames, `end`, and refusals before upgrade.
+
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::both;
+use crate::common::*;
+
+/// What a viewer saw: the indices in order, the frames, and how it was closed.
+#[derive(Debug, Default)]
+struct Seen {
+    indices: Vec<u64>,
+    frames: Vec<Value>,
+    close: Option<(u16, String)>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer, path: &str, query: &str) -> Ws {
+    let url = format!("ws://{}/api/v1/projects/p/watch/{path}{query}", server.addr);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket upgrade")
+        .0
+}
+
+/// Reads frames until the server closes (or `limit` passes).
+async fn read_all(mut ws: Ws, limit: Duration) -> Seen {
+    let mut seen = Seen::default();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => break,
+            Err(_) => panic!(
+                "viewer timed out; saw {} entries, last frames {:?}",
+                seen.indices.len(),
+                seen.frames.iter().rev().take(2).collect::<Vec<_>>()
+            ),
+        };
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "entries" {
+                    seen.indices.extend(
+                        v["entries"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["stream_index"].as_u64().unwrap()),
+                    );
+                }
+                seen.frames.push(v);
+            }
+            Message::Close(Some(c)) => {
+                seen.close = Some((u16::from(c.code), c.reason.to_string()));
+                break;
+            }
+            Message::Close(None) => break,
+            _ => {}
+        }
+    }
+    seen
+}
+
+fn assert_complete(seen: &Seen, terminal: u64) {
+    assert_eq!(
+        seen.indices,
+        (0..=terminal).collect::<Vec<_>>(),
+        "exactly 0..={terminal} in order"
+    );
+    assert_eq!(
+        seen.frames[0]["type"], "state",
+        "the first frame is the state"
+    );
+    assert_eq!(
+        seen.frames.last().unwrap(),
+        &json!({"type": "end", "terminal_index": terminal})
+    );
+    assert_eq!(seen.close.as_ref().map(|c| c.0), Some(1000));
+}
+
+async fn viewers_before_during_and_after_writes(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.text_stream("w", "s").await;
+    let early = connect(&server, "w/+/s", "").await;
+    let early = tokio::spawn(read_all(early, Duration::from_secs(30)));
+    // Appends race the viewers that join while they run.
+    let writer = tokio::spawn({
+        let (c, secret) = (c.clone(), secret.clone());
+        async move {
+            for i in 0..100u64 {
+                c.append("w/+/s", &secret, lines(i * 10, i * 10 + 10))
+                    .await
+                    .expect(200);
+            }
+        }
+    });
+    let mut during = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        during.push(tokio::spawn(read_all(
+            connect(&server, "w/+/s", "").await,
+            Duration::from_secs(30),
+        )));
+    }
+    writer.await.unwrap();
+    let t = c.terminate("w/+/s", &secret, json!({})).await;
+    assert_eq!(t.expect(200)["state"]["terminal_index"], 999);
+    let after = read_all(connect(&server, "w/+/s", "").await, Duration::from_secs(30)).await;
+    assert_complete(&after, 999);
+    let early = early.await.unwrap();
+    assert_complete(&early, 999);
+    assert!(
+        early.frames.iter().filter(|f| f["type"] == "state").count() >= 2,
+        "a state frame on termination"
+    );
+    for d in during {
+        assert_complete(&d.await.unwrap(), 999);
+    }
+    // from= and tail=
+    let from = read_all(
+        connect(&server, "w/+/s", "?from=990").await,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(from.indices, (990..1000).collect::<Vec<_>>());
+    let tail = read_all(
+        connect(&server, "w/+/s", "?tail=3").await,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(tail.indices, [997, 998, 999]);
+    server.stop().await;
+}
+both!(viewers_before_during_and_after_writes);
+
+async fn two_hundred_viewers_see_the_same_sequence(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.text_stream("many", "s").await;
+    let mut viewers = Vec::new();
+    for _ in 0..200 {
+        viewers.push(tokio::spawn(read_all(
+            connect(&server, "many/+/s", "").await,
+            Duration::from_secs(60),
+        )));
+    }
+    for i in 0..50u64 {
+        c.append("many/+/s", &secret, lines(i * 4, i * 4 + 4))
+            .await
+            .expect(200);
+    }
+    c.terminate("many/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    for v in viewers {
+        assert_complete(&v.await.unwrap(), 199);
+    }
+    server.stop().await;
+}
+both!(two_hundred_viewers_see_the_same_sequence);
+
+async fn out_of_order_appends_reach_viewers_in_order(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.text_stream("ooo", "s").await;
+    let viewer = tokio::spawn(read_all(
+        connect(&server, "ooo/+/s", "").await,
+        Duration::from_secs(20),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later: Vec<Value> = (5..10)
+        .map(
+            |i| json!({"stream_index": i, "sequence": i, "text": {"lines": [format!("line {i}")]}}),
+        )
+        .collect();
+    c.append("ooo/+/s", &secret, json!(later)).await.expect(200);
+    c.append("ooo/+/s", &secret, lines(0, 5)).await.expect(200);
+    c.terminate("ooo/+/s", &secret, json!({})).await.expect(200);
+    let seen = viewer.await.unwrap();
+    assert_complete(&seen, 9);
+    let texts: Vec<String> = seen
+        .frames
+        .iter()
+        .filter(|f| f["type"] == "entries")
+        .flat_map(|f| f["entries"].as_array().unwrap().clone())
+        .map(|e| e["text"]["lines"][0]["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        (0..10).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
+    server.stop().await;
+}
+both!(out_of_order_appends_reach_viewers_in_order);
+
+async fn a_slow_viewer_catches_up_or_is_told_where_to_resume(db: TestDb) {
+    let mut config = db.config();
+    config.websocket.mailbox = 2;
+    config.websocket.lag_timeout = 0.5;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("slow", "s").await;
+    let fast = tokio::spawn(read_all(
+        connect(&server, "slow/+/s", "").await,
+        Duration::from_secs(60),
+    ));
+    let mut slow = connect(&server, "slow/+/s", "").await;
+    // Lines of ~1 KB so that socket buffers fill while the slow viewer does not read.
+    let big = "x".repeat(1000);
+    let started = std::time::Instant::now();
+    for i in 0..400u64 {
+        let e: Vec<Value> = (0..40)
+            .map(|k| json!({"stream_index": i * 40 + k, "text": {"lines": [big]}}))
+            .collect();
+        c.append("slow/+/s", &secret, json!(e)).await.expect(200);
+    }
+    let write_time = started.elapsed();
+    c.terminate("slow/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    let fast = fast.await.unwrap();
+    assert_complete(&fast, 15999);
+    // The slow viewer wakes up after a while.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = slow.send(Message::Ping(vec![].into())).await;
+    let seen = read_all(slow, Duration::from_secs(30)).await;
+    let n = seen.indices.len() as u64;
+    assert_eq!(
+        seen.indices,
+        (0..n).collect::<Vec<_>>(),
+        "never a gap or a duplicate"
+    );
+    if n < 16000 {
+        let (code, reason) = seen.close.clone().expect("closed");
+        assert_eq!(code, 1013, "{reason}");
+        assert_eq!(reason, format!("lagged; resume from={n}"));
+        let rest = read_all(
+            connect(&server, "slow/+/s", &format!("?from={n}")).await,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            rest.indices,
+            (n..16000).collect::<Vec<_>>(),
+            "resuming from N completes the stream"
+        );
+    } else {
+        assert_complete(&seen, 15999);
+    }
+    eprintln!("slow viewer: got {n} before closing; 16000 appends took {write_time:?}");
+    server.stop().await;
+}
+both!(a_slow_viewer_catches_up_or_is_told_where_to_resume);
+
+async fn unknown_streams_and_bad_queries_are_refused_before_the_upgrade(db: TestDb) {
+    let mut config = db.config();
+    config.limits.max_viewers_per_stream = 1;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("lim", "s").await;
+    let err = tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/v1/projects/p/watch/lim/+/nope",
+        server.addr
+    ))
+    .await
+    .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(res) => {
+            assert_eq!(res.status().as_u16(), 404);
+            let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "not_found");
+        }
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+    let first = connect(&server, "lim/+/s", "").await;
+    match tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/v1/projects/p/watch/lim/+/s",
+        server.addr
+    ))
+    .await
+    .unwrap_err()
+    {
+        tokio_tungstenite::tungstenite::Error::Http(res) => {
+            assert_eq!(res.status().as_u16(), 429);
+            assert!(res.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    let a = c
+        .raw(
+            reqwest::Method::GET,
+            &c.url("watch/lim/+/s?from=1&tail=2"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    a.expect_error(400, "invalid_argument");
+    drop(first);
+    // The slot is released when the viewer leaves.
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio_tungstenite::connect_async(format!(
+            "ws://{}/api/v1/projects/p/watch/lim/+/s",
+            server.addr
+        ))
+        .await
+        .is_ok()
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the viewer slot was not released");
+    let _ = secret;
+    let _ = CloseCode::Normal;
+    server.stop().await;
+}
+both!(unknown_streams_and_bad_queries_are_refused_before_the_upgrade);

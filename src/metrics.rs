@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Websocket viewers connected now.
+    pub viewers: IntGauge,
 }
 
 impl HttpMetrics {
@@ -30,9 +32,16 @@ impl HttpMetrics {
             &["route", "method"],
         )
         .expect("valid metric");
+        let viewers = IntGauge::new("logdog_websocket_viewers", "Websocket viewers connected")
+            .expect("valid metric");
         let _ = registry.register(Box::new(requests.clone()));
         let _ = registry.register(Box::new(latency.clone()));
-        Self { requests, latency }
+        let _ = registry.register(Box::new(viewers.clone()));
+        Self {
+            requests,
+            latency,
+            viewers,
+        }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {

@@ -90,6 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         viewers: Default::default(),
     });
     let server = HttpServer::new(move || http::app(state.clone()))
+        .on_connect(http::watch::keep_peer_socket)
         .workers(HTTP_WORKERS)
         .shutdown_timeout(30)
         .disable_signals()

@@ -87,6 +87,67 @@ impl Drop for ViewerSlot {
     }
 }
 
+/// A duplicate of a connection's socket, kept so a watchdog outside the session can
+/// disconnect a peer whose session cannot run (it only runs while the peer drains).
+#[derive(Clone)]
+pub struct PeerSocket(Arc<std::net::TcpStream>);
+
+/// `HttpServer::on_connect` hook: remembers each connection's socket.
+pub fn keep_peer_socket(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsFd as _;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+            ext.insert(PeerSocket(Arc::new(std::net::TcpStream::from(fd))));
+        }
+    }
+}
+
+/// Milliseconds since the session started, updated whenever the session runs. A session
+/// that can run ticks at least every ping interval; one that has not run for
+/// `idle_timeout` is stuck behind a peer that accepts nothing.
+#[derive(Clone)]
+struct Liveness {
+    started: Instant,
+    last_run_ms: Arc<AtomicU64>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_run_ms: Arc::default(),
+            alive: Arc::new(true.into()),
+        }
+    }
+
+    fn ran(&self) {
+        self.last_run_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(
+            self.last_run_ms.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Disconnects the peer when its session has not run for `idle_timeout`.
+fn watchdog(live: Liveness, socket: PeerSocket, idle_timeout: Duration) {
+    actix::spawn(async move {
+        let tick = (idle_timeout / 4).max(Duration::from_millis(10));
+        while live.alive.load(Ordering::Relaxed) {
+            tokio::time::sleep(tick).await;
+            if live.alive.load(Ordering::Relaxed) && live.idle_for() > idle_timeout {
+                tracing::info!("watch: peer accepted nothing for {idle_timeout:?}; disconnecting");
+                let _ = socket.0.shutdown(std::net::Shutdown::Both);
+                break;
+            }
+        }
+    });
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WatchParams {
@@ -134,7 +195,16 @@ pub async fn watch(
         limits.max_viewers as usize,
     )?;
     let ws_config = &state.config.websocket;
+    let liveness = Liveness::new();
+    if let Some(socket) = req.conn_data::<PeerSocket>() {
+        watchdog(
+            liveness.clone(),
+            socket.clone(),
+            secs(ws_config.idle_timeout),
+        );
+    }
     let session = WsSession {
+        liveness,
         app: state.clone(),
         caller,
         project,
@@ -165,6 +235,8 @@ pub async fn watch(
 }
 
 pub struct WsSession {
+    /// Read by the watchdog.
+    liveness: Liveness,
     app: State,
     caller: Caller,
     project: String,
@@ -390,7 +462,10 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.mailbox);
         self.last_progress = Instant::now();
         self.subscribe(ctx);
+        self.app.metrics.viewers.inc();
+        self.liveness.ran();
         ctx.run_interval(self.ping_interval, |act, ctx| {
+            act.liveness.ran();
             if act.heartbeat.elapsed() > act.idle_timeout {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Away,
@@ -404,6 +479,8 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Ctx) {
+        self.liveness.alive.store(false, Ordering::Relaxed);
+        self.app.metrics.viewers.dec();
         if self.subscribed {
             let (dir, project, path, id) = (
                 self.app.directory.clone(),
@@ -422,6 +499,7 @@ impl Handler<LiveFrame> for WsSession {
     type Result = ();
 
     fn handle(&mut self, LiveFrame(live, at): LiveFrame, ctx: &mut Ctx) {
+        self.liveness.ran();
         if self.ended {
             return;
         }
@@ -461,6 +539,7 @@ impl Handler<LiveFrame> for WsSession {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Ctx) {
         self.heartbeat = Instant::now();
+        self.liveness.ran();
         match msg {
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Close(reason)) => {

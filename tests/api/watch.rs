@@ -327,3 +327,67 @@ async fn unknown_streams_and_bad_queries_are_refused_before_the_upgrade(db: Test
     server.stop().await;
 }
 both!(unknown_streams_and_bad_queries_are_refused_before_the_upgrade);
+
+async fn a_peer_that_accepts_nothing_is_disconnected(db: TestDb) {
+    let mut config = db.config();
+    config.websocket.mailbox = 2;
+    config.websocket.idle_timeout = 1.0;
+    config.websocket.ping_interval = 0.2;
+    config.websocket.lag_timeout = 60.0;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("stuck", "s").await;
+    let stuck = connect(&server, "stuck/+/s", "").await;
+    let viewers = || async {
+        let m = c
+            .http
+            .get(format!("{}/metrics", server.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("logdog_websocket_viewers "))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(viewers().await, 1);
+    let big = "y".repeat(1000);
+    for i in 0..400u64 {
+        let e: Vec<Value> = (0..40)
+            .map(|k| json!({"stream_index": i * 40 + k, "text": {"lines": [big]}}))
+            .collect();
+        c.append("stuck/+/s", &secret, json!(e)).await.expect(200);
+    }
+    // The peer never reads: its session cannot run, so the watchdog disconnects it.
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if viewers().await == 0 {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "a peer that accepts nothing was not disconnected");
+    let seen_before_cut = {
+        let mut ws = stuck;
+        let mut n = 0u64;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                n += v["entries"].as_array().map_or(0, |a| a.len() as u64);
+            }
+        }
+        n
+    };
+    assert!(
+        seen_before_cut < 16000,
+        "the connection was cut before the end"
+    );
+    server.stop().await;
+}
+both!(a_peer_that_accepts_nothing_is_disconnected);

@@ -26,7 +26,12 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { database: None, viewers: vec![1, 10, 100], rate: 10_000, seconds: 5 };
+    let mut a = Args {
+        database: None,
+        viewers: vec![1, 10, 100],
+        rate: 10_000,
+        seconds: 5,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -52,12 +57,19 @@ fn main() {
         Some(server) if server.starts_with("postgres") => {
             let name = format!("logdog_latency_{}", std::process::id());
             logdog_schema::store::create_postgres_database(server, &name).expect("create database");
-            (logdog_schema::store::postgres_url_with_database(server, &name), Some((server.clone(), name)))
+            (
+                logdog_schema::store::postgres_url_with_database(server, &name),
+                Some((server.clone(), name)),
+            )
         }
         Some(path) => (path.clone(), None),
         None => (dir.path().join("latency.db").display().to_string(), None),
     };
-    let mut config = Config { listen: "127.0.0.1:0".into(), database: url, ..Config::default() };
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        database: url,
+        ..Config::default()
+    };
     config.limits.max_viewers_per_stream = 10_000;
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
@@ -69,7 +81,11 @@ fn main() {
         })
     });
     let (addr, handle) = rx.recv().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let backend = if pg.is_some() { "postgres" } else { "sqlite" };
     for (round, &viewers) in args.viewers.iter().enumerate() {
         rt.block_on(run(addr, round, viewers, args.rate, args.seconds, backend));
@@ -81,21 +97,47 @@ fn main() {
     }
 }
 
-async fn run(addr: std::net::SocketAddr, round: usize, viewers: usize, rate: u64, seconds: u64, backend: &str) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+async fn run(
+    addr: std::net::SocketAddr,
+    round: usize,
+    viewers: usize,
+    rate: u64,
+    seconds: u64,
+    backend: &str,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let base = format!("http://{addr}/api/v1/projects/bench");
     let prefix = format!("live{round}");
-    let p: Value = http.post(format!("{base}/prefixes")).json(&json!({"prefix": prefix})).send().await.unwrap().json().await.unwrap();
+    let p: Value = http
+        .post(format!("{base}/prefixes"))
+        .json(&json!({"prefix": prefix}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let secret = p["secret"].as_str().unwrap().to_owned();
     let path = format!("{prefix}/+/s");
-    let r = http.put(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+    let r = http
+        .put(format!("{base}/streams/{path}"))
+        .header("X-Prefix-Secret", &secret)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 
     // Viewers: record when each index arrives.
     let mut tasks = Vec::new();
     for _ in 0..viewers {
         let url = format!("ws://{addr}/api/v1/projects/bench/watch/{path}");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect viewer");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect viewer");
         tasks.push(tokio::spawn(async move {
             let mut arrivals: HashMap<u64, Instant> = HashMap::new();
             while let Some(Ok(msg)) = ws.next().await {
@@ -125,7 +167,9 @@ async fn run(addr: std::net::SocketAddr, round: usize, viewers: usize, rate: u64
     for b in 0..batches {
         tick.tick().await;
         let first = b * per_batch;
-        let entries: Vec<Value> = (first..first + per_batch).map(|i| json!({"stream_index": i, "text": {"lines": [line]}})).collect();
+        let entries: Vec<Value> = (first..first + per_batch)
+            .map(|i| json!({"stream_index": i, "text": {"lines": [line]}}))
+            .collect();
         let body = serde_json::to_vec(&json!({ "entries": entries })).unwrap();
         let sent = Instant::now();
         let r = http
@@ -139,17 +183,30 @@ async fn run(addr: std::net::SocketAddr, round: usize, viewers: usize, rate: u64
         assert_eq!(r.status(), 200);
         sent_ack.push((first + per_batch - 1, sent, Instant::now()));
     }
-    let r = http.patch(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+    let r = http
+        .patch(format!("{base}/streams/{path}"))
+        .header("X-Prefix-Secret", &secret)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let mut from_ack = Vec::new();
     let mut from_send = Vec::new();
     for t in tasks {
         let arrivals = t.await.unwrap();
-        assert_eq!(arrivals.len() as u64, batches * per_batch, "a viewer missed entries");
+        assert_eq!(
+            arrivals.len() as u64,
+            batches * per_batch,
+            "a viewer missed entries"
+        );
         for (last, sent, ack) in &sent_ack {
             let at = arrivals[last];
-            from_ack.push(at.saturating_duration_since(*ack).as_secs_f64() * 1e3 - ack.saturating_duration_since(at).as_secs_f64() * 1e3);
+            from_ack.push(
+                at.saturating_duration_since(*ack).as_secs_f64() * 1e3
+                    - ack.saturating_duration_since(at).as_secs_f64() * 1e3,
+            );
             from_send.push(at.duration_since(*sent).as_secs_f64() * 1e3);
         }
     }

@@ -102,7 +102,17 @@ async fn run_readme_against(database: Option<&str>) {
         String::from_utf8_lossy(&out.stderr)
     );
     // The last example loads the stream: terminated, with the three lines stored.
-    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+    // The write examples print JSON answers; the read examples print the text.
+    let text = "compiling foo.c\nlinking\ndone\n";
+    let (json_part, reads) = stdout
+        .split_once(text)
+        .unwrap_or_else(|| panic!("no followed text in: {stdout}"));
+    assert_eq!(
+        reads,
+        format!("done\n{text}"),
+        "tail, then the follow example's text"
+    );
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(json_part)
         .into_iter()
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("README printed something that is not JSON ({e}): {stdout}"));

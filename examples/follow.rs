@@ -1,0 +1,99 @@
+//! Follow a stream over the websocket watch and print its text as it arrives.
+//!
+//! ```sh
+//! cargo run --example follow -- ws://127.0.0.1:8080/api/v1/projects/demo/watch/build/1/+/stdout
+//! ```
+//! It prints each text line (binary and datagram data as is), exits when the stream ends,
+//! and when the server closes it for lagging (1013, `lagged; resume from=N`) it reconnects
+//! with `from=N`, so nothing is skipped or printed twice.
+
+use std::io::Write as _;
+
+use base64::Engine as _;
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let Some(url) = std::env::args().nth(1) else {
+        eprintln!("usage: follow ws://HOST/api/v1/projects/PROJECT/watch/PREFIX/+/NAME");
+        std::process::exit(2);
+    };
+    let mut from: Option<u64> = None;
+    loop {
+        let target = match from {
+            Some(n) => format!("{url}{}from={n}", if url.contains('?') { '&' } else { '?' }),
+            None => url.clone(),
+        };
+        let (mut ws, _) = match tokio_tungstenite::connect_async(&target).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("follow: cannot watch {target}: {e}");
+                std::process::exit(1);
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        let mut resume = None;
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).expect("frames are JSON");
+                    match v["type"].as_str() {
+                        Some("entries") => {
+                            for e in v["entries"].as_array().into_iter().flatten() {
+                                print_entry(&mut stdout, e);
+                            }
+                            let _ = stdout.flush();
+                        }
+                        Some("state") => {
+                            eprintln!("follow: stream is {}", v["stream"]["state"]["status"])
+                        }
+                        Some("end") => return,
+                        _ => {}
+                    }
+                }
+                Ok(Message::Close(Some(c))) => {
+                    resume = c
+                        .reason
+                        .strip_prefix("lagged; resume from=")
+                        .and_then(|n| n.parse::<u64>().ok());
+                    if resume.is_none() {
+                        eprintln!("follow: closed: {} {}", u16::from(c.code), c.reason);
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("follow: {e}");
+                    break;
+                }
+            }
+        }
+        match resume {
+            Some(n) => from = Some(n),
+            None => std::process::exit(1),
+        }
+    }
+}
+
+fn print_entry(out: &mut impl std::io::Write, e: &Value) {
+    if let Some(lines) = e["text"]["lines"].as_array() {
+        for l in lines {
+            let _ = write!(
+                out,
+                "{}{}",
+                l["value"].as_str().unwrap_or(""),
+                l["delimiter"].as_str().unwrap_or("")
+            );
+        }
+    } else if let Some(data) = e["binary"]["data"]
+        .as_str()
+        .or(e["datagram"]["data"].as_str())
+    {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap_or_default();
+        let _ = out.write_all(&bytes);
+    }
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::Actor as _;
 use actix_web::{web, HttpServer};
 use anyhow::Context as _;
+use logdog_actors::dispatcher::{DispatchConfig, Dispatcher};
 use logdog_actors::metrics::ActorMetrics;
 use logdog_actors::{ArchivalTiming, Directory, Registry, StreamDeps, Writer};
 use logdog_schema::Store;
@@ -14,6 +15,8 @@ use crate::config::{secs, Config};
 use crate::http::{self, AppState};
 use crate::metrics::HttpMetrics;
 
+/// How often waiting lease requests look for due tasks.
+const DISPATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Threads running stream actors.
 const STREAM_ARBITERS: usize = 2;
 /// HTTP worker threads.
@@ -80,6 +83,15 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     };
     let directory = Directory::new(deps, STREAM_ARBITERS);
     let registry = Registry::new(directory.clone()).start();
+    let dispatcher = Dispatcher::new(
+        directory.clone(),
+        DispatchConfig {
+            max_attempts: config.archival.max_attempts.min(i32::MAX as i64) as i32,
+            retry_delay: secs(config.archival.retry_delay),
+            poll_interval: DISPATCH_POLL,
+        },
+    )
+    .start();
     let state = web::Data::new(AppState {
         config: Arc::new(config),
         store,
@@ -87,6 +99,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         registry,
         metrics: HttpMetrics::new(&prometheus),
         prometheus,
+        dispatcher,
         viewers: Default::default(),
     });
     let server = HttpServer::new(move || http::app(state.clone()))

@@ -9,6 +9,7 @@
 //! This crate knows nothing of HTTP.
 
 pub mod directory;
+pub mod dispatcher;
 pub mod error;
 pub mod lifecycle;
 pub mod metrics;

@@ -19,7 +19,7 @@ use futures::future::{FutureExt, Shared};
 use logdog_schema::models::{ChunkRow, PrefixRow, StreamLifecycle, StreamRow, TagRow, TaskRow};
 use logdog_schema::names::StreamPath;
 use logdog_schema::store::{self, ChunkSpan};
-use logdog_schema::wire::{now_us, Archival, Descriptor, IncomingEntry, StreamJson};
+use logdog_schema::wire::{now_us, Archival, ArchiveInfo, Descriptor, IncomingEntry, StreamJson};
 use logdog_schema::{chunk, Store};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -170,6 +170,31 @@ pub struct Subscribe {
 #[rtype(result = "Result<(), ActorError>")]
 pub struct Unsubscribe {
     pub id: u64,
+}
+
+/// An archive task was leased: terminate the stream at its highest stored index if it is
+/// not terminated, and refuse further entries. Idempotent.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct Seal;
+
+/// The archive is written: record it and release the intermediate data. Idempotent.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct MarkArchived {
+    pub archive: ArchiveInfo,
+    /// The terminal index the archivist archived up to; must be the stream's.
+    pub terminal_index: i64,
+    /// The task to mark done in the same transaction.
+    pub task_id: String,
+}
+
+/// Archival failed for good (after the attempt cap).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct MarkFailed {
+    pub error: String,
+    pub task_id: String,
 }
 
 /// The stream's prefix was deleted: forget everything and stop.
@@ -1159,6 +1184,142 @@ impl Handler<Purge> for StreamActor {
                 Ok(())
             })
         })))
+    }
+}
+
+impl StreamActor {
+    /// Persists a lifecycle change computed on a copy (plus `extra` in the same
+    /// transaction), then adopts it and tells viewers.
+    fn transition(
+        &mut self,
+        next: Loaded,
+        extra: impl FnOnce(&mut logdog_schema::AnyConnection) -> Result<(), logdog_schema::StoreError>
+            + Send
+            + 'static,
+    ) -> Reply<StreamJson> {
+        let (store, project, id, change) = (
+            self.store(),
+            self.key.project.clone(),
+            self.key.id.clone(),
+            next.lifecycle(),
+        );
+        let write = blocking(move || {
+            store.write(|c| {
+                store::update_lifecycle(c, &project, &id, &change)?;
+                extra(c)
+            })
+        });
+        Box::pin(write.into_actor(self).map(move |r, act, _| {
+            r?;
+            let json = next.json();
+            act.stream = Some(next);
+            act.publish();
+            Ok(json)
+        }))
+    }
+
+    /// A copy of the loaded stream to compute a transition on.
+    fn draft(&self) -> Result<Loaded, ActorError> {
+        let s = self.stream.as_ref().ok_or_else(|| {
+            ActorError::NotFound(format!("stream {:?} not found", self.path.to_string()))
+        })?;
+        let mut row = s.row.clone();
+        row.updated_us = now_us();
+        Ok(Loaded {
+            row,
+            descriptor: s.descriptor.clone(),
+            machine: s.machine.clone(),
+        })
+    }
+}
+
+impl Handler<Seal> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, _: Seal, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
+            let mut next = match act.draft() {
+                Ok(n) => n,
+                Err(e) => return reply(Err(e)),
+            };
+            if next.machine.is_archived() {
+                return reply(Err(ActorError::Conflict(
+                    "stream is already archived".into(),
+                )));
+            }
+            if next.machine.sealed && next.machine.archival == Archival::Tasked {
+                return reply(Ok(next.json()));
+            }
+            let now = next.row.updated_us;
+            if !next.machine.is_terminated() {
+                if let Err(e) = next.machine.terminate(None, now) {
+                    return reply(Err(e.into()));
+                }
+            }
+            next.machine.sealed = true;
+            next.machine.archival = Archival::Tasked;
+            act.transition(next, |_| Ok(()))
+        })))
+    }
+}
+
+impl Handler<MarkArchived> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: MarkArchived, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        let mut next = match self.draft() {
+            Ok(n) => n,
+            Err(e) => return AtomicResponse::new(reply(Err(e))),
+        };
+        if next.machine.is_archived() {
+            return AtomicResponse::new(reply(Ok(next.json())));
+        }
+        let terminal = next.machine.terminal_index.unwrap_or(-1);
+        if !next.machine.sealed || terminal != msg.terminal_index {
+            return AtomicResponse::new(reply(Err(ActorError::Conflict(format!(
+                "the archive ends at {} but the stream's terminal index is {terminal}",
+                msg.terminal_index
+            )))));
+        }
+        next.machine.archival = if msg.archive.complete {
+            Archival::Complete
+        } else {
+            Archival::Partial
+        };
+        next.row.archive =
+            Some(serde_json::to_string(&msg.archive).expect("archive info serialises"));
+        next.row.archive_error = None;
+        let (project, id, task) = (self.key.project.clone(), self.key.id.clone(), msg.task_id);
+        AtomicResponse::new(self.transition(next, move |c| {
+            store::delete_chunks(c, &project, &id)?;
+            store::finish_task(c, &task, None)
+        }))
+    }
+}
+
+impl Handler<MarkFailed> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: MarkFailed, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        let mut next = match self.draft() {
+            Ok(n) => n,
+            Err(e) => return AtomicResponse::new(reply(Err(e))),
+        };
+        next.machine.archival = Archival::Failed;
+        next.row.archive_error = Some(msg.error.clone());
+        let (task, error) = (msg.task_id, msg.error);
+        AtomicResponse::new(
+            self.transition(next, move |c| store::finish_task(c, &task, Some(&error))),
+        )
     }
 }
 

@@ -419,6 +419,140 @@ pub fn get_task(
         .optional()?)
 }
 
+pub fn get_task_by_id(
+    conn: &mut AnyConnection,
+    task_id: &str,
+) -> Result<Option<TaskRow>, StoreError> {
+    Ok(archive_tasks::table
+        .find(task_id)
+        .select(TaskRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Tasks due at `now_us` and not under a live lease, oldest due first.
+pub fn due_tasks(
+    conn: &mut AnyConnection,
+    now_us: i64,
+    limit: i64,
+) -> Result<Vec<TaskRow>, StoreError> {
+    Ok(archive_tasks::table
+        .filter(archive_tasks::due_us.le(now_us))
+        .filter(
+            archive_tasks::lease_expires_us
+                .is_null()
+                .or(archive_tasks::lease_expires_us.lt(now_us)),
+        )
+        .order(archive_tasks::due_us.asc())
+        .limit(limit)
+        .select(TaskRow::as_select())
+        .load(conn)?)
+}
+
+/// Takes a lease on a task if nobody holds a live one; false when another caller won.
+pub fn take_lease(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    lease_id: &str,
+    expires_us: i64,
+    now_us: i64,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        archive_tasks::table.find(task_id).filter(
+            archive_tasks::lease_expires_us
+                .is_null()
+                .or(archive_tasks::lease_expires_us.lt(now_us)),
+        ),
+    )
+    .set((
+        archive_tasks::lease_id.eq(Some(lease_id)),
+        archive_tasks::lease_expires_us.eq(Some(expires_us)),
+        archive_tasks::attempt.eq(archive_tasks::attempt + 1),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Moves a live lease's expiry.
+pub fn renew_lease(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    expires_us: i64,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set(archive_tasks::lease_expires_us.eq(Some(expires_us)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Drops a task's lease and sets when it is due again (a retry, or a failed seal).
+pub fn release_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    due_us: i64,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set((
+            archive_tasks::lease_id.eq(None::<String>),
+            archive_tasks::lease_expires_us.eq(None::<i64>),
+            archive_tasks::due_us.eq(due_us),
+            archive_tasks::last_error.eq(error),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Marks a task done (never due again), keeping its last lease so a repeated completion
+/// with that lease can be recognised.
+pub fn finish_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set((
+            archive_tasks::due_us.eq(TASK_DONE),
+            archive_tasks::lease_expires_us.eq(None::<i64>),
+            archive_tasks::last_error.eq(error),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The due time of a finished task.
+pub const TASK_DONE: i64 = i64::MAX;
+
+pub fn delete_task(conn: &mut AnyConnection, task_id: &str) -> Result<(), StoreError> {
+    diesel::delete(archive_tasks::table.find(task_id)).execute(conn)?;
+    Ok(())
+}
+
+/// How many entries of a stream are stored in intermediate storage.
+pub fn stored_entry_count(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<u64, StoreError> {
+    let counts: Vec<i64> = log_chunks::table
+        .filter(log_chunks::project.eq(project))
+        .filter(log_chunks::stream_id.eq(id))
+        .select(log_chunks::count)
+        .load(conn)?;
+    Ok(counts.into_iter().map(|c| c as u64).sum())
+}
+
+/// Releases a stream's intermediate data (after its archive is written).
+pub fn delete_chunks(conn: &mut AnyConnection, project: &str, id: &str) -> Result<(), StoreError> {
+    diesel::delete(
+        log_chunks::table
+            .filter(log_chunks::project.eq(project))
+            .filter(log_chunks::stream_id.eq(id)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
 /// Marks a stream purged and releases its intermediate data and archive task.
 pub fn purge_stream(
     conn: &mut AnyConnection,

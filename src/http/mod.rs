@@ -1,6 +1,7 @@
 //! The HTTP surface: shared state, the route table, and the helpers every handler uses
 //! to apply API.md's error precedence (project → body size → names → the actor's checks).
 
+pub mod archival;
 pub mod logs;
 pub mod ops;
 pub mod registration;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     pub metrics: HttpMetrics,
     pub prometheus: prometheus::Registry,
+    pub dispatcher: Addr<logdog_actors::dispatcher::Dispatcher>,
     /// Live websocket viewers, for the viewer limits.
     pub viewers: Arc<watch::Viewers>,
 }
@@ -57,6 +59,11 @@ impl AppState {
             )));
         }
         Ok(Caller { admin: true })
+    }
+
+    /// Archive-task routes need the `service` role (local mode: everyone).
+    pub fn require_service(&self, _req: &HttpRequest) -> Result<(), ApiError> {
+        Ok(())
     }
 
     /// Admin-only routes.
@@ -206,6 +213,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/api/v1/projects/{project}/prefixes")
                 .route(web::post().to(registration::register_prefix))
                 .route(web::get().to(logs::list_prefixes)),
+        )
+        .service(resource("/api/v1/archive-tasks/lease").route(web::post().to(archival::lease)))
+        .service(
+            resource("/api/v1/archive-tasks/{task_id}/renew")
+                .route(web::post().to(archival::renew)),
+        )
+        .service(
+            resource("/api/v1/archive-tasks/{task_id}/complete")
+                .route(web::post().to(archival::complete)),
         )
         .service(resource("/api/v1/projects/{project}/streams").route(web::get().to(logs::query)))
         .service(

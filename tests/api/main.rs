@@ -3,6 +3,7 @@
 
 mod common;
 
+mod archival;
 mod concurrency;
 mod errors;
 mod idempotency;

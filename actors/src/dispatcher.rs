@@ -1,0 +1,418 @@
+//! The `Dispatcher` actor: archive tasks. Tasks live in the `archive_tasks` table (written
+//! with the transitions that schedule them), so they survive restarts. The dispatcher
+//! leases due tasks to archivists (long poll), seals each stream before handing out its
+//! task, renews leases, and records completions and failures (retrying with exponential
+//! backoff up to the attempt cap).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use logdog_schema::models::TaskRow;
+use logdog_schema::names::StreamPath;
+use logdog_schema::store::{self, TASK_DONE};
+use logdog_schema::wire::{now_us, ArchiveInfo, StreamJson};
+use tokio::sync::oneshot;
+
+use crate::directory::Directory;
+use crate::error::{blocking, ActorError};
+use crate::stream::{Load, MarkArchived, MarkFailed, Seal};
+
+/// The longest a failed task waits before its next attempt.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub max_attempts: i32,
+    /// The first retry's delay; it doubles with each failed attempt.
+    pub retry_delay: Duration,
+    /// How often waiting lease requests look for due tasks.
+    pub poll_interval: Duration,
+}
+
+/// A task handed to an archivist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedTask {
+    pub task_id: String,
+    pub lease_id: String,
+    pub project: String,
+    pub path: String,
+    pub id: String,
+    pub attempt: i32,
+    pub reason: String,
+    pub lease_expires_us: i64,
+}
+
+/// Lease up to `max_tasks` due tasks, waiting up to `wait` for one.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<LeasedTask>, ActorError>")]
+pub struct Lease {
+    pub max_tasks: usize,
+    pub lease: Duration,
+    pub wait: Duration,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<LeasedTask, ActorError>")]
+pub struct Renew {
+    pub task_id: String,
+    pub lease_id: String,
+    pub lease: Duration,
+}
+
+/// What an archivist reports.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Archived {
+        terminal_index: i64,
+        log_entry_count: u64,
+        archive: ArchiveInfo,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// ArchiveStream: the outcome of a leased task. Answers the stream.
+#[derive(Message)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct Complete {
+    pub task_id: String,
+    pub lease_id: String,
+    pub outcome: Outcome,
+}
+
+struct Waiter {
+    max_tasks: usize,
+    lease: Duration,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Vec<LeasedTask>, ActorError>>,
+}
+
+pub struct Dispatcher {
+    directory: Directory,
+    config: DispatchConfig,
+    waiters: VecDeque<Waiter>,
+    /// A poll for the waiters is under way.
+    polling: bool,
+}
+
+impl Dispatcher {
+    pub fn new(directory: Directory, config: DispatchConfig) -> Self {
+        Self {
+            directory,
+            config,
+            waiters: VecDeque::new(),
+            polling: false,
+        }
+    }
+
+    /// Serves the oldest waiters with whatever is due; answers expired ones with nothing.
+    fn poll_waiters(&mut self, ctx: &mut Context<Self>) {
+        if self.polling || self.waiters.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while self
+            .waiters
+            .front()
+            .is_some_and(|w| w.deadline <= now || w.reply.is_closed())
+        {
+            let w = self.waiters.pop_front().expect("checked");
+            let _ = w.reply.send(Ok(Vec::new()));
+        }
+        let Some(w) = self.waiters.pop_front() else {
+            return;
+        };
+        self.polling = true;
+        let (dir, config) = (self.directory.clone(), self.config.clone());
+        ctx.spawn(
+            async move {
+                let r = lease_due(&dir, &config, w.max_tasks, w.lease).await;
+                (w, r)
+            }
+            .into_actor(self)
+            .map(|(w, r), act, ctx| {
+                act.polling = false;
+                match r {
+                    Ok(tasks) if tasks.is_empty() => act.waiters.push_front(w),
+                    other => {
+                        let _ = w.reply.send(other);
+                        // Others may be served by what is due too.
+                        act.poll_waiters(ctx);
+                    }
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll_waiters(ctx));
+    }
+}
+
+fn lease_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Leases up to `max` due tasks: takes each lease in storage, then seals the stream.
+/// Tasks past the attempt cap fail their stream instead of being handed out.
+async fn lease_due(
+    dir: &Directory,
+    config: &DispatchConfig,
+    max: usize,
+    lease: Duration,
+) -> Result<Vec<LeasedTask>, ActorError> {
+    let store = dir.deps().store.clone();
+    let now = now_us();
+    let s = store.clone();
+    let due = blocking(move || s.read(|c| store::due_tasks(c, now, (max * 2) as i64))).await?;
+    let mut out = Vec::new();
+    for row in due {
+        if out.len() >= max {
+            break;
+        }
+        let s = store.clone();
+        let (project, sid) = (row.project.clone(), row.stream_id.clone());
+        let Some(stream) =
+            blocking(move || s.read(|c| store::get_stream(c, &project, &sid))).await?
+        else {
+            let (s, t) = (store.clone(), row.task_id.clone());
+            blocking(move || s.write(|c| store::delete_task(c, &t))).await?;
+            continue;
+        };
+        let Ok(path) = StreamPath::parse(&stream.path) else {
+            continue;
+        };
+        if row.attempt >= config.max_attempts {
+            // Its last lease expired without an answer: that was the last attempt.
+            let error = row
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the archivist's lease expired".into());
+            let msg = MarkFailed {
+                error: format!("archival failed after {} attempts: {error}", row.attempt),
+                task_id: row.task_id.clone(),
+            };
+            if let Err(e) = dir.send(&row.project, &path, msg).await {
+                tracing::warn!(error = %e, task = %row.task_id, "failing a task past its attempt cap");
+            }
+            continue;
+        }
+        let (lid, expires) = (lease_id(), now + lease.as_micros() as i64);
+        let (s, t, l) = (store.clone(), row.task_id.clone(), lid.clone());
+        if !blocking(move || s.write(|c| store::take_lease(c, &t, &l, expires, now))).await? {
+            continue;
+        }
+        // Seal before handing out: nothing can be appended that the archive would miss.
+        if let Err(e) = dir.send(&row.project, &path, Seal).await {
+            tracing::warn!(error = %e, task = %row.task_id, "sealing failed; the task stays due");
+            let (s, t, msg) = (store.clone(), row.task_id.clone(), e.to_string());
+            let retry = now + config.retry_delay.as_micros() as i64;
+            blocking(move || s.write(|c| store::release_task(c, &t, retry, Some(&msg)))).await?;
+            continue;
+        }
+        out.push(LeasedTask {
+            task_id: row.task_id,
+            lease_id: lid,
+            project: row.project,
+            path: stream.path,
+            id: row.stream_id,
+            attempt: row.attempt + 1,
+            reason: row.reason,
+            lease_expires_us: expires,
+        });
+    }
+    Ok(out)
+}
+
+impl Handler<Lease> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<Vec<LeasedTask>, ActorError>>;
+
+    fn handle(&mut self, msg: Lease, _: &mut Context<Self>) -> Self::Result {
+        let (dir, config) = (self.directory.clone(), self.config.clone());
+        let Lease {
+            max_tasks,
+            lease,
+            wait,
+        } = msg;
+        let deadline = Instant::now() + wait;
+        Box::pin(
+            async move { lease_due(&dir, &config, max_tasks, lease).await }
+                .into_actor(self)
+                .then(move |r, act, ctx| {
+                    let (tx, rx) = oneshot::channel();
+                    match r {
+                        Ok(tasks) if tasks.is_empty() && !wait.is_zero() => {
+                            act.waiters.push_back(Waiter {
+                                max_tasks,
+                                lease,
+                                deadline,
+                                reply: tx,
+                            });
+                            act.poll_waiters(ctx);
+                        }
+                        other => {
+                            let _ = tx.send(other);
+                        }
+                    }
+                    async move { rx.await.unwrap_or_else(|_| Ok(Vec::new())) }.into_actor(act)
+                }),
+        )
+    }
+}
+
+/// The task, if `lease_id` is its live lease.
+fn check_lease(row: Option<TaskRow>, lease_id: &str, now: i64) -> Result<TaskRow, ActorError> {
+    match row {
+        Some(r)
+            if r.lease_id.as_deref() == Some(lease_id)
+                && r.lease_expires_us.is_some_and(|e| e >= now) =>
+        {
+            Ok(r)
+        }
+        Some(r) if r.lease_id.as_deref() == Some(lease_id) => Err(ActorError::FailedPrecondition(
+            format!("lease {lease_id} of task {} has expired", r.task_id),
+        )),
+        _ => Err(ActorError::FailedPrecondition(format!(
+            "{lease_id:?} is not the current lease of this task"
+        ))),
+    }
+}
+
+impl Handler<Renew> for Dispatcher {
+    type Result = ResponseFuture<Result<LeasedTask, ActorError>>;
+
+    fn handle(&mut self, msg: Renew, _: &mut Context<Self>) -> Self::Result {
+        let store = self.directory.deps().store.clone();
+        Box::pin(async move {
+            let now = now_us();
+            let expires = now + msg.lease.as_micros() as i64;
+            let (task, lease_id) = (msg.task_id.clone(), msg.lease_id.clone());
+            let row = blocking(move || {
+                store.write(|c| {
+                    let row = store::get_task_by_id(c, &task)?;
+                    match check_lease(row, &lease_id, now) {
+                        Ok(row) => {
+                            store::renew_lease(c, &task, expires)?;
+                            let path = store::get_stream(c, &row.project, &row.stream_id)?
+                                .map(|s| s.path)
+                                .unwrap_or_default();
+                            Ok(Ok((row, path)))
+                        }
+                        Err(e) => Ok(Err(e)),
+                    }
+                })
+            })
+            .await??;
+            let (row, path) = row;
+            Ok(LeasedTask {
+                task_id: row.task_id,
+                lease_id: msg.lease_id,
+                project: row.project,
+                path,
+                id: row.stream_id,
+                attempt: row.attempt,
+                reason: row.reason,
+                lease_expires_us: expires,
+            })
+        })
+    }
+}
+
+impl Handler<Complete> for Dispatcher {
+    type Result = ResponseFuture<Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: Complete, _: &mut Context<Self>) -> Self::Result {
+        let (dir, config) = (self.directory.clone(), self.config.clone());
+        Box::pin(async move {
+            let store = dir.deps().store.clone();
+            let now = now_us();
+            let (s, t) = (store.clone(), msg.task_id.clone());
+            let row = blocking(move || s.read(|c| store::get_task_by_id(c, &t))).await?;
+            let stream = match row.clone() {
+                Some(r) => {
+                    let s = store.clone();
+                    blocking(move || s.read(|c| store::get_stream(c, &r.project, &r.stream_id)))
+                        .await?
+                }
+                None => None,
+            };
+            let (Some(row), Some(stream)) = (row, stream) else {
+                return Err(ActorError::FailedPrecondition(format!(
+                    "no task {:?}",
+                    msg.task_id
+                )));
+            };
+            let path =
+                StreamPath::parse(&stream.path).map_err(|e| ActorError::Internal(e.to_string()))?;
+            if row.due_us == TASK_DONE {
+                // Done already: a repeat of the completing call is answered the same way.
+                if row.lease_id.as_deref() == Some(msg.lease_id.as_str()) {
+                    return dir
+                        .send(&row.project, &path, Load { see_purged: true })
+                        .await;
+                }
+                return Err(ActorError::FailedPrecondition(
+                    "this task is finished".into(),
+                ));
+            }
+            let row = check_lease(Some(row), &msg.lease_id, now)?;
+            match msg.outcome {
+                Outcome::Archived {
+                    terminal_index,
+                    log_entry_count,
+                    archive,
+                } => {
+                    let (s, p, i) = (store.clone(), row.project.clone(), row.stream_id.clone());
+                    let stored =
+                        blocking(move || s.read(|c| store::stored_entry_count(c, &p, &i))).await?;
+                    if log_entry_count < stored {
+                        return Err(ActorError::Conflict(format!(
+                            "the archive holds {log_entry_count} entries but {stored} are stored"
+                        )));
+                    }
+                    dir.send(
+                        &row.project,
+                        &path,
+                        MarkArchived {
+                            archive,
+                            terminal_index,
+                            task_id: row.task_id,
+                        },
+                    )
+                    .await
+                }
+                Outcome::Failed { error } if row.attempt >= config.max_attempts => {
+                    let error = format!("archival failed after {} attempts: {error}", row.attempt);
+                    dir.send(
+                        &row.project,
+                        &path,
+                        MarkFailed {
+                            error,
+                            task_id: row.task_id,
+                        },
+                    )
+                    .await
+                }
+                Outcome::Failed { error } => {
+                    let factor = 2u32.saturating_pow((row.attempt - 1).max(0) as u32);
+                    let delay = config
+                        .retry_delay
+                        .saturating_mul(factor)
+                        .min(MAX_RETRY_DELAY);
+                    let due = now + delay.as_micros() as i64;
+                    let (s, t) = (store.clone(), row.task_id.clone());
+                    blocking(move || s.write(|c| store::release_task(c, &t, due, Some(&error))))
+                        .await?;
+                    dir.send(&row.project, &path, Load { see_purged: true })
+                        .await
+                }
+            }
+        })
+    }
+}

@@ -8,6 +8,7 @@
 //!
 //! The actors live in `logdog-actors`, storage and wire formats in `logdog-schema`.
 
+pub mod archive;
 pub mod config;
 pub mod errors;
 pub mod http;

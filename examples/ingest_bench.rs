@@ -69,8 +69,7 @@ fn main() {
         actix_rt::System::new().block_on(async move {
             let s = logdog::server::start(config).await.expect("start server");
             tx.send((s.addr, s.server.handle())).unwrap();
-            let _ = s.server.await;
-            s.directory.stop();
+            let _ = s.run().await;
         })
     });
     let (addr, handle) = rx.recv().unwrap();

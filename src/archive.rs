@@ -71,7 +71,9 @@ impl ArchiveStore {
     pub fn open(location: &str) -> Result<Self, ArchiveError> {
         let base = path_of(location)?;
         fs::create_dir_all(&base)?;
-        Ok(Self { base: fs::canonicalize(&base)? })
+        Ok(Self {
+            base: fs::canonicalize(&base)?,
+        })
     }
 
     fn stream_dir(&self, project: &str, id: &str) -> PathBuf {
@@ -79,7 +81,14 @@ impl ArchiveStore {
     }
 
     /// Starts an archive for one attempt (`attempt` names its folder).
-    pub fn writer(&self, project: &str, id: &str, attempt: &str, descriptor: &Descriptor, every: (u64, u64)) -> Result<ArchiveWriter, ArchiveError> {
+    pub fn writer(
+        &self,
+        project: &str,
+        id: &str,
+        attempt: &str,
+        descriptor: &Descriptor,
+        every: (u64, u64),
+    ) -> Result<ArchiveWriter, ArchiveError> {
         let dir = self.stream_dir(project, id);
         fs::create_dir_all(&dir)?;
         let staging = dir.join(format!(".staging-{attempt}"));
@@ -137,7 +146,8 @@ pub struct ArchiveWriter {
 impl ArchiveWriter {
     fn record(&mut self, bytes: &[u8]) -> Result<u64, ArchiveError> {
         let at = self.offset;
-        self.entries.write_all(&(bytes.len() as u32).to_le_bytes())?;
+        self.entries
+            .write_all(&(bytes.len() as u32).to_le_bytes())?;
         self.entries.write_all(bytes)?;
         self.offset += 4 + bytes.len() as u64;
         Ok(at)
@@ -152,11 +162,16 @@ impl ArchiveWriter {
     /// Appends the next entry (indices must increase).
     pub fn push(&mut self, e: &Entry) -> Result<(), ArchiveError> {
         if self.last.is_some_and(|(i, _, _)| e.stream_index <= i) {
-            return Err(ArchiveError::Corrupt(format!("entry {} is out of order", e.stream_index)));
+            return Err(ArchiveError::Corrupt(format!(
+                "entry {} is out of order",
+                e.stream_index
+            )));
         }
         let bytes = postcard::to_stdvec(e).expect("entries encode");
         let at = self.record(&bytes)?;
-        let due = self.count == 0 || self.since_index.0 >= self.every.0 || self.since_index.1 >= self.every.1;
+        let due = self.count == 0
+            || self.since_index.0 >= self.every.0
+            || self.since_index.1 >= self.every.1;
         if due {
             self.index_record(e.stream_index, at)?;
             self.since_index = (0, 0);
@@ -212,7 +227,12 @@ fn read_index(index_url: &str) -> Result<Vec<(u64, u64)>, ArchiveError> {
     }
     Ok(bytes[8..]
         .chunks_exact(16)
-        .map(|r| (u64::from_le_bytes(r[..8].try_into().unwrap()), u64::from_le_bytes(r[8..].try_into().unwrap())))
+        .map(|r| {
+            (
+                u64::from_le_bytes(r[..8].try_into().unwrap()),
+                u64::from_le_bytes(r[8..].try_into().unwrap()),
+            )
+        })
         .collect())
 }
 
@@ -230,7 +250,11 @@ fn read_record(r: &mut impl Read) -> Result<Option<Vec<u8>>, ArchiveError> {
 
 /// The entries `range` asks for, from an archive: seeks through the index to the last
 /// indexed entry at or before `range.from`, then reads forward.
-pub fn read_entries(stream_url: &str, index_url: &str, range: ReadRange) -> Result<Vec<Entry>, ArchiveError> {
+pub fn read_entries(
+    stream_url: &str,
+    index_url: &str,
+    range: ReadRange,
+) -> Result<Vec<Entry>, ArchiveError> {
     let index = read_index(index_url)?;
     let start = match index.partition_point(|(i, _)| *i <= range.from) {
         0 => match index.first() {
@@ -244,8 +268,11 @@ pub fn read_entries(stream_url: &str, index_url: &str, range: ReadRange) -> Resu
     let mut r = BufReader::with_capacity(256 << 10, f);
     let (mut out, mut total, mut expected) = (Vec::new(), 0u64, range.from);
     while out.len() < range.count {
-        let Some(rec) = read_record(&mut r)? else { break };
-        let e: Entry = postcard::from_bytes(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        let Some(rec) = read_record(&mut r)? else {
+            break;
+        };
+        let e: Entry =
+            postcard::from_bytes(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
         if e.stream_index < range.from {
             continue;
         }
@@ -287,23 +314,40 @@ mod tests {
             prefix_index: None,
             sequence: i,
             time_offset_us: i as i64 * 10,
-            content: Content::Text(vec![Line { value: format!("line {i}"), delimiter: "\n".into() }]),
+            content: Content::Text(vec![Line {
+                value: format!("line {i}"),
+                delimiter: "\n".into(),
+            }]),
         }
     }
 
     fn descriptor() -> Descriptor {
-        Descriptor { stream_type: StreamType::Text, content_type: "text/plain".into(), timestamp: 5, tags: BTreeMap::new(), binary_file_ext: None }
+        Descriptor {
+            stream_type: StreamType::Text,
+            content_type: "text/plain".into(),
+            timestamp: 5,
+            tags: BTreeMap::new(),
+            binary_file_ext: None,
+        }
     }
 
     fn range(from: u64, count: usize, contiguous: bool) -> ReadRange {
-        ReadRange { from, end: u64::MAX >> 1, count, bytes: u64::MAX, contiguous }
+        ReadRange {
+            from,
+            end: u64::MAX >> 1,
+            count,
+            bytes: u64::MAX,
+            contiguous,
+        }
     }
 
     #[test]
     fn write_then_seek_and_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = ArchiveStore::open(dir.path().to_str().unwrap()).unwrap();
-        let mut w = store.writer("p", "id", "lease1", &descriptor(), (10, 1 << 20)).unwrap();
+        let mut w = store
+            .writer("p", "id", "lease1", &descriptor(), (10, 1 << 20))
+            .unwrap();
         // 0..100 with a gap at 50..60.
         let present: Vec<u64> = (0..100).filter(|i| !(50..60).contains(i)).collect();
         for i in &present {
@@ -319,10 +363,18 @@ mod tests {
         assert_eq!(index.last().unwrap().0, 99);
         assert_eq!(written.index_size, 8 + 16 * index.len() as u64);
         assert_eq!(read_descriptor(&written.stream_url).unwrap(), descriptor());
-        let got = read_entries(&written.stream_url, &written.index_url, range(45, 20, true)).unwrap();
-        assert_eq!(got.iter().map(|e| e.stream_index).collect::<Vec<_>>(), (45..50).collect::<Vec<_>>());
-        let got = read_entries(&written.stream_url, &written.index_url, range(45, 8, false)).unwrap();
-        assert_eq!(got.iter().map(|e| e.stream_index).collect::<Vec<_>>(), [45, 46, 47, 48, 49, 60, 61, 62]);
+        let got =
+            read_entries(&written.stream_url, &written.index_url, range(45, 20, true)).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.stream_index).collect::<Vec<_>>(),
+            (45..50).collect::<Vec<_>>()
+        );
+        let got =
+            read_entries(&written.stream_url, &written.index_url, range(45, 8, false)).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.stream_index).collect::<Vec<_>>(),
+            [45, 46, 47, 48, 49, 60, 61, 62]
+        );
         assert_eq!(got[5], entry(60));
         let data = fs::read_to_string(path_of(&written.data_url).unwrap()).unwrap();
         assert!(data.starts_with("line 0\nline 1\n") && data.ends_with("line 99\n"));

@@ -41,6 +41,10 @@ pub struct ArchivalConfig {
     pub embedded_archivist: bool,
     pub archivist_workers: i64,
     pub archivist_lease: f64,
+    /// A sparse-index record every this many entries…
+    pub index_entries: i64,
+    /// …or this many bytes of the entries file, whichever comes first.
+    pub index_bytes: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +118,8 @@ impl Default for ArchivalConfig {
             embedded_archivist: true,
             archivist_workers: 2,
             archivist_lease: 600.0,
+            index_entries: 1000,
+            index_bytes: 262144,
         }
     }
 }

@@ -37,6 +37,24 @@ enum Command {
         #[arg(long)]
         no_archivist: bool,
     },
+    /// Run an archivist against a coordinator: lease archive tasks, write archives, report.
+    Archivist {
+        /// The coordinator's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "LOGDOG_COORDINATOR")]
+        coordinator: String,
+        /// A `service` token (sent as a Bearer token).
+        #[arg(long, env = "LOGDOG_TOKEN")]
+        token: Option<String>,
+        /// Tasks archived at once.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Lease to ask for, in seconds (1 to 3600).
+        #[arg(long)]
+        lease_seconds: Option<f64>,
+        /// Where archives go: a directory or file://PATH.
+        #[arg(long)]
+        archive: Option<String>,
+    },
     /// Apply pending database migrations and exit.
     Migrate {
         /// A SQLite path, sqlite://PATH, or a postgres:// URL.
@@ -87,6 +105,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             config.validate()?;
             logdog::server::serve(config)
+        }
+        Command::Archivist {
+            coordinator,
+            token,
+            workers,
+            lease_seconds,
+            archive,
+        } => {
+            if let Some(a) = archive {
+                config.archive = a;
+            }
+            let store = logdog::archive::ArchiveStore::open(&config.archive)?;
+            let mut a = logdog::server::archivist_config(
+                &config,
+                coordinator.trim_end_matches('/').to_owned(),
+                store,
+            );
+            a.token = token;
+            if let Some(w) = workers {
+                a.workers = w;
+            }
+            if let Some(l) = lease_seconds {
+                a.lease_seconds = l;
+            }
+            eprintln!(
+                "logdog: archivist for {} with {} worker(s), archives in {}",
+                a.coordinator, a.workers, config.archive
+            );
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = tx.send(true);
+                });
+                logdog::client::archivist::run(a, rx).await;
+            });
+            Ok(())
         }
         Command::Migrate { database } => {
             let url = database.unwrap_or(config.database);

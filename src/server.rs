@@ -6,11 +6,13 @@ use std::sync::Arc;
 use actix::Actor as _;
 use actix_web::{web, HttpServer};
 use anyhow::Context as _;
-use logdog_actors::dispatcher::{DispatchConfig, Dispatcher};
+use logdog_actors::dispatcher::{DispatchConfig, Dispatcher, Drain};
 use logdog_actors::metrics::ActorMetrics;
 use logdog_actors::{ArchivalTiming, Directory, Registry, StreamDeps, Writer};
 use logdog_schema::Store;
 
+use crate::archive::ArchiveStore;
+use crate::client::archivist::{self, ArchivistConfig, ArchivistHandle};
 use crate::config::{secs, Config};
 use crate::http::{self, AppState};
 use crate::metrics::HttpMetrics;
@@ -45,6 +47,64 @@ pub struct Started {
     pub addr: SocketAddr,
     pub server: actix_web::dev::Server,
     pub directory: Directory,
+    /// The embedded archivist, when configured.
+    pub archivist: Option<ArchivistHandle>,
+    /// Told to answer waiting leases before a graceful stop, so no long poll holds it up.
+    pub dispatcher: actix::Addr<Dispatcher>,
+}
+
+impl Started {
+    /// Serves until the HTTP server stops, then stops the archivist and the stream actors
+    /// (the writer commits what was queued and exits).
+    pub async fn run(self) -> std::io::Result<()> {
+        let Started {
+            server,
+            directory,
+            archivist,
+            ..
+        } = self;
+        let result = server.await;
+        if let Some(a) = archivist {
+            a.stop();
+        }
+        directory.stop();
+        result
+    }
+}
+
+/// The embedded archivist's view of the coordinator: the bound address, on loopback when
+/// bound to every interface.
+fn loopback_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The archivist settings from the config, for `coordinator`.
+pub fn archivist_config(
+    config: &Config,
+    coordinator: String,
+    archive: ArchiveStore,
+) -> ArchivistConfig {
+    ArchivistConfig {
+        coordinator,
+        token: None,
+        workers: config.archival.archivist_workers as usize,
+        lease_seconds: config.archival.archivist_lease.clamp(1.0, 3600.0),
+        archive,
+        index_every: (
+            config.archival.index_entries as u64,
+            config.archival.index_bytes as u64,
+        ),
+        page: config.limits.get_max_count as u64,
+    }
 }
 
 /// Opens storage, runs migrations, starts the actors and binds the HTTP server. Must run
@@ -67,6 +127,8 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         Ok(store)
     })
     .await??;
+    let archive = ArchiveStore::open(&config.archive)
+        .with_context(|| format!("opening archive {:?}", config.archive))?;
     let prometheus = prometheus::Registry::new();
     let actor_metrics = ActorMetrics::new(&prometheus);
     let writer = Writer::start(store.clone(), actor_metrics.clone());
@@ -92,14 +154,19 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         },
     )
     .start();
+    let embedded = config
+        .archival
+        .embedded_archivist
+        .then(|| archivist_config(&config, String::new(), archive.clone()));
     let state = web::Data::new(AppState {
+        archive,
         config: Arc::new(config),
         store,
         directory: directory.clone(),
         registry,
         metrics: HttpMetrics::new(&prometheus),
         prometheus,
-        dispatcher,
+        dispatcher: dispatcher.clone(),
         viewers: Default::default(),
     });
     let server = HttpServer::new(move || http::app(state.clone()))
@@ -115,10 +182,17 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         .copied()
         .context("no bound address")?;
     tracing::info!(%addr, "logdog coordinator listening");
+    let server = server.run();
+    let archivist = embedded.map(|mut a| {
+        a.coordinator = loopback_url(addr);
+        archivist::spawn(a)
+    });
     Ok(Started {
         addr,
-        server: server.run(),
+        server,
         directory,
+        archivist,
+        dispatcher,
     })
 }
 
@@ -128,6 +202,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         let started = start(config).await?;
         let handle = started.server.handle();
+        let dispatcher = started.dispatcher.clone();
         actix_rt::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");
@@ -135,10 +210,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing in-flight requests"),
                 _ = term.recv() => tracing::info!("SIGTERM received; finishing in-flight requests"),
             }
+            dispatcher.do_send(Drain);
             handle.stop(true).await;
         });
-        started.server.await?;
-        started.directory.stop();
+        started.run().await?;
         tracing::info!("stopped");
         Ok(())
     })

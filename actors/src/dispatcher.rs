@@ -82,6 +82,11 @@ pub struct Complete {
     pub outcome: Outcome,
 }
 
+/// Shutting down: answer every waiting lease now, and wait no more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
 struct Waiter {
     max_tasks: usize,
     lease: Duration,
@@ -95,6 +100,8 @@ pub struct Dispatcher {
     waiters: VecDeque<Waiter>,
     /// A poll for the waiters is under way.
     polling: bool,
+    /// Shutting down: leases do not wait.
+    draining: bool,
 }
 
 impl Dispatcher {
@@ -104,6 +111,7 @@ impl Dispatcher {
             config,
             waiters: VecDeque::new(),
             polling: false,
+            draining: false,
         }
     }
 
@@ -228,6 +236,17 @@ async fn lease_due(
         });
     }
     Ok(out)
+}
+
+impl Handler<Drain> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.draining = true;
+        for w in self.waiters.drain(..) {
+            let _ = w.reply.send(Ok(Vec::new()));
+        }
+    }
 }
 
 impl Handler<Lease> for Dispatcher {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use logdog_actors::stream::{Follow, Load, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
-use logdog_schema::wire::{format_us, Content, Entry, StreamJson, StreamType};
+use logdog_schema::wire::{format_us, ArchiveInfo, Content, Entry, StreamJson, StreamType};
 use logdog_schema::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -118,6 +118,58 @@ async fn load(
         .await?)
 }
 
+/// Reads a stream's entries from wherever they are: intermediate storage, or the archive
+/// once the stream is archived (a read that finds the chunks gone checks for that).
+#[derive(Clone)]
+pub struct EntrySource {
+    pub store: Store,
+    pub directory: logdog_actors::Directory,
+    pub project: String,
+    pub path: StreamPath,
+    pub id: String,
+    pub archive: Option<ArchiveInfo>,
+}
+
+impl EntrySource {
+    pub fn new(state: &State, project: &str, path: &StreamPath, stream: &StreamJson) -> Self {
+        Self {
+            store: state.store.clone(),
+            directory: state.directory.clone(),
+            project: project.to_owned(),
+            path: path.clone(),
+            id: stream.id.clone(),
+            archive: stream.state.archive.clone(),
+        }
+    }
+
+    pub async fn read(&mut self, range: ReadRange) -> Result<Vec<Entry>, ApiError> {
+        loop {
+            if let Some(a) = &self.archive {
+                let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
+                return web::block(move || crate::archive::read_entries(&entries, &index, range))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal);
+            }
+            let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
+            let entries =
+                blocking(move || s.read(|c| store::read_entries(c, &project, &id, range))).await?;
+            if !entries.is_empty() || range.from >= range.end {
+                return Ok(entries);
+            }
+            // Nothing where something was expected: the stream may have just been archived.
+            let stream = self
+                .directory
+                .send(&self.project, &self.path, Load { see_purged: true })
+                .await?;
+            match stream.state.archive {
+                Some(a) => self.archive = Some(a),
+                None => return Ok(entries),
+            }
+        }
+    }
+}
+
 /// `GET …/logs/{prefix}/+/{name}`: entries from `index`.
 pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
@@ -137,24 +189,16 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     } else {
         i64::MAX as u64
     };
-    let (s, pr, id) = (state.store.clone(), project.clone(), stream.id.clone());
-    let entries = blocking(move || {
-        s.read(|c| {
-            store::read_entries(
-                c,
-                &pr,
-                &id,
-                ReadRange {
-                    from: index,
-                    end,
-                    count,
-                    bytes,
-                    contiguous,
-                },
-            )
+    let mut source = EntrySource::new(&state, &project, &path, &stream);
+    let entries = source
+        .read(ReadRange {
+            from: index,
+            end,
+            count,
+            bytes,
+            contiguous,
         })
-    })
-    .await?;
+        .await?;
     let next = entries.last().map_or(index, |e| e.stream_index + 1);
     Ok(HttpResponse::Ok().json(entries_body(&project, &stream, &entries, next, p.state)))
 }
@@ -191,24 +235,16 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
         .filter(|b| *b > 0)
         .unwrap_or(MAX_GET_BYTES)
         .min(MAX_GET_BYTES);
-    let (s, pr, id) = (state.store.clone(), project.clone(), stream.id.clone());
-    let entries = blocking(move || {
-        s.read(|c| {
-            store::read_entries(
-                c,
-                &pr,
-                &id,
-                ReadRange {
-                    from,
-                    end: next,
-                    count: count as usize,
-                    bytes,
-                    contiguous: true,
-                },
-            )
+    let mut source = EntrySource::new(&state, &project, &path, &stream);
+    let entries = source
+        .read(ReadRange {
+            from,
+            end: next,
+            count: count as usize,
+            bytes,
+            contiguous: true,
         })
-    })
-    .await?;
+        .await?;
     let next_index = entries.last().map_or(from, |e| e.stream_index + 1);
     Ok(HttpResponse::Ok().json(entries_body(
         &project, &stream, &entries, next_index, p.state,
@@ -234,9 +270,7 @@ fn render(entries: &[Entry]) -> Bytes {
 
 /// Where a text response is in its stream.
 struct TextCursor {
-    store: Store,
-    project: String,
-    id: String,
+    source: EntrySource,
     next: u64,
     /// Without follow: the contiguous end when the request came.
     end: u64,
@@ -273,30 +307,14 @@ impl TextCursor {
             };
             let count = self.count_left.unwrap_or(usize::MAX).min(TEXT_PAGE_ENTRIES);
             let bytes = self.bytes_left.unwrap_or(u64::MAX).min(TEXT_PAGE_BYTES);
-            let (s, project, id, from) = (
-                self.store.clone(),
-                self.project.clone(),
-                self.id.clone(),
-                self.next,
-            );
-            let page = match blocking(move || {
-                s.read(|c| {
-                    store::read_entries(
-                        c,
-                        &project,
-                        &id,
-                        ReadRange {
-                            from,
-                            end,
-                            count,
-                            bytes,
-                            contiguous: true,
-                        },
-                    )
-                })
-            })
-            .await
-            {
+            let range = ReadRange {
+                from: self.next,
+                end,
+                count,
+                bytes,
+                contiguous: true,
+            };
+            let page = match self.source.read(range).await {
                 Ok(p) => p,
                 Err(e) => return Some(Err(e)),
             };
@@ -347,9 +365,7 @@ pub async fn text(
         ));
     }
     let cursor = TextCursor {
-        store: state.store.clone(),
-        project: project.to_owned(),
-        id: stream.id.clone(),
+        source: EntrySource::new(state, project, path, &stream),
         next: p.index.unwrap_or(0),
         end: stream.state.next_index as u64,
         count_left: p.count.filter(|c| *c > 0).map(|c| c as usize),

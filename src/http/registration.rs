@@ -87,10 +87,29 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
     state.require_admin(caller)?;
     let prefix = req.match_info().query("prefix").to_owned();
     names::validate_prefix(&prefix)?;
+    let (store, p, x) = (state.store.clone(), project.clone(), prefix.clone());
+    let paths =
+        web::block(move || store.read(|c| logdog_schema::store::stream_paths_under(c, &p, &x)))
+            .await
+            .map_err(ApiError::internal)??;
     state
         .registry
-        .send(DeletePrefix { project, prefix })
+        .send(DeletePrefix {
+            project: project.clone(),
+            prefix,
+        })
         .await
         .map_err(ApiError::internal)??;
+    // The streams are gone; their archives go too.
+    let archive = state.archive.clone();
+    web::block(move || {
+        for path in paths {
+            archive.delete(&project, &names::stream_id(&path))?;
+        }
+        Ok::<_, crate::archive::ArchiveError>(())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     Ok(HttpResponse::NoContent().finish())
 }

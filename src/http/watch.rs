@@ -20,7 +20,7 @@ use dashmap::DashMap;
 use logdog_actors::stream::{Live, LiveFrame, Load, Progress, Subscribe, Unsubscribe};
 use logdog_actors::StreamKey;
 use logdog_schema::names::StreamPath;
-use logdog_schema::store::{self, ReadRange};
+use logdog_schema::store::ReadRange;
 use logdog_schema::wire::{Entry, StreamJson};
 use serde::Deserialize;
 use serde_json::json;
@@ -195,6 +195,7 @@ pub async fn watch(
         limits.max_viewers as usize,
     )?;
     let ws_config = &state.config.websocket;
+    let source = super::logs::EntrySource::new(&state, &project, &path, &stream);
     let liveness = Liveness::new();
     if let Some(socket) = req.conn_data::<PeerSocket>() {
         watchdog(
@@ -210,13 +211,14 @@ pub async fn watch(
         project,
         path,
         id: state.viewers.next_id.fetch_add(1, Ordering::Relaxed),
-        stream_id: stream.id.clone(),
         next: from,
         known_end: 0,
         terminal: None,
         subscribed: false,
         sent_state: false,
         reading: false,
+        archived: stream.state.archive.is_some(),
+        source,
         ended: false,
         last_progress: Instant::now(),
         behind_since: None,
@@ -243,7 +245,6 @@ pub struct WsSession {
     path: StreamPath,
     /// Subscription id at the stream actor.
     id: u64,
-    stream_id: String,
     /// The first index this viewer has not been sent.
     next: u64,
     /// The highest contiguous end the session has heard of.
@@ -255,6 +256,10 @@ pub struct WsSession {
     sent_state: bool,
     /// A storage read is under way.
     reading: bool,
+    /// The stream is archived: replay what is stored, then end.
+    archived: bool,
+    /// Where entries are read from (intermediate storage or the archive).
+    source: super::logs::EntrySource,
     ended: bool,
     /// Last time the viewer was sent entries.
     last_progress: Instant,
@@ -316,6 +321,7 @@ impl WsSession {
     /// Records where the stream stands and sends what the viewer is missing.
     fn on_progress(&mut self, p: Progress, at: Instant, ctx: &mut Ctx) {
         self.note_end(p.next_index, at);
+        self.archived |= p.archived;
         if p.terminal_index.is_some() {
             self.terminal = p.terminal_index;
         }
@@ -335,7 +341,7 @@ impl WsSession {
         if self.ended || self.reading {
             return;
         }
-        if self.next >= self.known_end {
+        if !self.archived && self.next >= self.known_end {
             if self.subscribed {
                 self.behind_since = None;
                 self.check_end(ctx);
@@ -349,27 +355,49 @@ impl WsSession {
             return;
         }
         self.reading = true;
-        let range = ReadRange {
-            from: self.next,
-            end: self.known_end,
-            count: PAGE_ENTRIES,
-            bytes: self.max_frame_bytes,
-            contiguous: true,
+        // An archived stream is replayed from its archive, skipping gaps, then ends.
+        let range = if self.archived {
+            ReadRange {
+                from: self.next,
+                end: u64::MAX >> 1,
+                count: PAGE_ENTRIES,
+                bytes: self.max_frame_bytes,
+                contiguous: false,
+            }
+        } else {
+            ReadRange {
+                from: self.next,
+                end: self.known_end,
+                count: PAGE_ENTRIES,
+                bytes: self.max_frame_bytes,
+                contiguous: true,
+            }
         };
-        let (s, project, id) = (
-            self.app.store.clone(),
-            self.project.clone(),
-            self.stream_id.clone(),
-        );
-        let read = web::block(move || s.read(|c| store::read_entries(c, &project, &id, range)));
-        ctx.spawn(read.into_actor(self).map(|r, act, ctx| {
+        let mut source = self.source.clone();
+        let read = async move {
+            let r = source.read(range).await;
+            (source, r)
+        };
+        ctx.spawn(read.into_actor(self).map(|(source, r), act, ctx| {
             act.reading = false;
+            act.source = source;
             match r {
-                Ok(Ok(page)) if !page.is_empty() => {
+                Ok(page) if !page.is_empty() => {
                     act.send_entries(&page, ctx);
                     act.catch_up(ctx);
                 }
-                Ok(Ok(_)) => {
+                Ok(_) if act.archived || act.source.archive.is_some() => {
+                    // Everything stored has been sent.
+                    act.ended = true;
+                    let t = act.terminal.unwrap_or(act.next as i64 - 1);
+                    ctx.text(json!({"type": "end", "terminal_index": t}).to_string());
+                    ctx.close(Some(ws::CloseReason {
+                        code: ws::CloseCode::Normal,
+                        description: None,
+                    }));
+                    ctx.stop();
+                }
+                Ok(_) => {
                     // Nothing readable below known_end: the data went away (purged).
                     ctx.close(Some(ws::CloseReason {
                         code: ws::CloseCode::Away,
@@ -377,7 +405,6 @@ impl WsSession {
                     }));
                     ctx.stop();
                 }
-                Ok(Err(e)) => act.read_failed(e.to_string(), ctx),
                 Err(e) => act.read_failed(e.to_string(), ctx),
             }
         }));

@@ -77,6 +77,11 @@ impl TestDb {
             listen: "127.0.0.1:0".into(),
             database: self.url.clone(),
             archive: self.dir.path().join("archive").display().to_string(),
+            // Tests that need the archivist turn it on; the others drive archival by hand.
+            archival: logdog::config::ArchivalConfig {
+                embedded_archivist: false,
+                ..Default::default()
+            },
             ..Config::default()
         }
     }
@@ -96,6 +101,7 @@ impl Drop for TestDb {
 pub struct TestServer {
     pub addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
+    dispatcher: actix::Addr<logdog_actors::dispatcher::Dispatcher>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -110,18 +116,19 @@ impl TestServer {
             actix_rt::System::new().block_on(async move {
                 match logdog::server::start(config).await {
                     Ok(s) => {
-                        tx.send(Ok((s.addr, s.server.handle()))).unwrap();
-                        let _ = s.server.await;
-                        s.directory.stop();
+                        tx.send(Ok((s.addr, s.server.handle(), s.dispatcher.clone())))
+                            .unwrap();
+                        let _ = s.run().await;
                     }
                     Err(e) => tx.send(Err(format!("{e:#}"))).unwrap(),
                 }
             })
         });
-        let (addr, handle) = rx.recv().unwrap()?;
+        let (addr, handle, dispatcher) = rx.recv().unwrap()?;
         Ok(Self {
             addr,
             handle,
+            dispatcher,
             thread: Some(thread),
         })
     }
@@ -136,6 +143,7 @@ impl TestServer {
 
     /// Graceful stop: in-flight requests finish, then the actors stop.
     pub async fn stop(mut self) {
+        self.dispatcher.do_send(logdog_actors::dispatcher::Drain);
         self.handle.stop(true).await;
         let t = self.thread.take().unwrap();
         tokio::task::spawn_blocking(move || t.join().unwrap())

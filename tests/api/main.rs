@@ -4,6 +4,7 @@
 mod common;
 
 mod archival;
+mod archivist;
 mod concurrency;
 mod errors;
 mod idempotency;

@@ -1,0 +1,274 @@
+//! The Archivist worker: leases archive tasks from a coordinator (long poll), reads each
+//! stream through the Logs API page by page (`non_contiguous=true`, so everything stored
+//! at sealing is kept), writes its archive, and reports ArchiveStream — or the failure.
+//! It renews its lease while it works. `logdog serve` runs one embedded; `logdog
+//! archivist` runs the same worker against a remote coordinator.
+
+use std::time::Duration;
+
+use logdog_schema::wire::{Descriptor, Entry, IncomingEntry};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::archive::{ArchiveStore, Written};
+
+#[derive(Debug, Clone)]
+pub struct ArchivistConfig {
+    /// The coordinator's base URL, e.g. `http://127.0.0.1:8080`.
+    pub coordinator: String,
+    pub token: Option<String>,
+    /// Tasks archived at once.
+    pub workers: usize,
+    pub lease_seconds: f64,
+    pub archive: ArchiveStore,
+    /// A sparse-index record every this many entries or bytes.
+    pub index_every: (u64, u64),
+    /// Entries asked for per Get.
+    pub page: u64,
+}
+
+/// Stops the worker threads when asked (or dropped).
+pub struct ArchivistHandle {
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ArchivistHandle {
+    /// Stops leasing; tasks in progress are abandoned (their leases expire).
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ArchivistHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts `config.workers` worker loops on a thread of their own.
+pub fn spawn(config: ArchivistConfig) -> ArchivistHandle {
+    let (tx, rx) = watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("logdog-archivist".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("archivist runtime");
+            rt.block_on(run(config, rx));
+        })
+        .expect("spawn archivist thread");
+    ArchivistHandle {
+        stop: tx,
+        thread: Some(thread),
+    }
+}
+
+/// Runs the workers until `stop` turns true.
+pub async fn run(config: ArchivistConfig, stop: watch::Receiver<bool>) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client");
+    let workers: Vec<_> = (0..config.workers.max(1))
+        .map(|_| {
+            let (http, config, mut stop) = (http.clone(), config.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    let leased = tokio::select! {
+                        _ = stop.changed() => return,
+                        r = lease(&http, &config) => r,
+                    };
+                    match leased {
+                        Ok(tasks) => {
+                            backoff = Duration::from_millis(100);
+                            for task in tasks {
+                                tokio::select! {
+                                    _ = stop.changed() => return,
+                                    _ = work(&http, &config, &task) => {}
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "archivist: lease failed");
+                            tokio::select! {
+                                _ = stop.changed() => return,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+fn request(
+    http: &reqwest::Client,
+    config: &ArchivistConfig,
+    method: reqwest::Method,
+    url: String,
+) -> reqwest::RequestBuilder {
+    let r = http.request(method, url);
+    match &config.token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    }
+}
+
+async fn call(r: reqwest::RequestBuilder) -> Result<Value, String> {
+    let res = r.send().await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let body: Value = res.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            body["error"]["message"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(body)
+}
+
+async fn lease(http: &reqwest::Client, config: &ArchivistConfig) -> Result<Vec<Value>, String> {
+    let url = format!("{}/api/v1/archive-tasks/lease", config.coordinator);
+    let body = json!({"max_tasks": 1, "lease_seconds": config.lease_seconds, "wait_seconds": 20});
+    let v = call(request(http, config, reqwest::Method::POST, url).json(&body)).await?;
+    Ok(v["tasks"].as_array().cloned().unwrap_or_default())
+}
+
+/// Archives one task, renewing its lease meanwhile, and reports the outcome.
+async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &Value) {
+    let task_id = task["task_id"].as_str().unwrap_or_default().to_owned();
+    let lease_id = task["lease_id"].as_str().unwrap_or_default().to_owned();
+    let renew = {
+        let (http, config, task_id, lease_id) = (
+            http.clone(),
+            config.clone(),
+            task_id.clone(),
+            lease_id.clone(),
+        );
+        tokio::spawn(async move {
+            let every = Duration::from_secs_f64((config.lease_seconds / 3.0).max(0.2));
+            loop {
+                tokio::time::sleep(every).await;
+                let url = format!(
+                    "{}/api/v1/archive-tasks/{task_id}/renew",
+                    config.coordinator
+                );
+                let body = json!({"lease_id": lease_id, "lease_seconds": config.lease_seconds});
+                if let Err(e) =
+                    call(request(&http, &config, reqwest::Method::POST, url).json(&body)).await
+                {
+                    tracing::warn!(error = %e, task = %task_id, "archivist: renewing the lease failed");
+                }
+            }
+        })
+    };
+    let outcome = archive_stream(http, config, task).await;
+    renew.abort();
+    let body = match &outcome {
+        Ok((terminal_index, w)) => json!({
+            "lease_id": lease_id, "terminal_index": terminal_index, "log_entry_count": w.log_entry_count,
+            "stream_url": w.stream_url, "stream_size": w.stream_size, "index_url": w.index_url,
+            "index_size": w.index_size, "data_url": w.data_url, "data_size": w.data_size,
+        }),
+        Err(e) => json!({"lease_id": lease_id, "error": e}),
+    };
+    let url = format!(
+        "{}/api/v1/archive-tasks/{task_id}/complete",
+        config.coordinator
+    );
+    match call(request(http, config, reqwest::Method::POST, url).json(&body)).await {
+        Ok(_) => match outcome {
+            Ok((_, w)) => {
+                tracing::info!(task = %task_id, path = ?task["path"], entries = w.log_entry_count, "archived")
+            }
+            Err(e) => tracing::warn!(task = %task_id, error = %e, "archiving failed; reported"),
+        },
+        Err(e) => {
+            tracing::warn!(task = %task_id, error = %e, "archivist: reporting the outcome failed")
+        }
+    }
+}
+
+/// Turns an entry as Get returns it back into the stored form.
+fn entry_from_json(v: Value) -> Result<Entry, String> {
+    let e = IncomingEntry::from_json(v)?;
+    Ok(Entry {
+        stream_index: e.stream_index,
+        prefix_index: e.prefix_index,
+        sequence: e.sequence.unwrap_or(0),
+        time_offset_us: e.time_offset_us.unwrap_or(0),
+        content: e.content,
+    })
+}
+
+/// Reads the stream through the Logs API and writes its archive; returns the terminal
+/// index it archived up to and what was written.
+async fn archive_stream(
+    http: &reqwest::Client,
+    config: &ArchivistConfig,
+    task: &Value,
+) -> Result<(i64, Written), String> {
+    let (project, path, id, lease_id) = (
+        task["project"].as_str().ok_or("task without project")?,
+        task["path"].as_str().ok_or("task without path")?,
+        task["id"].as_str().ok_or("task without id")?,
+        task["lease_id"].as_str().ok_or("task without lease")?,
+    );
+    let logs = format!(
+        "{}/api/v1/projects/{project}/logs/{path}",
+        config.coordinator
+    );
+    let first = call(request(
+        http,
+        config,
+        reqwest::Method::GET,
+        format!("{logs}?state=true&count=1"),
+    ))
+    .await?;
+    let descriptor: Descriptor =
+        serde_json::from_value(first["descriptor"].clone()).map_err(|e| e.to_string())?;
+    let terminal_index = first["state"]["terminal_index"]
+        .as_i64()
+        .ok_or("stream without terminal index")?;
+    let mut writer = config
+        .archive
+        .writer(project, id, lease_id, &descriptor, config.index_every)
+        .map_err(|e| e.to_string())?;
+    let mut index = 0u64;
+    loop {
+        let url = format!(
+            "{logs}?index={index}&count={}&non_contiguous=true",
+            config.page
+        );
+        let page = call(request(http, config, reqwest::Method::GET, url)).await?;
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        if entries.is_empty() {
+            break;
+        }
+        for e in entries {
+            writer
+                .push(&entry_from_json(e)?)
+                .map_err(|e| e.to_string())?;
+        }
+        index = page["next_index"]
+            .as_u64()
+            .ok_or("page without next_index")?;
+    }
+    let written = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((terminal_index, written))
+}

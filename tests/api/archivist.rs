@@ -1,0 +1,309 @@
+//! End to end archival with the real Archivist worker (embedded, or standalone over
+//! HTTP): archived streams read exactly as before, partial and pessimistic archives, an
+//! archivist that dies mid-task, a destination that fails.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::both;
+use crate::common::*;
+
+fn archiving(db: &TestDb, embedded: bool) -> logdog::config::Config {
+    let mut config = db.config();
+    config.archival.embedded_archivist = embedded;
+    config.archival.complete_delay = 0.1;
+    config.archival.incomplete_delay = 0.3;
+    config.archival.pessimistic_delay = 0.5;
+    config.archival.retry_delay = 0.1;
+    config.archival.max_attempts = 3;
+    config.archival.index_entries = 100;
+    config
+}
+
+/// Waits until the stream's archival is one of `states`; returns the stream.
+async fn archived(c: &Client, path: &str, states: &[&str]) -> Value {
+    for _ in 0..200 {
+        let s = c.load(path).await.expect(200).clone();
+        if states.iter().any(|st| s["state"]["archival"] == *st) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{path} never reached {states:?}: {}",
+        c.load(path).await.body
+    );
+}
+
+async fn text(c: &Client, url: String) -> (String, Vec<u8>) {
+    let res = c.http.get(url).send().await.unwrap();
+    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+    (ct, res.bytes().await.unwrap().to_vec())
+}
+
+/// Everything a reader can see of a stream, from every read route.
+async fn every_read(server: &TestServer, c: &Client, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for q in [
+        "?count=700",
+        "?index=650&count=700",
+        "?index=3&count=2&state=false",
+        "?non_contiguous=true&count=5000",
+        "?bytes=100",
+    ] {
+        let mut a = c
+            .raw(
+                Method::GET,
+                &c.url(&format!("logs/{path}{q}")),
+                None,
+                None,
+                vec![],
+            )
+            .await
+            .expect(200)
+            .clone();
+        a.as_object_mut().unwrap().remove("state");
+        out.push(a);
+    }
+    out.push(
+        c.raw(
+            Method::GET,
+            &c.url(&format!("tail/{path}?count=7")),
+            None,
+            None,
+            vec![],
+        )
+        .await
+        .expect(200)
+        .clone(),
+    );
+    let (ct, body) = text(c, c.url(&format!("logs/{path}?format=text"))).await;
+    out.push(json!({"ct": ct, "text": String::from_utf8_lossy(&body)}));
+    let (ct, body) = text(
+        c,
+        format!(
+            "{}/logs/p/{path}?format=raw&index=10&count=5",
+            server.base()
+        ),
+    )
+    .await;
+    out.push(json!({"ct": ct, "raw": body}));
+    out
+}
+
+/// A websocket replay: (indices, last frame).
+async fn replay(server: &TestServer, path: &str) -> (Vec<u64>, Value) {
+    let url = format!("ws://{}/api/v1/projects/p/watch/{path}", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut idx, mut last) = (Vec::new(), Value::Null);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            idx.extend(
+                v["entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e["stream_index"].as_u64().unwrap()),
+            );
+            last = v;
+        }
+    }
+    (idx, last)
+}
+
+async fn archived_streams_read_exactly_as_before(db: TestDb) {
+    let mut config = archiving(&db, true);
+    config.archival.complete_delay = 1.0;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("arc", "s").await;
+    for b in 0..10u64 {
+        let e: Vec<Value> = (b * 130..(b + 1) * 130)
+            .map(|i| json!({"stream_index": i, "time_offset": i as f64 / 1000.0, "text": {"lines": [format!("line {i}"), {"value": "cont", "delimiter": ""}]}}))
+            .collect();
+        c.append("arc/+/s", &secret, json!(e)).await.expect(200);
+    }
+    c.terminate("arc/+/s", &secret, json!({})).await.expect(200);
+    let before = every_read(&server, &c, "arc/+/s").await;
+    let s = archived(&c, "arc/+/s", &["complete"]).await;
+    assert_eq!(s["state"]["status"], "archived");
+    assert_eq!(s["state"]["archive"]["log_entry_count"], 1300);
+    assert!(
+        stored_entries(&db.url, "p", "arc/+/s").is_empty(),
+        "intermediate data released"
+    );
+    let stream_file = s["state"]["archive"]["stream_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("file://")
+        .unwrap()
+        .to_owned();
+    assert_eq!(&std::fs::read(&stream_file).unwrap()[..8], b"LDARCH01");
+    let after = every_read(&server, &c, "arc/+/s").await;
+    assert_eq!(
+        after, before,
+        "every read route returns the same from the archive"
+    );
+    let (idx, last) = replay(&server, "arc/+/s").await;
+    assert_eq!(idx, (0..1300).collect::<Vec<_>>());
+    assert_eq!(last, json!({"type": "end", "terminal_index": 1299}));
+    let follow = c
+        .http
+        .get(format!("{}/logs/p/arc/+/s?follow=true", server.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        follow,
+        before[6]["text"].as_str().unwrap(),
+        "follow returns the same text"
+    );
+    c.append("arc/+/s", &secret, lines(1300, 1301))
+        .await
+        .expect_error(409, "conflict");
+    // Deleting the prefix removes the archive too.
+    let d = c
+        .raw(Method::DELETE, &c.url("prefixes/arc"), None, None, vec![])
+        .await;
+    assert_eq!(d.status.as_u16(), 204);
+    assert!(!std::path::Path::new(&stream_file).exists());
+    server.stop().await;
+}
+both!(archived_streams_read_exactly_as_before);
+
+async fn gaps_and_open_streams_are_archived_partial_and_pessimistically(db: TestDb) {
+    let server = TestServer::start(archiving(&db, true));
+    let c = server.client("p");
+    let secret = c.text_stream("pa", "gap").await;
+    c.append("pa/+/gap", &secret, lines(0, 3)).await.expect(200);
+    c.append(
+        "pa/+/gap",
+        &secret,
+        json!([{"stream_index": 5, "sequence": 5, "text": {"lines": ["five"]}}]),
+    )
+    .await
+    .expect(200);
+    c.terminate("pa/+/gap", &secret, json!({"terminal_index": 6}))
+        .await
+        .expect(200);
+    c.register("pa/+/open", &secret, json!({}))
+        .await
+        .expect(201);
+    c.append("pa/+/open", &secret, lines(0, 4))
+        .await
+        .expect(200);
+    let gap = archived(&c, "pa/+/gap", &["partial"]).await;
+    assert_eq!(gap["state"]["archive"]["log_entry_count"], 4);
+    assert_eq!(gap["state"]["archive"]["complete"], false);
+    let (idx, last) = replay(&server, "pa/+/gap").await;
+    assert_eq!(idx, [0, 1, 2, 5], "what is stored, skipping gaps");
+    assert_eq!(last, json!({"type": "end", "terminal_index": 6}));
+    let a = c
+        .raw(
+            Method::GET,
+            &c.url("logs/pa/+/gap?non_contiguous=true"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(a.expect(200)["entries"].as_array().unwrap().len(), 4);
+    let open = archived(&c, "pa/+/open", &["complete"]).await;
+    assert_eq!(
+        open["state"]["terminal_index"], 3,
+        "sealed at its highest stored index"
+    );
+    server.stop().await;
+}
+both!(gaps_and_open_streams_are_archived_partial_and_pessimistically);
+
+fn standalone(
+    server: &TestServer,
+    archive: &std::path::Path,
+    db: &TestDb,
+) -> logdog::client::archivist::ArchivistHandle {
+    let store = logdog::archive::ArchiveStore::open(archive.to_str().unwrap()).unwrap();
+    let config = archiving(db, false);
+    let mut a = logdog::server::archivist_config(&config, server.base(), store);
+    a.lease_seconds = 2.0;
+    logdog::client::archivist::spawn(a)
+}
+
+async fn a_dead_archivists_task_is_finished_by_another(db: TestDb) {
+    let server = TestServer::start(archiving(&db, false));
+    let c = server.client("p");
+    let secret = c.text_stream("dead", "s").await;
+    c.append("dead/+/s", &secret, lines(0, 50))
+        .await
+        .expect(200);
+    c.terminate("dead/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    // An archivist leases the task and dies without a word.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/api/v1/archive-tasks/lease", server.base());
+    let a = c
+        .raw(
+            Method::POST,
+            &url,
+            None,
+            Some("application/json"),
+            br#"{"lease_seconds": 1}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(a.expect(200)["tasks"].as_array().unwrap().len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = standalone(&server, dir.path(), &db);
+    let s = archived(&c, "dead/+/s", &["complete"]).await;
+    assert_eq!(s["state"]["archive"]["log_entry_count"], 50);
+    let got = c
+        .raw(
+            Method::GET,
+            &c.url("logs/dead/+/s?count=100"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(got.expect(200)["entries"].as_array().unwrap().len(), 50);
+    worker.stop();
+    server.stop().await;
+}
+both!(a_dead_archivists_task_is_finished_by_another);
+
+async fn a_failing_destination_is_retried_then_failed(db: TestDb) {
+    let server = TestServer::start(archiving(&db, false));
+    let c = server.client("p");
+    let secret = c.text_stream("bad", "s").await;
+    c.append("bad/+/s", &secret, lines(0, 5)).await.expect(200);
+    c.terminate("bad/+/s", &secret, json!({})).await.expect(200);
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the project's folder should be: every write fails.
+    std::fs::write(dir.path().join("p"), b"not a folder").unwrap();
+    let worker = standalone(&server, dir.path(), &db);
+    let s = archived(&c, "bad/+/s", &["failed"]).await;
+    assert!(
+        s["state"]["archive_error"]
+            .as_str()
+            .unwrap()
+            .contains("after 3 attempts"),
+        "{}",
+        s["state"]
+    );
+    // Nothing was lost: the entries are still readable.
+    let got = c
+        .raw(Method::GET, &c.url("logs/bad/+/s"), None, None, vec![])
+        .await;
+    assert_eq!(got.expect(200)["entries"].as_array().unwrap().len(), 5);
+    worker.stop();
+    server.stop().await;
+}
+both!(a_failing_destination_is_retried_then_failed);

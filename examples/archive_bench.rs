@@ -1,0 +1,125 @@
+//! Archive benchmark: a 1,000,000-line stream (100-byte lines) is written, read back from
+//! intermediate storage, archived by an archivist (timed), and read back from the archive.
+//!
+//! ```sh
+//! cargo run --release --example archive_bench
+//! cargo run --release --example archive_bench -- --lines 1000000 --database postgres://postgres@127.0.0.1:5432/test
+//! ```
+//! Prints archive throughput (payload MB/s, from the lease to the archived state) and Get
+//! throughput (pages of 10,000 entries) from each store, measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use logdog::config::Config;
+use serde_json::{json, Value};
+
+fn main() {
+    let mut lines: u64 = 1_000_000;
+    let mut database = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--lines" => lines = it.next().and_then(|v| v.parse().ok()).expect("--lines N"),
+            "--database" => database = it.next(),
+            other => panic!("unknown flag {other}; flags: --lines N --database URL"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (url, pg) = match &database {
+        Some(server) if server.starts_with("postgres") => {
+            let name = format!("logdog_archbench_{}", std::process::id());
+            logdog_schema::store::create_postgres_database(server, &name).expect("create database");
+            (
+                logdog_schema::store::postgres_url_with_database(server, &name),
+                Some((server.clone(), name)),
+            )
+        }
+        Some(path) => (path.clone(), None),
+        None => (dir.path().join("bench.db").display().to_string(), None),
+    };
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        database: url,
+        archive: dir.path().join("archive").display().to_string(),
+        ..Config::default()
+    };
+    config.archival.embedded_archivist = false;
+    config.archival.complete_delay = 0.0;
+    let archivist_config = config.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let s = logdog::server::start(config).await.expect("start server");
+            tx.send((s.addr, s.server.handle())).unwrap();
+            let _ = s.run().await;
+        })
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
+        let base = format!("http://{addr}/api/v1/projects/bench");
+        let p: Value = http.post(format!("{base}/prefixes")).json(&json!({"prefix": "arch"})).send().await.unwrap().json().await.unwrap();
+        let secret = p["secret"].as_str().unwrap().to_owned();
+        let path = "arch/+/big";
+        http.put(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+        let line = "a".repeat(99);
+        for first in (0..lines).step_by(5000) {
+            let e: Vec<Value> = (first..(first + 5000).min(lines)).map(|i| json!({"stream_index": i, "text": {"lines": [line]}})).collect();
+            let r = http.post(format!("{base}/logs/{path}")).header("X-Prefix-Secret", &secret).json(&json!({"entries": e})).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        http.patch(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+        let mb = lines as f64 * 100.0 / 1e6;
+
+        let read_all = |label: &'static str| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let started = Instant::now();
+                let (mut index, mut n) = (0u64, 0u64);
+                loop {
+                    let v: Value = http.get(format!("{base}/logs/{path}?index={index}&count=10000")).send().await.unwrap().json().await.unwrap();
+                    let got = v["entries"].as_array().unwrap().len() as u64;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                    index = v["next_index"].as_u64().unwrap();
+                }
+                assert_eq!(n, lines, "{label}: read everything");
+                started.elapsed().as_secs_f64()
+            }
+        };
+        let intermediate = read_all("intermediate").await;
+
+        let store = logdog::archive::ArchiveStore::open(&archivist_config.archive).unwrap();
+        let mut a = logdog::server::archivist_config(&archivist_config, format!("http://{addr}"), store);
+        a.workers = 1;
+        let started = Instant::now();
+        let worker = logdog::client::archivist::spawn(a);
+        loop {
+            let s: Value = http.get(format!("{base}/streams/{path}")).send().await.unwrap().json().await.unwrap();
+            if s["state"]["archival"] == "complete" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let archive_secs = started.elapsed().as_secs_f64();
+        worker.stop();
+        let archived = read_all("archive").await;
+        let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+        println!("{backend}: {lines} lines ({mb:.0} MB of payload)");
+        println!("  archive: {archive_secs:.2} s, {:.1} MB/s", mb / archive_secs);
+        println!("  Get (10,000 per page) from intermediate storage: {intermediate:.2} s, {:.1} MB/s", mb / intermediate);
+        println!("  Get (10,000 per page) from the archive:          {archived:.2} s, {:.1} MB/s ({:.2}x)", mb / archived, intermediate / archived);
+    });
+    rt.block_on(handle.stop(true));
+    server.join().unwrap();
+    if let Some((server, name)) = pg {
+        let _ = logdog_schema::store::drop_postgres_database(&server, &name);
+    }
+}

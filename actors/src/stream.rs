@@ -536,14 +536,13 @@ impl StreamActor {
         if after <= before || self.subscribers.is_empty() {
             return;
         }
-        let entries: Vec<serde_json::Value> = runs
+        let entries: Vec<&logdog_schema::wire::Entry> = runs
             .iter()
             .flatten()
             .filter(|e| (before..after).contains(&e.stream_index))
-            .map(|e| e.to_json())
             .collect();
         let live = if entries.len() as u64 == after - before {
-            let frame = serde_json::json!({"type": "entries", "entries": entries}).to_string();
+            let frame = logdog_schema::wire::entries_frame(entries);
             Live::Entries {
                 first: before,
                 end: after,

@@ -248,7 +248,7 @@ struct DatagramJson {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EntryJson {
+struct EntryRequest {
     stream_index: Option<u64>,
     #[serde(default)]
     prefix_index: Option<u64>,
@@ -272,7 +272,7 @@ fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
 impl IncomingEntry {
     /// Parses one JSON entry, checking everything that does not depend on the stream.
     pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        let e: EntryJson =
+        let e: EntryRequest =
             serde_json::from_value(value).map_err(|e| format!("invalid entry: {e}"))?;
         let stream_index = e.stream_index.ok_or("entry without stream_index")?;
         if stream_index > MAX_STREAM_INDEX {
@@ -320,24 +320,68 @@ impl IncomingEntry {
 impl Entry {
     /// The JSON form the server returns: every field explicit, lines as objects.
     pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let mut v = json!({
-            "stream_index": self.stream_index,
-            "prefix_index": self.prefix_index,
-            "sequence": self.sequence,
-            "time_offset": self.time_offset_us as f64 / 1e6,
-        });
-        let (key, body) = match &self.content {
-            Content::Text(lines) => ("text", json!({ "lines": lines })),
-            Content::Binary(data) => ("binary", json!({ "data": B64.encode(data) })),
-            Content::Datagram { data, partial } => (
-                "datagram",
-                json!({ "data": B64.encode(data), "partial": partial }),
-            ),
-        };
-        v[key] = body;
-        v
+        serde_json::to_value(EntryJson(self)).expect("entries serialise")
     }
+}
+
+/// An entry's JSON form, serialised straight to the output (no intermediate `Value`).
+#[derive(Debug, Clone, Copy)]
+pub struct EntryJson<'a>(pub &'a Entry);
+
+impl Serialize for EntryJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct Lines<'a> {
+            lines: &'a [Line],
+        }
+        #[derive(Serialize)]
+        struct Data {
+            data: String,
+        }
+        #[derive(Serialize)]
+        struct Datagram<'a> {
+            data: String,
+            partial: &'a Option<Partial>,
+        }
+        let e = self.0;
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("stream_index", &e.stream_index)?;
+        m.serialize_entry("prefix_index", &e.prefix_index)?;
+        m.serialize_entry("sequence", &e.sequence)?;
+        m.serialize_entry("time_offset", &(e.time_offset_us as f64 / 1e6))?;
+        match &e.content {
+            Content::Text(lines) => m.serialize_entry("text", &Lines { lines })?,
+            Content::Binary(data) => m.serialize_entry(
+                "binary",
+                &Data {
+                    data: B64.encode(data),
+                },
+            )?,
+            Content::Datagram { data, partial } => m.serialize_entry(
+                "datagram",
+                &Datagram {
+                    data: B64.encode(data),
+                    partial,
+                },
+            )?,
+        }
+        m.end()
+    }
+}
+
+/// A websocket frame carrying entries: `{"type": "entries", "entries": [...]}`.
+pub fn entries_frame<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'static str,
+        entries: Vec<EntryJson<'a>>,
+    }
+    let frame = Frame {
+        r#type: "entries",
+        entries: entries.into_iter().map(EntryJson).collect(),
+    };
+    serde_json::to_string(&frame).expect("frames serialise")
 }
 
 /// Where a stream is in its life, as the API reports it.

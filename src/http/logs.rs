@@ -8,7 +8,9 @@ use bytes::Bytes;
 use logdog_actors::stream::{Follow, Load, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
-use logdog_schema::wire::{format_us, ArchiveInfo, Content, Entry, StreamJson, StreamType};
+use logdog_schema::wire::{
+    format_us, ArchiveInfo, Content, Entry, EntryJson, StreamJson, StreamType,
+};
 use logdog_schema::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -79,25 +81,34 @@ fn caps(state: &State, p: &ReadParams) -> (usize, u64) {
     (count.max(1) as usize, bytes)
 }
 
-fn entries_body(
-    project: &str,
-    stream: &StreamJson,
-    entries: &[Entry],
+/// Get's and Tail's body, serialised straight to the response.
+#[derive(serde::Serialize)]
+struct EntriesBody<'a> {
+    project: &'a str,
+    path: &'a str,
+    entries: Vec<EntryJson<'a>>,
+    next_index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    descriptor: Option<&'a logdog_schema::wire::Descriptor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a logdog_schema::wire::StreamStateJson>,
+}
+
+fn entries_body<'a>(
+    project: &'a str,
+    stream: &'a StreamJson,
+    entries: &'a [Entry],
     next_index: u64,
     with_state: bool,
-) -> Value {
-    let mut body = json!({
-        "project": project,
-        "path": stream.path,
-        "entries": entries.iter().map(Entry::to_json).collect::<Vec<_>>(),
-        "next_index": next_index,
-    });
-    if with_state {
-        body["descriptor"] =
-            serde_json::to_value(&stream.descriptor).expect("descriptor serialises");
-        body["state"] = serde_json::to_value(&stream.state).expect("state serialises");
+) -> EntriesBody<'a> {
+    EntriesBody {
+        project,
+        path: &stream.path,
+        entries: entries.iter().map(EntryJson).collect(),
+        next_index,
+        descriptor: with_state.then_some(&stream.descriptor),
+        state: with_state.then_some(&stream.state),
     }
-    body
 }
 
 async fn load(

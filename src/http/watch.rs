@@ -421,8 +421,7 @@ impl WsSession {
     }
 
     fn send_entries(&mut self, entries: &[Entry], ctx: &mut Ctx) {
-        let frame = json!({"type": "entries", "entries": entries.iter().map(Entry::to_json).collect::<Vec<_>>()});
-        ctx.text(frame.to_string());
+        ctx.text(logdog_schema::wire::entries_frame(entries));
         self.next = entries.last().map_or(self.next, |e| e.stream_index + 1);
         self.sent(ctx);
     }

@@ -231,3 +231,64 @@ fn invalid_config_is_refused_with_file_line_and_key() {
         "{err}"
     );
 }
+
+/// The archivist command of the README, run for real against a coordinator.
+#[tokio::test]
+async fn readme_archivist_command_archives_streams() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = tested_blocks(&readme, "tested: archivist")
+        .pop()
+        .expect("README shows the archivist");
+    let db = TestDb::sqlite();
+    let mut config = db.config();
+    config.archival.complete_delay = 0.1;
+    let server = crate::common::TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("ra", "s").await;
+    c.append("ra/+/s", &secret, crate::common::lines(0, 20))
+        .await
+        .expect(200);
+    c.terminate("ra/+/s", &secret, serde_json::json!({}))
+        .await
+        .expect(200);
+    let args: Vec<String> = block
+        .replace("cargo run --release --", "")
+        .replace("http://127.0.0.1:8080", &server.base())
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(args[0], "archivist", "{block}");
+    let cwd = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(&args)
+        .current_dir(cwd.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Guard(Some(child));
+    let mut archival = serde_json::Value::Null;
+    for _ in 0..200 {
+        archival = c.load("ra/+/s").await.body["state"]["archival"].clone();
+        if archival == "complete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(archival, "complete");
+    assert!(
+        cwd.path().join("logdog-data/archive/p").exists(),
+        "archives under the --archive folder"
+    );
+    let got = c
+        .raw(
+            reqwest::Method::GET,
+            &c.url("logs/ra/+/s?count=100"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(got.expect(200)["entries"].as_array().unwrap().len(), 20);
+    server.stop().await;
+}

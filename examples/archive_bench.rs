@@ -11,6 +11,8 @@
 use std::time::{Duration, Instant};
 
 use logdog::config::Config;
+
+mod support;
 use serde_json::{json, Value};
 
 fn main() {
@@ -24,37 +26,19 @@ fn main() {
             other => panic!("unknown flag {other}; flags: --lines N --database URL"),
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (url, pg) = match &database {
-        Some(server) if server.starts_with("postgres") => {
-            let name = format!("logdog_archbench_{}", std::process::id());
-            logdog_schema::store::create_postgres_database(server, &name).expect("create database");
-            (
-                logdog_schema::store::postgres_url_with_database(server, &name),
-                Some((server.clone(), name)),
-            )
-        }
-        Some(path) => (path.clone(), None),
-        None => (dir.path().join("bench.db").display().to_string(), None),
-    };
+    let db = support::BenchDb::new(database.as_deref(), "archbench");
+    let archive = db.dir.path().join("archive").display().to_string();
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
-        database: url,
-        archive: dir.path().join("archive").display().to_string(),
+        database: db.url.clone(),
+        archive,
         ..Config::default()
     };
     config.archival.embedded_archivist = false;
     config.archival.complete_delay = 0.0;
     let archivist_config = config.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let s = logdog::server::start(config).await.expect("start server");
-            tx.send((s.addr, s.server.handle())).unwrap();
-            let _ = s.run().await;
-        })
-    });
-    let (addr, handle) = rx.recv().unwrap();
+    let server = logdog::server::Background::start(config).expect("start server");
+    let addr = server.addr;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -111,15 +95,11 @@ fn main() {
         let archive_secs = started.elapsed().as_secs_f64();
         worker.stop();
         let archived = read_all("archive").await;
-        let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+        let backend = db.backend();
         println!("{backend}: {lines} lines ({mb:.0} MB of payload)");
         println!("  archive: {archive_secs:.2} s, {:.1} MB/s", mb / archive_secs);
         println!("  Get (10,000 per page) from intermediate storage: {intermediate:.2} s, {:.1} MB/s", mb / intermediate);
         println!("  Get (10,000 per page) from the archive:          {archived:.2} s, {:.1} MB/s ({:.2}x)", mb / archived, intermediate / archived);
     });
-    rt.block_on(handle.stop(true));
-    server.join().unwrap();
-    if let Some((server, name)) = pg {
-        let _ = logdog_schema::store::drop_postgres_database(&server, &name);
-    }
+    rt.block_on(server.stop());
 }

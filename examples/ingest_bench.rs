@@ -11,6 +11,8 @@
 use std::time::{Duration, Instant};
 
 use logdog::config::Config;
+
+mod support;
 use serde_json::json;
 
 struct Args {
@@ -45,34 +47,14 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let dir = tempfile::tempdir().unwrap();
-    let (url, pg) = match &args.database {
-        Some(server) if server.starts_with("postgres") => {
-            let name = format!("logdog_bench_{}", std::process::id());
-            logdog_schema::store::create_postgres_database(server, &name)
-                .expect("create bench database");
-            (
-                logdog_schema::store::postgres_url_with_database(server, &name),
-                Some((server.clone(), name)),
-            )
-        }
-        Some(path) => (path.clone(), None),
-        None => (dir.path().join("bench.db").display().to_string(), None),
-    };
+    let db = support::BenchDb::new(args.database.as_deref(), "bench");
     let config = Config {
         listen: "127.0.0.1:0".into(),
-        database: url.clone(),
+        database: db.url.clone(),
         ..Config::default()
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let s = logdog::server::start(config).await.expect("start server");
-            tx.send((s.addr, s.server.handle())).unwrap();
-            let _ = s.run().await;
-        })
-    });
-    let (addr, handle) = rx.recv().unwrap();
+    let server = logdog::server::Background::start(config).expect("start server");
+    let addr = server.addr;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -131,7 +113,7 @@ fn main() {
         let elapsed = started.elapsed().as_secs_f64();
         latencies.sort();
         let total = (args.streams * args.lines) as f64;
-        let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+        let backend = db.backend();
         println!(
             "{backend}: {} streams x {} lines (100 B) in batches of {}: {:.2} s, {:.0} lines/s, {:.1} MB/s; batch latency p50 {:.1} ms, p99 {:.1} ms",
             args.streams,
@@ -144,9 +126,5 @@ fn main() {
             latencies[latencies.len() * 99 / 100].as_secs_f64() * 1e3,
         );
     });
-    rt.block_on(handle.stop(true));
-    server.join().unwrap();
-    if let Some((server, name)) = pg {
-        let _ = logdog_schema::store::drop_postgres_database(&server, &name);
-    }
+    rt.block_on(server.stop());
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use logdog::config::Config;
+
+mod support;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,48 +54,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let args = parse_args();
-    let dir = tempfile::tempdir().unwrap();
-    let (url, pg) = match &args.database {
-        Some(server) if server.starts_with("postgres") => {
-            let name = format!("logdog_latency_{}", std::process::id());
-            logdog_schema::store::create_postgres_database(server, &name).expect("create database");
-            (
-                logdog_schema::store::postgres_url_with_database(server, &name),
-                Some((server.clone(), name)),
-            )
-        }
-        Some(path) => (path.clone(), None),
-        None => (dir.path().join("latency.db").display().to_string(), None),
-    };
+    let db = support::BenchDb::new(args.database.as_deref(), "latency");
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
-        database: url,
+        database: db.url.clone(),
         ..Config::default()
     };
     config.limits.max_viewers_per_stream = 10_000;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let s = logdog::server::start(config).await.expect("start server");
-            tx.send((s.addr, s.server.handle())).unwrap();
-            let _ = s.run().await;
-        })
-    });
-    let (addr, handle) = rx.recv().unwrap();
+    let server = logdog::server::Background::start(config).expect("start server");
+    let addr = server.addr;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+    let backend = db.backend();
     for (round, &viewers) in args.viewers.iter().enumerate() {
         rt.block_on(run(addr, round, viewers, args.rate, args.seconds, backend));
     }
-    rt.block_on(handle.stop(true));
-    server.join().unwrap();
-    if let Some((server, name)) = pg {
-        let _ = logdog_schema::store::drop_postgres_database(&server, &name);
-    }
+    rt.block_on(server.stop());
 }
 
 async fn run(

@@ -196,6 +196,59 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     })
 }
 
+/// A coordinator running on a thread of its own, with its own actix System: for
+/// embedding, tests and benchmarks.
+pub struct Background {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    dispatcher: actix::Addr<Dispatcher>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(config: Config) -> anyhow::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("logdog-server".into())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    match start(config).await {
+                        Ok(s) => {
+                            let _ = tx.send(Ok((s.addr, s.server.handle(), s.dispatcher.clone())));
+                            let _ = s.run().await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })
+            })?;
+        let (addr, handle, dispatcher) = rx.recv().context("the server thread ended")??;
+        Ok(Self {
+            addr,
+            handle,
+            dispatcher,
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: waiting leases are answered, in-flight requests finish, then the
+    /// archivist and the actors stop.
+    pub async fn stop(mut self) {
+        self.dispatcher.do_send(Drain);
+        self.handle.stop(true).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
 /// Runs the coordinator until SIGINT or SIGTERM; either one stops accepting connections
 /// and lets in-flight requests (appends included) finish before exiting.
 pub fn serve(config: Config) -> anyhow::Result<()> {

@@ -100,9 +100,7 @@ impl Drop for TestDb {
 /// A coordinator running in its own thread and actix System.
 pub struct TestServer {
     pub addr: SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-    dispatcher: actix::Addr<logdog_actors::dispatcher::Dispatcher>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    inner: logdog::server::Background,
 }
 
 impl TestServer {
@@ -111,30 +109,15 @@ impl TestServer {
     }
 
     pub fn try_start(config: Config) -> Result<Self, String> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                match logdog::server::start(config).await {
-                    Ok(s) => {
-                        tx.send(Ok((s.addr, s.server.handle(), s.dispatcher.clone())))
-                            .unwrap();
-                        let _ = s.run().await;
-                    }
-                    Err(e) => tx.send(Err(format!("{e:#}"))).unwrap(),
-                }
-            })
-        });
-        let (addr, handle, dispatcher) = rx.recv().unwrap()?;
+        let inner = logdog::server::Background::start(config).map_err(|e| format!("{e:#}"))?;
         Ok(Self {
-            addr,
-            handle,
-            dispatcher,
-            thread: Some(thread),
+            addr: inner.addr,
+            inner,
         })
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.inner.base()
     }
 
     pub fn client(&self, project: &str) -> Client {
@@ -142,13 +125,8 @@ impl TestServer {
     }
 
     /// Graceful stop: in-flight requests finish, then the actors stop.
-    pub async fn stop(mut self) {
-        self.dispatcher.do_send(logdog_actors::dispatcher::Drain);
-        self.handle.stop(true).await;
-        let t = self.thread.take().unwrap();
-        tokio::task::spawn_blocking(move || t.join().unwrap())
-            .await
-            .unwrap();
+    pub async fn stop(self) {
+        self.inner.stop().await;
     }
 }
 

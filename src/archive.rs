@@ -9,9 +9,10 @@
 //! - `data`: the text rendered (lines with their delimiters), or the raw data of binary
 //!   and datagram streams.
 //!
-//! Files are written into a staging folder that is renamed into place whole, so a
-//! half-written archive is never visible. Today the store is a local directory; the
-//! `ArchiveStore` methods are the seam where object stores plug in.
+//! Files are written into a local staging folder, then published one by one through the
+//! `ObjectStore` interface (atomically: a reader sees a whole file or none), and only then
+//! reported to the coordinator. `LocalDir` (a directory, the default) is the one store this
+//! build has; other object stores implement the same four calls.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -33,10 +34,72 @@ pub enum ArchiveError {
     Unsupported(String),
 }
 
-/// Where archives are kept.
+/// The object-store interface archives are written and read through.
+pub trait ObjectStore: std::fmt::Debug + Send + Sync {
+    /// Publishes a staged local file under `key` (atomically); returns its URL.
+    fn publish(&self, key: &str, staged: &Path) -> Result<String, ArchiveError>;
+    /// The whole object at `url`.
+    fn read_all(&self, url: &str) -> Result<Vec<u8>, ArchiveError>;
+    /// A reader of the object at `url` from byte `offset` on.
+    fn read_from(&self, url: &str, offset: u64) -> Result<Box<dyn Read + Send>, ArchiveError>;
+    /// Removes every object whose key starts with `prefix/`.
+    fn delete_prefix(&self, prefix: &str) -> Result<(), ArchiveError>;
+    /// A local folder for staging files before they are published.
+    fn staging(&self) -> &Path;
+}
+
+/// A local directory as an object store: keys are paths below it, URLs `file://` paths.
+#[derive(Debug)]
+pub struct LocalDir {
+    base: PathBuf,
+}
+
+impl LocalDir {
+    pub fn open(base: &Path) -> Result<Self, ArchiveError> {
+        fs::create_dir_all(base)?;
+        Ok(Self {
+            base: fs::canonicalize(base)?,
+        })
+    }
+}
+
+impl ObjectStore for LocalDir {
+    fn publish(&self, key: &str, staged: &Path) -> Result<String, ArchiveError> {
+        let dest = self.base.join(key);
+        let dir = dest.parent().expect("keys have a folder");
+        fs::create_dir_all(dir)?;
+        File::open(staged)?.sync_all()?;
+        fs::rename(staged, &dest)?;
+        File::open(dir)?.sync_all()?;
+        Ok(url_of(&dest))
+    }
+
+    fn read_all(&self, url: &str) -> Result<Vec<u8>, ArchiveError> {
+        Ok(fs::read(path_of(url)?)?)
+    }
+
+    fn read_from(&self, url: &str, offset: u64) -> Result<Box<dyn Read + Send>, ArchiveError> {
+        let mut f = File::open(path_of(url)?)?;
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(f))
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> Result<(), ArchiveError> {
+        match fs::remove_dir_all(self.base.join(prefix)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn staging(&self) -> &Path {
+        &self.base
+    }
+}
+
+/// Where archives are kept: an object store and the layout of keys in it.
 #[derive(Debug, Clone)]
 pub struct ArchiveStore {
-    base: PathBuf,
+    objects: std::sync::Arc<dyn ObjectStore>,
 }
 
 /// A written archive: its URLs, sizes and entry count.
@@ -67,17 +130,16 @@ pub fn path_of(url: &str) -> Result<PathBuf, ArchiveError> {
 }
 
 impl ArchiveStore {
-    /// A directory or `file://PATH` (created if missing; made absolute).
+    /// A directory or `file://PATH` (created if missing). Other object stores are refused.
     pub fn open(location: &str) -> Result<Self, ArchiveError> {
-        let base = path_of(location)?;
-        fs::create_dir_all(&base)?;
         Ok(Self {
-            base: fs::canonicalize(&base)?,
+            objects: std::sync::Arc::new(LocalDir::open(&path_of(location)?)?),
         })
     }
 
-    fn stream_dir(&self, project: &str, id: &str) -> PathBuf {
-        self.base.join(project).join(id)
+    /// Archives over any object store.
+    pub fn with(objects: std::sync::Arc<dyn ObjectStore>) -> Self {
+        Self { objects }
     }
 
     /// Starts an archive for one attempt (`attempt` names its folder).
@@ -89,9 +151,10 @@ impl ArchiveStore {
         descriptor: &Descriptor,
         every: (u64, u64),
     ) -> Result<ArchiveWriter, ArchiveError> {
-        let dir = self.stream_dir(project, id);
-        fs::create_dir_all(&dir)?;
-        let staging = dir.join(format!(".staging-{attempt}"));
+        let staging = self
+            .objects
+            .staging()
+            .join(format!(".staging-{project}-{id}-{attempt}"));
         let _ = fs::remove_dir_all(&staging);
         fs::create_dir_all(&staging)?;
         let mut entries = BufWriter::new(File::create(staging.join("entries"))?);
@@ -100,8 +163,9 @@ impl ArchiveStore {
         entries.write_all(ENTRIES_MAGIC)?;
         index.write_all(INDEX_MAGIC)?;
         let mut w = ArchiveWriter {
+            objects: self.objects.clone(),
             staging,
-            final_dir: dir.join(attempt),
+            key: format!("{project}/{id}/{attempt}"),
             entries,
             index,
             data,
@@ -118,17 +182,70 @@ impl ArchiveStore {
 
     /// Removes every archive of a stream.
     pub fn delete(&self, project: &str, id: &str) -> Result<(), ArchiveError> {
-        match fs::remove_dir_all(self.stream_dir(project, id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+        self.objects.delete_prefix(&format!("{project}/{id}"))
+    }
+
+    /// The entries `range` asks for, from an archive: seeks through the index to the last
+    /// indexed entry at or before `range.from`, then reads forward.
+    pub fn read_entries(
+        &self,
+        stream_url: &str,
+        index_url: &str,
+        range: ReadRange,
+    ) -> Result<Vec<Entry>, ArchiveError> {
+        let index = parse_index(&self.objects.read_all(index_url)?)?;
+        let start = match index.partition_point(|(i, _)| *i <= range.from) {
+            0 => match index.first() {
+                Some(first) => first.1,
+                None => return Ok(Vec::new()),
+            },
+            n => index[n - 1].1,
+        };
+        let mut r = BufReader::with_capacity(256 << 10, self.objects.read_from(stream_url, start)?);
+        let (mut out, mut total, mut expected) = (Vec::new(), 0u64, range.from);
+        while out.len() < range.count {
+            let Some(rec) = read_record(&mut r)? else {
+                break;
+            };
+            let e: Entry =
+                postcard::from_bytes(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+            if e.stream_index < range.from {
+                continue;
+            }
+            if e.stream_index >= range.end || (range.contiguous && e.stream_index != expected) {
+                break;
+            }
+            let size = e.content.payload_bytes();
+            if !out.is_empty() && total + size > range.bytes {
+                break;
+            }
+            total += size;
+            expected = e.stream_index + 1;
+            out.push(e);
         }
+        Ok(out)
+    }
+
+    /// Checks an archive's header and returns its descriptor.
+    pub fn read_descriptor(&self, stream_url: &str) -> Result<Descriptor, ArchiveError> {
+        let mut r = self.objects.read_from(stream_url, 0)?;
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != ENTRIES_MAGIC {
+            return Err(ArchiveError::Corrupt("bad entries file".into()));
+        }
+        let rec =
+            read_record(&mut r)?.ok_or_else(|| ArchiveError::Corrupt("no descriptor".into()))?;
+        serde_json::from_slice(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))
     }
 }
 
 /// Builds one archive in its staging folder.
 pub struct ArchiveWriter {
+    objects: std::sync::Arc<dyn ObjectStore>,
     staging: PathBuf,
-    final_dir: PathBuf,
+    /// `project/id/attempt`: where the files are published.
+    key: String,
     entries: BufWriter<File>,
     index: BufWriter<File>,
     data: BufWriter<File>,
@@ -192,37 +309,45 @@ impl ArchiveWriter {
         Ok(())
     }
 
-    /// Flushes and syncs the files, then moves the archive into place.
+    /// Flushes the files, then publishes them; the staging folder goes away.
     pub fn finish(mut self) -> Result<Written, ArchiveError> {
         if let Some((i, at, false)) = self.last {
             self.index_record(i, at)?;
         }
         for f in [&mut self.entries, &mut self.index, &mut self.data] {
             f.flush()?;
-            f.get_ref().sync_all()?;
         }
-        let _ = fs::remove_dir_all(&self.final_dir);
-        fs::rename(&self.staging, &self.final_dir)?;
-        if let Some(parent) = self.final_dir.parent() {
-            File::open(parent)?.sync_all()?;
-        }
-        let size = |name: &str| fs::metadata(self.final_dir.join(name)).map(|m| m.len());
-        Ok(Written {
-            stream_url: url_of(&self.final_dir.join("entries")),
-            stream_size: size("entries")?,
-            index_url: url_of(&self.final_dir.join("index")),
-            index_size: size("index")?,
-            data_url: url_of(&self.final_dir.join("data")),
-            data_size: size("data")?,
+        let size = |name: &str| fs::metadata(self.staging.join(name)).map(|m| m.len());
+        let (stream_size, index_size, data_size) =
+            (size("entries")?, size("index")?, size("data")?);
+        let publish = |name: &str| {
+            self.objects
+                .publish(&format!("{}/{name}", self.key), &self.staging.join(name))
+        };
+        let written = Written {
+            stream_url: publish("entries")?,
+            stream_size,
+            index_url: publish("index")?,
+            index_size,
+            data_url: publish("data")?,
+            data_size,
             log_entry_count: self.count,
-        })
+        };
+        let _ = fs::remove_dir_all(&self.staging);
+        Ok(written)
     }
 }
 
-/// Reads the sparse index: (stream index, byte offset) pairs.
-fn read_index(index_url: &str) -> Result<Vec<(u64, u64)>, ArchiveError> {
-    let bytes = fs::read(path_of(index_url)?)?;
-    if bytes.len() < 8 || &bytes[..8] != INDEX_MAGIC || (bytes.len() - 8) % 16 != 0 {
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        // An abandoned attempt leaves nothing behind.
+        let _ = fs::remove_dir_all(&self.staging);
+    }
+}
+
+/// Parses the sparse index: (stream index, byte offset) pairs.
+fn parse_index(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ArchiveError> {
+    if bytes.len() < 8 || &bytes[..8] != INDEX_MAGIC || !(bytes.len() - 8).is_multiple_of(16) {
         return Err(ArchiveError::Corrupt("bad index file".into()));
     }
     Ok(bytes[8..]
@@ -246,60 +371,6 @@ fn read_record(r: &mut impl Read) -> Result<Option<Vec<u8>>, ArchiveError> {
     let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
     r.read_exact(&mut buf)?;
     Ok(Some(buf))
-}
-
-/// The entries `range` asks for, from an archive: seeks through the index to the last
-/// indexed entry at or before `range.from`, then reads forward.
-pub fn read_entries(
-    stream_url: &str,
-    index_url: &str,
-    range: ReadRange,
-) -> Result<Vec<Entry>, ArchiveError> {
-    let index = read_index(index_url)?;
-    let start = match index.partition_point(|(i, _)| *i <= range.from) {
-        0 => match index.first() {
-            Some(first) => first.1,
-            None => return Ok(Vec::new()),
-        },
-        n => index[n - 1].1,
-    };
-    let mut f = File::open(path_of(stream_url)?)?;
-    f.seek(SeekFrom::Start(start))?;
-    let mut r = BufReader::with_capacity(256 << 10, f);
-    let (mut out, mut total, mut expected) = (Vec::new(), 0u64, range.from);
-    while out.len() < range.count {
-        let Some(rec) = read_record(&mut r)? else {
-            break;
-        };
-        let e: Entry =
-            postcard::from_bytes(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-        if e.stream_index < range.from {
-            continue;
-        }
-        if e.stream_index >= range.end || (range.contiguous && e.stream_index != expected) {
-            break;
-        }
-        let size = e.content.payload_bytes();
-        if !out.is_empty() && total + size > range.bytes {
-            break;
-        }
-        total += size;
-        expected = e.stream_index + 1;
-        out.push(e);
-    }
-    Ok(out)
-}
-
-/// Checks an archive's header and returns its descriptor.
-pub fn read_descriptor(stream_url: &str) -> Result<Descriptor, ArchiveError> {
-    let mut r = BufReader::new(File::open(path_of(stream_url)?)?);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
-    if &magic != ENTRIES_MAGIC {
-        return Err(ArchiveError::Corrupt("bad entries file".into()));
-    }
-    let rec = read_record(&mut r)?.ok_or_else(|| ArchiveError::Corrupt("no descriptor".into()))?;
-    serde_json::from_slice(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -358,19 +429,24 @@ mod tests {
         assert_eq!(written.log_entry_count, 90);
         assert!(written.stream_url.ends_with("/p/id/lease1/entries"));
         // Index: every 10 entries plus the last.
-        let index = read_index(&written.index_url).unwrap();
+        let index = parse_index(&fs::read(path_of(&written.index_url).unwrap()).unwrap()).unwrap();
         assert_eq!(index.first().unwrap().0, 0);
         assert_eq!(index.last().unwrap().0, 99);
         assert_eq!(written.index_size, 8 + 16 * index.len() as u64);
-        assert_eq!(read_descriptor(&written.stream_url).unwrap(), descriptor());
-        let got =
-            read_entries(&written.stream_url, &written.index_url, range(45, 20, true)).unwrap();
+        assert_eq!(
+            store.read_descriptor(&written.stream_url).unwrap(),
+            descriptor()
+        );
+        let got = store
+            .read_entries(&written.stream_url, &written.index_url, range(45, 20, true))
+            .unwrap();
         assert_eq!(
             got.iter().map(|e| e.stream_index).collect::<Vec<_>>(),
             (45..50).collect::<Vec<_>>()
         );
-        let got =
-            read_entries(&written.stream_url, &written.index_url, range(45, 8, false)).unwrap();
+        let got = store
+            .read_entries(&written.stream_url, &written.index_url, range(45, 8, false))
+            .unwrap();
         assert_eq!(
             got.iter().map(|e| e.stream_index).collect::<Vec<_>>(),
             [45, 46, 47, 48, 49, 60, 61, 62]
@@ -379,7 +455,7 @@ mod tests {
         let data = fs::read_to_string(path_of(&written.data_url).unwrap()).unwrap();
         assert!(data.starts_with("line 0\nline 1\n") && data.ends_with("line 99\n"));
         // Staging folders are gone; deleting removes everything.
-        assert!(!dir.path().join("p/id/.staging-lease1").exists());
+        assert!(!dir.path().join(".staging-p-id-lease1").exists());
         store.delete("p", "id").unwrap();
         assert!(!dir.path().join("p/id").exists());
     }

@@ -139,6 +139,7 @@ pub struct EntrySource {
     pub path: StreamPath,
     pub id: String,
     pub archive: Option<ArchiveInfo>,
+    pub archive_store: crate::archive::ArchiveStore,
 }
 
 impl EntrySource {
@@ -150,6 +151,7 @@ impl EntrySource {
             path: path.clone(),
             id: stream.id.clone(),
             archive: stream.state.archive.clone(),
+            archive_store: state.archive.clone(),
         }
     }
 
@@ -157,7 +159,8 @@ impl EntrySource {
         loop {
             if let Some(a) = &self.archive {
                 let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
-                return web::block(move || crate::archive::read_entries(&entries, &index, range))
+                let archive = self.archive_store.clone();
+                return web::block(move || archive.read_entries(&entries, &index, range))
                     .await
                     .map_err(ApiError::internal)?
                     .map_err(ApiError::internal);

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{authorize, stream_path, Authorized, Caller, State};
+use super::{authorize, load, params, stream_path, Authorized, Caller, State};
 use crate::errors::ApiError;
 
 /// Get's byte cap, default and maximum (16 MiB).
@@ -38,12 +38,6 @@ pub struct ReadParams {
     format: Option<String>,
     #[serde(default)]
     follow: bool,
-}
-
-fn params<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
 }
 
 /// Blocking store work off the HTTP worker.
@@ -109,24 +103,6 @@ fn entries_body<'a>(
         descriptor: with_state.then_some(&stream.descriptor),
         state: with_state.then_some(&stream.state),
     }
-}
-
-async fn load(
-    state: &State,
-    caller: Caller,
-    project: &str,
-    path: &StreamPath,
-) -> Result<StreamJson, ApiError> {
-    Ok(state
-        .directory
-        .send(
-            project,
-            path,
-            Load {
-                see_purged: caller.admin,
-            },
-        )
-        .await?)
 }
 
 /// Reads a stream's entries from wherever they are: intermediate storage, or the archive

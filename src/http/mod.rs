@@ -19,8 +19,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
+use logdog_actors::stream::Load;
 use logdog_actors::{Directory, Registry};
 use logdog_schema::names::{self, StreamPath};
+use logdog_schema::wire::StreamJson;
 use logdog_schema::Store;
 use serde::de::DeserializeOwned;
 
@@ -116,6 +118,32 @@ pub async fn authorize(
 /// The `{path}` of a stream route (400 when malformed).
 pub fn stream_path(req: &HttpRequest) -> Result<StreamPath, ApiError> {
     Ok(StreamPath::parse(req.match_info().query("path"))?)
+}
+
+/// Parses the query string (400 when it does not fit `T`).
+pub fn params<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+}
+
+/// The stream's state for `caller` (admins see purged streams; others get 404).
+pub async fn load(
+    state: &State,
+    caller: Caller,
+    project: &str,
+    path: &StreamPath,
+) -> Result<StreamJson, ApiError> {
+    Ok(state
+        .directory
+        .send(
+            project,
+            path,
+            Load {
+                see_purged: caller.admin,
+            },
+        )
+        .await?)
 }
 
 /// Reads the whole body, answering 413 as soon as it exceeds `limit`.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use logdog_actors::stream::{Append, AppendOk, AppendText, Load, Purge, Register, Terminate};
+use logdog_actors::stream::{Append, AppendOk, AppendText, Purge, Register, Terminate};
 use logdog_schema::names::StreamPath;
 use logdog_schema::wire::{now_us, DescriptorRequest, IncomingEntry, Line};
 use serde::Deserialize;
@@ -65,16 +65,7 @@ pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse,
         caller, project, ..
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
-    let stream = state
-        .directory
-        .send(
-            &project,
-            &path,
-            Load {
-                see_purged: caller.admin,
-            },
-        )
-        .await?;
+    let stream = super::load(&state, caller, &project, &path).await?;
     Ok(HttpResponse::Ok().json(stream))
 }
 

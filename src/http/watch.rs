@@ -17,7 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
 use dashmap::DashMap;
-use logdog_actors::stream::{Live, LiveFrame, Load, Progress, Subscribe, Unsubscribe};
+use logdog_actors::stream::{Live, LiveFrame, Progress, Subscribe, Unsubscribe};
 use logdog_actors::StreamKey;
 use logdog_schema::names::StreamPath;
 use logdog_schema::store::ReadRange;
@@ -25,7 +25,7 @@ use logdog_schema::wire::{Entry, StreamJson};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authorize, stream_path, Authorized, Caller, State};
+use super::{authorize, load, params, stream_path, Authorized, Caller, State};
 use crate::config::secs;
 use crate::errors::ApiError;
 
@@ -165,19 +165,8 @@ pub async fn watch(
         caller, project, ..
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
-    let p: WatchParams = web::Query::<WatchParams>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
-    let stream = state
-        .directory
-        .send(
-            &project,
-            &path,
-            Load {
-                see_purged: caller.admin,
-            },
-        )
-        .await?;
+    let p: WatchParams = params(&req)?;
+    let stream = load(&state, caller, &project, &path).await?;
     let from = match (p.from, p.tail) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give from or tail, not both")),
         (Some(f), None) => f,

@@ -153,14 +153,8 @@ async fn archived_streams_read_exactly_as_before(db: TestDb) {
     assert_eq!(idx, (0..1300).collect::<Vec<_>>());
     assert_eq!(last, json!({"type": "end", "terminal_index": 1299}));
     let follow = c
-        .http
-        .get(format!("{}/logs/p/arc/+/s?follow=true", server.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text(format!("{}/logs/p/arc/+/s?follow=true", server.base()))
+        .await;
     assert_eq!(
         follow,
         before[6]["text"].as_str().unwrap(),

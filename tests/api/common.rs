@@ -124,6 +124,21 @@ impl TestServer {
         Client::new(&self.base(), project)
     }
 
+    /// The current value of a Prometheus metric without labels, from `/metrics`.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let text = self
+            .client("p")
+            .text(format!("{}/metrics", self.base()))
+            .await;
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Graceful stop: in-flight requests finish, then the actors stop.
     pub async fn stop(self) {
         self.inner.stop().await;
@@ -173,6 +188,18 @@ impl Client {
             base: base.to_owned(),
             project: project.to_owned(),
         }
+    }
+
+    /// GET `url` and return the body as text.
+    pub async fn text(&self, url: String) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn url(&self, rest: &str) -> String {

@@ -125,23 +125,7 @@ async fn idle_actors_stop_and_reload(db: TestDb) {
     )
     .await
     .expect(200);
-    let live = || async {
-        let m = c
-            .http
-            .get(format!("{}/metrics", server.base()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
-            .find_map(|l| l.strip_prefix("logdog_live_stream_actors "))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let live = || server.metric("logdog_live_stream_actors");
     assert_eq!(live().await, 1);
     let mut stopped = false;
     for _ in 0..50 {

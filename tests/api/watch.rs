@@ -338,23 +338,7 @@ async fn a_peer_that_accepts_nothing_is_disconnected(db: TestDb) {
     let c = server.client("p");
     let secret = c.text_stream("stuck", "s").await;
     let stuck = connect(&server, "stuck/+/s", "").await;
-    let viewers = || async {
-        let m = c
-            .http
-            .get(format!("{}/metrics", server.base()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
-            .find_map(|l| l.strip_prefix("logdog_websocket_viewers "))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let viewers = || server.metric("logdog_websocket_viewers");
     assert_eq!(viewers().await, 1);
     let big = "y".repeat(1000);
     for i in 0..400u64 {

@@ -361,6 +361,31 @@ impl Config {
                 }
             }
         }
+        let mut hashes = HashSet::new();
+        for (index, t) in self.tokens.iter().enumerate() {
+            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return bad(
+                    "tokens.sha256",
+                    index,
+                    "must be the 64 hex digits of the token's SHA-256 (see `logdog token`)".into(),
+                );
+            }
+            if !hashes.insert(t.sha256.to_ascii_lowercase()) {
+                return bad("tokens.sha256", index, "duplicate token".into());
+            }
+            if crate::auth::Role::parse(&t.role).is_none() {
+                return bad(
+                    "tokens.role",
+                    index,
+                    format!("{:?} is not reader, writer, service or admin", t.role),
+                );
+            }
+            for p in t.projects.iter().flatten() {
+                if let Err(e) = logdog_schema::names::validate_project(p) {
+                    return bad("tokens.projects", index, e.to_string());
+                }
+            }
+        }
         Ok(())
     }
 

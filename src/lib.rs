@@ -9,6 +9,7 @@
 //! The actors live in `logdog-actors`, storage and wire formats in `logdog-schema`.
 
 pub mod archive;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod errors;

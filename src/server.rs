@@ -26,12 +26,6 @@ const HTTP_WORKERS: usize = 2;
 
 /// Refuses configurations this build cannot serve safely.
 pub fn check_startup(config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
-    if !config.tokens.is_empty() {
-        anyhow::bail!(
-            "the config declares [[tokens]], but token authentication is not available in this version; \
-             remove the tokens to run in local mode (loopback only)"
-        );
-    }
     if config.local_mode() && !listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {listen}: no tokens are configured (local mode gives every caller every role), \
@@ -154,11 +148,19 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         },
     )
     .start();
-    let embedded = config
-        .archival
-        .embedded_archivist
-        .then(|| archivist_config(&config, String::new(), archive.clone()));
+    let mut auth = crate::auth::Auth::new(&config.tokens);
+    let embedded = config.archival.embedded_archivist.then(|| {
+        let mut a = archivist_config(&config, String::new(), archive.clone());
+        if !auth.local_mode() {
+            // The embedded archivist gets a random service token that lives only in memory.
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            auth.add(&token, crate::auth::Role::Service);
+            a.token = Some(token);
+        }
+        a
+    });
     let state = web::Data::new(AppState {
+        auth,
         archive,
         config: Arc::new(config),
         store,

@@ -41,33 +41,31 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     pub prometheus: prometheus::Registry,
     pub dispatcher: Addr<logdog_actors::dispatcher::Dispatcher>,
+    /// Tokens and roles.
+    pub auth: crate::auth::Auth,
     /// Live websocket viewers, for the viewer limits.
     pub viewers: Arc<watch::Viewers>,
 }
 
 pub type State = web::Data<AppState>;
 
-/// Who is calling. Until tokens exist every caller is in local mode, with every role.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    pub admin: bool,
-}
+pub use crate::auth::Caller;
 
 impl AppState {
-    /// Authenticates the caller and checks the project is visible to it. An unknown
-    /// project answers exactly like a forbidden one.
-    pub fn caller_for(&self, _req: &HttpRequest, project: &str) -> Result<Caller, ApiError> {
-        if !self.config.projects.is_empty() && self.config.project(project).is_none() {
-            return Err(ApiError::permission_denied(format!(
-                "project {project:?} is not visible to this caller"
-            )));
-        }
-        Ok(Caller { admin: true })
+    /// Authenticates the caller and checks its access to the project (by the request's
+    /// method). An unknown project answers exactly like a forbidden one.
+    pub fn caller_for(&self, req: &HttpRequest, project: &str) -> Result<Caller, ApiError> {
+        self.auth.check(
+            &self.config,
+            req,
+            project,
+            crate::auth::Access::of(req.method()),
+        )
     }
 
-    /// Archive-task routes need the `service` role (local mode: everyone).
-    pub fn require_service(&self, _req: &HttpRequest) -> Result<(), ApiError> {
-        Ok(())
+    /// Archive-task routes need the `service` role.
+    pub fn require_service(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        self.auth.check_service(req)
     }
 
     /// Admin-only routes.

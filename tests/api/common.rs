@@ -175,6 +175,8 @@ pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
     pub project: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub token: Option<String>,
 }
 
 impl Client {
@@ -187,6 +189,15 @@ impl Client {
             http,
             base: base.to_owned(),
             project: project.to_owned(),
+            token: None,
+        }
+    }
+
+    /// The same client presenting `token`.
+    pub fn with_token(&self, token: Option<&str>) -> Self {
+        Self {
+            token: token.map(str::to_owned),
+            ..self.clone()
         }
     }
 
@@ -216,6 +227,9 @@ impl Client {
         body: Vec<u8>,
     ) -> Answer {
         let mut req = self.http.request(method, url).body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(s) = secret {
             req = req.header("X-Prefix-Secret", s);
         }

@@ -5,6 +5,7 @@ mod common;
 
 mod archival;
 mod archivist;
+mod auth;
 mod concurrency;
 mod errors;
 mod idempotency;

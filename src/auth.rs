@@ -73,6 +73,11 @@ pub struct Auth {
     grants: HashMap<String, Grant>,
 }
 
+/// A new random token (32 random bytes, hex).
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
 /// Lowercase hex SHA-256 of a token, as the config stores it.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

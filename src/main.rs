@@ -55,6 +55,15 @@ enum Command {
         #[arg(long)]
         archive: Option<String>,
     },
+    /// Print a new random token and the [[tokens]] lines to paste into the config.
+    Token {
+        /// reader, writer, service or admin.
+        #[arg(long, default_value = "reader")]
+        role: String,
+        /// Projects the token may use (repeat); all when omitted.
+        #[arg(long = "project")]
+        projects: Vec<String>,
+    },
     /// Apply pending database migrations and exit.
     Migrate {
         /// A SQLite path, sqlite://PATH, or a postgres:// URL.
@@ -142,6 +151,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 });
                 logdog::client::archivist::run(a, rx).await;
             });
+            Ok(())
+        }
+        Command::Token { role, projects } => {
+            if logdog::auth::Role::parse(&role).is_none() {
+                anyhow::bail!("--role must be reader, writer, service or admin, not {role:?}");
+            }
+            let token = logdog::auth::new_token();
+            println!("{token}");
+            eprintln!("logdog: paste into the config (the token itself is not stored):");
+            eprintln!(
+                "[[tokens]]\nsha256 = \"{}\"\nrole = \"{role}\"",
+                logdog::auth::token_hash(&token)
+            );
+            if !projects.is_empty() {
+                eprintln!("projects = {projects:?}");
+            }
             Ok(())
         }
         Command::Migrate { database } => {

@@ -153,7 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         let mut a = archivist_config(&config, String::new(), archive.clone());
         if !auth.local_mode() {
             // The embedded archivist gets a random service token that lives only in memory.
-            let token = hex::encode(rand::random::<[u8; 32]>());
+            let token = crate::auth::new_token();
             auth.add(&token, crate::auth::Role::Service);
             a.token = Some(token);
         }

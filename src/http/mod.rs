@@ -237,6 +237,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/api/v1/config").route(web::get().to(ops::config)))
+        .service(resource("/api/v1/projects").route(web::get().to(ops::projects)))
         .service(
             resource("/api/v1/projects/{project}/prefixes")
                 .route(web::post().to(registration::register_prefix))

@@ -31,3 +31,39 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
         .content_type("text/plain; version=0.0.4")
         .body(out))
 }
+
+/// `GET /api/v1/config` (service): the effective public config, without tokens.
+pub async fn config(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.require_service(&req)?;
+    let c = &state.config;
+    let projects: Vec<_> = c
+        .projects
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "public": p.public, "prefix_expiration": p.prefix_expiration}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "prefix_expiration": c.prefix_expiration,
+        "archive": c.archive,
+        "archival": c.archival,
+        "limits": c.limits,
+        "websocket": c.websocket,
+        "projects": projects,
+    })))
+}
+
+/// `GET /api/v1/projects`: the projects the caller may read.
+pub async fn projects(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let visible: Vec<_> = state
+        .config
+        .projects
+        .iter()
+        .filter(|p| {
+            state
+                .auth
+                .check(&state.config, &req, &p.name, crate::auth::Access::Read)
+                .is_ok()
+        })
+        .map(|p| serde_json::json!({"name": p.name, "public": p.public}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "projects": visible })))
+}

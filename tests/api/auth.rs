@@ -303,3 +303,74 @@ async fn the_embedded_archivist_has_its_own_service_token() {
     assert_eq!(archival, "complete");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn config_and_projects_show_what_the_caller_may_see() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(config(&db));
+    let get = |role: &str, path: &str| {
+        let c = server.client("priv").with_token(token(role).as_deref());
+        let url = format!("{}{path}", server.base());
+        async move { c.raw(Method::GET, &url, None, None, vec![]).await }
+    };
+    let cfg = get("service", "/api/v1/config").await;
+    let body = cfg.expect(200);
+    assert_eq!(body["archival"]["complete_delay"], 5.0);
+    assert!(body.get("tokens").is_none() && !body.to_string().contains("-token"));
+    get("reader", "/api/v1/config")
+        .await
+        .expect_error(403, "permission_denied");
+    get("anonymous", "/api/v1/config")
+        .await
+        .expect_error(401, "unauthenticated");
+    let names = |a: Answer| -> Vec<String> {
+        a.expect(200)["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(get("anonymous", "/api/v1/projects").await), ["pub"]);
+    assert_eq!(
+        names(get("reader", "/api/v1/projects").await),
+        ["priv", "pub"]
+    );
+    assert_eq!(
+        names(get("writer-elsewhere", "/api/v1/projects").await),
+        ["pub", "other"]
+    );
+    assert_eq!(
+        names(get("admin", "/api/v1/projects").await),
+        ["priv", "pub", "other"]
+    );
+    server.stop().await;
+}
+
+#[test]
+fn the_token_command_prints_a_token_and_its_config_lines() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["token", "--role", "writer", "--project", "chromium"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64);
+    let lines = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        lines.contains(&format!(
+            "sha256 = \"{}\"",
+            logdog::auth::token_hash(&token)
+        )),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("role = \"writer\"") && lines.contains("projects = [\"chromium\"]"),
+        "{lines}"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["token", "--role", "boss"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

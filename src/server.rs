@@ -159,8 +159,10 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         }
         a
     });
+    let rates = http::ratelimit::PrefixRates::new(config.limits.prefix_lines_per_second);
     let state = web::Data::new(AppState {
         auth,
+        rates,
         archive,
         config: Arc::new(config),
         store,

@@ -4,6 +4,7 @@
 pub mod archival;
 pub mod logs;
 pub mod ops;
+pub mod ratelimit;
 pub mod registration;
 pub mod services;
 pub mod watch;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub dispatcher: Addr<logdog_actors::dispatcher::Dispatcher>,
     /// Tokens and roles.
     pub auth: crate::auth::Auth,
+    /// Per-prefix ingest rate.
+    pub rates: ratelimit::PrefixRates,
     /// Live websocket viewers, for the viewer limits.
     pub viewers: Arc<watch::Viewers>,
 }

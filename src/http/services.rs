@@ -93,6 +93,17 @@ fn parse_entries(
     Ok(entries)
 }
 
+/// How many lines a request carries, for the ingest rate: text lines, else entries.
+fn line_count(entries: &[IncomingEntry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match &e.content {
+            logdog_schema::wire::Content::Text(lines) => lines.len() as u64,
+            _ => 1,
+        })
+        .sum()
+}
+
 fn check_entry_sizes(entries: &[IncomingEntry], max_entry: u64) -> Result<(), ApiError> {
     if let Some(e) = entries
         .iter()
@@ -164,6 +175,9 @@ pub async fn append(
                 l.value.len()
             )));
         }
+        if let Ok(ls) = &lines {
+            state.rates.take(&project, &path.prefix, ls.len() as u64)?;
+        }
         state
             .directory
             .send(
@@ -177,6 +191,9 @@ pub async fn append(
             .await?
     } else {
         let entries = parse_entries(&req, &body, max_entry)?;
+        if let Ok(es) = &entries {
+            state.rates.take(&project, &path.prefix, line_count(es))?;
+        }
         state
             .directory
             .send(
@@ -314,6 +331,13 @@ pub async fn bundle(
     let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let bundle: Bundle = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
     logdog_schema::names::validate_prefix(&bundle.prefix)?;
+    let lines: u64 = bundle
+        .streams
+        .iter()
+        .flat_map(|s| &s.entries)
+        .map(|e| e["text"]["lines"].as_array().map_or(1, |l| l.len() as u64))
+        .sum();
+    state.rates.take(&project, &bundle.prefix, lines)?;
     let secret = prefix_secret(&req);
     let max_entry = state.config.limits.max_entry_bytes as u64;
     let work = bundle.streams.into_iter().map(|s| {

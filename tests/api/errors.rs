@@ -423,3 +423,50 @@ async fn local_mode_refuses_non_loopback_addresses() {
     let e = TestServer::try_start(config).err().unwrap();
     assert!(e.contains("tokens.sha256"), "{e}");
 }
+
+async fn prefix_ingest_rate_answers_429_and_stores_nothing(db: TestDb) {
+    let mut config = db.config();
+    config.limits.prefix_lines_per_second = 10.0;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("rate", "s").await;
+    c.append("rate/+/s", &secret, lines(0, 5)).await.expect(200);
+    // A positive bucket lets one more batch through, into debt…
+    c.append("rate/+/s", &secret, lines(5, 20))
+        .await
+        .expect(200);
+    // …and the next is refused until the debt is repaid.
+    let url = c.url("logs/rate/+/s");
+    let res = c
+        .http
+        .post(&url)
+        .header("X-Prefix-Secret", &secret)
+        .header("Content-Type", "text/plain")
+        .body("x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let bundle = json!({"prefix": "rate", "streams": [{"name": "s", "entries": lines(105, 106)}]});
+    c.json(Method::POST, "bundles", Some(&secret), &bundle)
+        .await
+        .expect_error(429, "resource_exhausted");
+    assert_eq!(
+        stored_indices(&db.url, "p", "rate/+/s"),
+        (0..20).collect::<Vec<_>>(),
+        "refused requests store nothing"
+    );
+    // Other prefixes have their own budget.
+    let other = c.text_stream("rate2", "s").await;
+    c.append("rate2/+/s", &other, lines(0, 3)).await.expect(200);
+    server.stop().await;
+}
+both!(prefix_ingest_rate_answers_429_and_stores_nothing);

@@ -47,14 +47,12 @@ fn main() {
     rt.block_on(async {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
         let base = format!("http://{addr}/api/v1/projects/bench");
-        let p: Value = http.post(format!("{base}/prefixes")).json(&json!({"prefix": "arch"})).send().await.unwrap().json().await.unwrap();
-        let secret = p["secret"].as_str().unwrap().to_owned();
+        let secret = support::register_prefix(&http, &base, "arch").await;
         let path = "arch/+/big";
-        http.put(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+        support::register_stream(&http, &base, path, &secret).await;
         let line = "a".repeat(99);
         for first in (0..lines).step_by(5000) {
-            let e: Vec<Value> = (first..(first + 5000).min(lines)).map(|i| json!({"stream_index": i, "text": {"lines": [line]}})).collect();
-            let r = http.post(format!("{base}/logs/{path}")).header("X-Prefix-Secret", &secret).json(&json!({"entries": e})).send().await.unwrap();
+            let r = support::append_lines(&http, &base, path, &secret, first..(first + 5000).min(lines), &line).send().await.unwrap();
             assert_eq!(r.status(), 200);
         }
         http.patch(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use logdog::config::Config;
 
 mod support;
-use serde_json::json;
 
 struct Args {
     database: Option<String>,
@@ -63,16 +62,7 @@ fn main() {
     rt.block_on(async {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         let base = format!("http://{addr}/api/v1/projects/bench");
-        let p: serde_json::Value = http
-            .post(format!("{base}/prefixes"))
-            .json(&json!({"prefix": "bench"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let secret = p["secret"].as_str().unwrap().to_owned();
+        let secret = support::register_prefix(&http, &base, "bench").await;
         // 99 characters + "\n" = 100 bytes of payload per line.
         let line = "x".repeat(99);
         let started = Instant::now();
@@ -82,23 +72,12 @@ fn main() {
                 let (lines, batch) = (args.lines, args.batch);
                 tokio::spawn(async move {
                     let path = format!("bench/+/s{s}");
-                    let r = http.put(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
-                    assert_eq!(r.status(), 201);
+                    support::register_stream(&http, &base, &path, &secret).await;
                     let mut latencies = Vec::new();
                     for first in (0..lines).step_by(batch) {
-                        let entries: Vec<_> = (first..(first + batch).min(lines))
-                            .map(|i| json!({"stream_index": i, "text": {"lines": [line]}}))
-                            .collect();
-                        let body = serde_json::to_vec(&json!({ "entries": entries })).unwrap();
+                        let req = support::append_lines(&http, &base, &path, &secret, first as u64..(first + batch).min(lines) as u64, &line);
                         let t = Instant::now();
-                        let r = http
-                            .post(format!("{base}/logs/{path}"))
-                            .header("X-Prefix-Secret", &secret)
-                            .header("Content-Type", "application/json")
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
+                        let r = req.send().await.unwrap();
                         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
                         latencies.push(t.elapsed());
                     }

@@ -89,25 +89,9 @@ async fn run(
         .unwrap();
     let base = format!("http://{addr}/api/v1/projects/bench");
     let prefix = format!("live{round}");
-    let p: Value = http
-        .post(format!("{base}/prefixes"))
-        .json(&json!({"prefix": prefix}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = p["secret"].as_str().unwrap().to_owned();
+    let secret = support::register_prefix(&http, &base, &prefix).await;
     let path = format!("{prefix}/+/s");
-    let r = http
-        .put(format!("{base}/streams/{path}"))
-        .header("X-Prefix-Secret", &secret)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    support::register_stream(&http, &base, &path, &secret).await;
 
     // Viewers: record when each index arrives.
     let mut tasks = Vec::new();
@@ -145,19 +129,16 @@ async fn run(
     for b in 0..batches {
         tick.tick().await;
         let first = b * per_batch;
-        let entries: Vec<Value> = (first..first + per_batch)
-            .map(|i| json!({"stream_index": i, "text": {"lines": [line]}}))
-            .collect();
-        let body = serde_json::to_vec(&json!({ "entries": entries })).unwrap();
+        let req = support::append_lines(
+            &http,
+            &base,
+            &path,
+            &secret,
+            first..first + per_batch,
+            &line,
+        );
         let sent = Instant::now();
-        let r = http
-            .post(format!("{base}/logs/{path}"))
-            .header("X-Prefix-Secret", &secret)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = req.send().await.unwrap();
         assert_eq!(r.status(), 200);
         sent_ack.push((first + per_batch - 1, sent, Instant::now()));
     }

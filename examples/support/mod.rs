@@ -58,3 +58,48 @@ impl Drop for BenchDb {
         }
     }
 }
+
+/// Registers `prefix` on the project at `base` (`…/api/v1/projects/P`); returns its secret.
+pub async fn register_prefix(http: &reqwest::Client, base: &str, prefix: &str) -> String {
+    let p: serde_json::Value = http
+        .post(format!("{base}/prefixes"))
+        .json(&serde_json::json!({ "prefix": prefix }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    p["secret"].as_str().expect("a secret").to_owned()
+}
+
+/// Registers a text stream at `path`.
+pub async fn register_stream(http: &reqwest::Client, base: &str, path: &str, secret: &str) {
+    let r = http
+        .put(format!("{base}/streams/{path}"))
+        .header("X-Prefix-Secret", secret)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// The append request for entries `range`, each one text line `line`.
+pub fn append_lines(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    secret: &str,
+    range: std::ops::Range<u64>,
+    line: &str,
+) -> reqwest::RequestBuilder {
+    let entries: Vec<serde_json::Value> = range
+        .map(|i| serde_json::json!({"stream_index": i, "text": {"lines": [line]}}))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap();
+    http.post(format!("{base}/logs/{path}"))
+        .header("X-Prefix-Secret", secret)
+        .header("Content-Type", "application/json")
+        .body(body)
+}

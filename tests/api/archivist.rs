@@ -164,9 +164,7 @@ async fn archived_streams_read_exactly_as_before(db: TestDb) {
         .await
         .expect_error(409, "conflict");
     // Deleting the prefix removes the archive too.
-    let d = c
-        .raw(Method::DELETE, &c.url("prefixes/arc"), None, None, vec![])
-        .await;
+    let d = c.delete("prefixes/arc").await;
     assert_eq!(d.status.as_u16(), 204);
     assert!(!std::path::Path::new(&stream_file).exists());
     server.stop().await;

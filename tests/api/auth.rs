@@ -137,17 +137,7 @@ async fn every_route_checks_every_role() {
                 get("prefixes".into()).await.status.as_u16(),
                 table(200, &read_ok, anon_read),
             );
-            let s = c
-                .raw(
-                    Method::DELETE,
-                    &c.url(&format!("prefixes/del{i}")),
-                    None,
-                    None,
-                    vec![],
-                )
-                .await
-                .status
-                .as_u16();
+            let s = c.delete(&format!("prefixes/del{i}")).await.status.as_u16();
             record("DeletePrefix", s, table(204, &["admin"], 401));
             let s = c
                 .register(&format!("set/+/new{i}"), &secret, json!({}))
@@ -173,13 +163,7 @@ async fn every_route_checks_every_role() {
                 .as_u16();
             record("Terminate", s, table(200, &write_ok, 401));
             let s = c
-                .raw(
-                    Method::DELETE,
-                    &c.url(&format!("streams/set/+/p{i}")),
-                    None,
-                    None,
-                    vec![],
-                )
+                .delete(&format!("streams/set/+/p{i}"))
                 .await
                 .status
                 .as_u16();

@@ -314,6 +314,12 @@ impl Client {
         .await
     }
 
+    /// DELETE `…/projects/{project}/{rest}`.
+    pub async fn delete(&self, rest: &str) -> Answer {
+        self.raw(Method::DELETE, &self.url(rest), None, None, vec![])
+            .await
+    }
+
     /// A prefix plus a registered text stream `PREFIX/+/NAME`; returns the secret.
     pub async fn text_stream(&self, prefix: &str, name: &str) -> String {
         let secret = self.prefix(prefix).await;

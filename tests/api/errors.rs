@@ -155,15 +155,9 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
         .await
         .expect_error(404, "not_found");
     c.load("bb/1/+/nope").await.expect_error(404, "not_found");
-    c.raw(
-        Method::DELETE,
-        &c.url("streams/bb/1/+/nope"),
-        None,
-        None,
-        vec![],
-    )
-    .await
-    .expect_error(404, "not_found");
+    c.delete("streams/bb/1/+/nope")
+        .await
+        .expect_error(404, "not_found");
     c.raw(
         Method::GET,
         &format!("{}/api/v2/nothing", server.base()),

@@ -256,14 +256,7 @@ async fn query_filters_by_glob_tag_and_state(db: TestDb) {
     c.terminate("q/1/+/stderr", &secret, json!({}))
         .await
         .expect(200);
-    c.raw(
-        Method::DELETE,
-        &c.url("streams/q/1/+/ab"),
-        None,
-        None,
-        vec![],
-    )
-    .await;
+    c.delete("streams/q/1/+/ab").await;
 
     let names = |a: &Answer| -> Vec<String> {
         a.expect(200)["streams"]

@@ -118,15 +118,7 @@ async fn write_lifecycle(db: TestDb) {
     assert_eq!(task.reason, "terminated");
 
     // Purge: 204, data released, the stream marked purged (admins still see it).
-    let p = c
-        .raw(
-            Method::DELETE,
-            &c.url(&format!("streams/{path}")),
-            None,
-            None,
-            vec![],
-        )
-        .await;
+    let p = c.delete(&format!("streams/{path}")).await;
     assert_eq!(p.status.as_u16(), 204);
     assert_eq!(c.load(path).await.expect(200)["state"]["purged"], true);
     assert!(stored_entries(&db.url, "chromium", path).is_empty());
@@ -226,9 +218,7 @@ async fn delete_prefix_removes_its_streams(db: TestDb) {
     let c = server.client("p");
     let secret = c.text_stream("gone", "a").await;
     c.append("gone/+/a", &secret, lines(0, 4)).await.expect(200);
-    let d = c
-        .raw(Method::DELETE, &c.url("prefixes/gone"), None, None, vec![])
-        .await;
+    let d = c.delete("prefixes/gone").await;
     assert_eq!(d.status.as_u16(), 204);
     c.load("gone/+/a").await.expect_error(404, "not_found");
     assert!(stored_entries(&db.url, "p", "gone/+/a").is_empty());
@@ -239,7 +229,7 @@ async fn delete_prefix_removes_its_streams(db: TestDb) {
     c.json(Method::POST, "prefixes", None, &json!({"prefix": "gone"}))
         .await
         .expect_error(409, "already_exists");
-    c.raw(Method::DELETE, &c.url("prefixes/never"), None, None, vec![])
+    c.delete("prefixes/never")
         .await
         .expect_error(404, "not_found");
     server.stop().await;

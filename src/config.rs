@@ -285,6 +285,23 @@ impl Config {
         if self.database.trim().is_empty() {
             return bad("database", 0, "must not be empty".into());
         }
+        if let Some((scheme, rest)) = self.database.split_once("://") {
+            let ok = match scheme {
+                "sqlite" => !rest.is_empty(),
+                "postgres" | "postgresql" => !rest.is_empty(),
+                _ => false,
+            };
+            if !ok {
+                return bad(
+                    "database",
+                    0,
+                    format!(
+                        "{:?} is not a database URL: use a SQLite path, sqlite://PATH or postgres://USER@HOST:PORT/DB",
+                        self.database
+                    ),
+                );
+            }
+        }
         if self.archive.trim().is_empty() {
             return bad("archive", 0, "must not be empty".into());
         }
@@ -520,6 +537,13 @@ prefix_expiration = 60
             e.0.contains("logdog.toml:3: archival.complete_delay"),
             "{e}"
         );
+        for url in ["mysql://h/db", "postgres://", "sqlite://"] {
+            let e = load_str(&format!("database = \"{url}\"\n"), &[]).unwrap_err();
+            assert!(
+                e.0.contains("logdog.toml:1: database") && e.0.contains("is not a database URL"),
+                "{e}"
+            );
+        }
         let e = load_str("listen = \"nowhere\"\n", &[]).unwrap_err();
         assert!(e.0.contains("logdog.toml:1: listen"), "{e}");
         let e = load_str(

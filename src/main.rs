@@ -1,9 +1,15 @@
-//! The `logdog` binary: `serve` runs the coordinator, `migrate` prepares a database.
+//! The `logdog` binary: `serve` runs the coordinator, `archivist` an archive worker,
+//! `migrate` prepares a database, `token` makes a token; `stream`, `cat`, `tail`, `query`
+//! and `ls` are the clients.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use logdog::client::api::Api;
+use logdog::client::read::{QueryOptions, Target};
 use logdog::config::Config;
 
 #[derive(Parser)]
@@ -70,6 +76,171 @@ enum Command {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Run a command (or read stdin) and stream its output live to the coordinator.
+    ///
+    /// Registers a prefix, then uploads the command's stdout and stderr as the text streams
+    /// NAME/stdout and NAME/stderr (stdin alone: NAME/stdout), copying them to this terminal
+    /// too. Both streams are terminated when the command ends, and logdog exits with the
+    /// command's exit code. The viewer URLs are printed (to stderr) first. Uploads are
+    /// retried with backoff until they succeed; while the coordinator is unreachable the
+    /// command keeps running and its output waits in memory, then in a spool file on disk.
+    #[command(
+        after_help = "Examples:\n  logdog stream --project demo -- make -j8\n  \
+        ./test.sh 2>&1 | logdog stream --project demo --name tests"
+    )]
+    Stream {
+        #[command(flatten)]
+        conn: Conn,
+        /// The project (default: $LOGDOG_PROJECT, else "default").
+        #[arg(long, env = "LOGDOG_PROJECT", default_value = "default")]
+        project: String,
+        /// The prefix to register (default: cli/HOST/TIME-RANDOM).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Streams are NAME/stdout and NAME/stderr.
+        #[arg(long, default_value = "run")]
+        name: String,
+        /// A tag for both streams, KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Prefix expiration in seconds (the server's default when omitted).
+        #[arg(long)]
+        expiration: Option<f64>,
+        /// Output is sent at most this many seconds after it was written.
+        #[arg(long, default_value_t = 0.2)]
+        flush_interval: f64,
+        /// Output kept in memory per stream while the coordinator cannot take it, in bytes;
+        /// beyond it output goes to the spool file.
+        #[arg(long, default_value_t = 16 << 20)]
+        buffer_bytes: usize,
+        /// Where spool files go (default: the system's temporary directory).
+        #[arg(long)]
+        spool_dir: Option<PathBuf>,
+        /// Spool file size limit per stream, in bytes; when full, the command's output is
+        /// not read (the command waits) until the coordinator catches up.
+        #[arg(long, default_value_t = 1 << 30)]
+        spool_bytes: u64,
+        /// After the command ends, keep retrying the upload for this many seconds.
+        #[arg(long, default_value_t = 600.0)]
+        drain_timeout: f64,
+        /// Do not copy the command's output to this terminal.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The command and its arguments, after `--`. Without one, stdin is streamed.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print a stream's text (its contiguous entries) to stdout.
+    ///
+    /// STREAM is a URL the coordinator gave out (http://HOST/logs/PROJECT/PREFIX/+/NAME,
+    /// which also names the coordinator), PROJECT/PREFIX/+/NAME, or PREFIX/+/NAME with
+    /// --project.
+    Cat {
+        #[command(flatten)]
+        conn: Conn,
+        /// The project; then STREAM is PREFIX/+/NAME.
+        #[arg(long, env = "LOGDOG_PROJECT")]
+        project: Option<String>,
+        /// Keep following live entries until the stream ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Start at this entry index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        stream: String,
+    },
+    /// Print the end of a stream (with -f, then follow it until it ends).
+    Tail {
+        #[command(flatten)]
+        conn: Conn,
+        /// The project; then STREAM is PREFIX/+/NAME.
+        #[arg(long, env = "LOGDOG_PROJECT")]
+        project: Option<String>,
+        /// Lines to print.
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        lines: usize,
+        /// Keep following live entries until the stream ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// As for `cat`.
+        stream: String,
+    },
+    /// List streams matching filters, as a table (or JSON).
+    Query {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, env = "LOGDOG_PROJECT", default_value = "default")]
+        project: String,
+        /// Streams of this prefix only (exact).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Glob on the stream name: `*` within a segment, `**` whole segments.
+        #[arg(long)]
+        name: Option<String>,
+        /// KEY=VALUE, or KEY for "has the tag" (repeatable; all must match).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// streaming, terminated or archived.
+        #[arg(long)]
+        status: Option<String>,
+        /// text, binary or datagram.
+        #[arg(long = "type")]
+        stream_type: Option<String>,
+        /// no (default), yes or both (yes and both need admin).
+        #[arg(long)]
+        purged: Option<String>,
+        /// Streams at most; 0 lists them all.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the streams as a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the prefixes under PREFIX (or all), then PREFIX's own streams.
+    Ls {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, env = "LOGDOG_PROJECT", default_value = "default")]
+        project: String,
+        prefix: Option<String>,
+    },
+}
+
+/// Where the coordinator is and who is calling.
+#[derive(Args)]
+struct Conn {
+    /// The coordinator's base URL.
+    #[arg(
+        long,
+        env = "LOGDOG_COORDINATOR",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    coordinator: String,
+    /// A token (sent as a Bearer token); none in local mode.
+    #[arg(long, env = "LOGDOG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    logdog_schema::names::validate_tag(k, v).map_err(|e| e.to_string())?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
+    if !s.is_finite() || s < 0.0 {
+        anyhow::bail!("{what} must be a number of seconds, 0 or more");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> ExitCode {
@@ -82,17 +253,27 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
+            // `logdog cat … | head` closing the pipe early is not an error.
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("logdog: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut config = Config::load(cli.config.as_deref(), &env)?;
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = || {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::load(cli.config.as_deref(), &env)
+    };
     match cli.command {
         Command::Serve {
             listen,
@@ -100,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             archive,
             no_archivist,
         } => {
+            let mut config = config()?;
             if let Some(l) = listen {
                 config.listen = l;
             }
@@ -113,7 +295,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.archival.embedded_archivist = false;
             }
             config.validate()?;
-            logdog::server::serve(config)
+            logdog::server::serve(config)?;
+            Ok(0)
         }
         Command::Archivist {
             coordinator,
@@ -122,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lease_seconds,
             archive,
         } => {
+            let mut config = config()?;
             if let Some(a) = archive {
                 config.archive = a;
             }
@@ -151,7 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 });
                 logdog::client::archivist::run(a, rx).await;
             });
-            Ok(())
+            Ok(0)
         }
         Command::Token { role, projects } => {
             if logdog::auth::Role::parse(&role).is_none() {
@@ -167,14 +351,124 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !projects.is_empty() {
                 eprintln!("projects = {projects:?}");
             }
-            Ok(())
+            Ok(0)
         }
         Command::Migrate { database } => {
-            let url = database.unwrap_or(config.database);
+            let url = database.unwrap_or(config()?.database);
             let store = logdog_schema::Store::open(&url, 1)?;
             let ran = store.migrate()?;
             eprintln!("logdog: {ran} migration(s) applied to {url}");
-            Ok(())
+            Ok(0)
+        }
+        Command::Stream {
+            conn,
+            project,
+            prefix,
+            name,
+            tags,
+            expiration,
+            flush_interval,
+            buffer_bytes,
+            spool_dir,
+            spool_bytes,
+            drain_timeout,
+            quiet,
+            command,
+        } => {
+            logdog_schema::names::validate_project(&project)?;
+            let opts = logdog::client::stream::StreamOptions {
+                api: Api::new(&conn.coordinator, conn.token)?,
+                project,
+                prefix,
+                name,
+                command,
+                tags,
+                expiration,
+                flush_interval: secs("--flush-interval", flush_interval)?,
+                entry_bytes: 64 << 10,
+                batch_bytes: 1 << 20,
+                buffer_bytes,
+                spool_dir: spool_dir.unwrap_or_else(std::env::temp_dir),
+                spool_bytes,
+                drain_timeout: secs("--drain-timeout", drain_timeout)?,
+                quiet,
+                max_backoff: Duration::from_secs(5),
+            };
+            client_runtime()?.block_on(logdog::client::stream::run(opts))
+        }
+        Command::Cat {
+            conn,
+            project,
+            follow,
+            from,
+            stream,
+        } => {
+            let t = Target::parse(&stream, &conn.coordinator, conn.token, project.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            client_runtime()?.block_on(logdog::client::read::cat(&t, from, follow, &mut out))?;
+            Ok(0)
+        }
+        Command::Tail {
+            conn,
+            project,
+            lines,
+            follow,
+            stream,
+        } => {
+            let t = Target::parse(&stream, &conn.coordinator, conn.token, project.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            client_runtime()?.block_on(logdog::client::read::tail(&t, lines, follow, &mut out))?;
+            Ok(0)
+        }
+        Command::Query {
+            conn,
+            project,
+            prefix,
+            name,
+            tags,
+            status,
+            stream_type,
+            purged,
+            limit,
+            json,
+        } => {
+            logdog_schema::names::validate_project(&project)?;
+            let api = Api::new(&conn.coordinator, conn.token)?;
+            let q = QueryOptions {
+                prefix,
+                name,
+                tags,
+                status,
+                stream_type,
+                purged,
+                limit,
+            };
+            let streams =
+                client_runtime()?.block_on(logdog::client::read::query(&api, &project, &q))?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &streams)?;
+                writeln!(out)?;
+            } else {
+                logdog::client::read::write_table(&mut out, &streams)?;
+            }
+            Ok(0)
+        }
+        Command::Ls {
+            conn,
+            project,
+            prefix,
+        } => {
+            logdog_schema::names::validate_project(&project)?;
+            let api = Api::new(&conn.coordinator, conn.token)?;
+            let mut out = std::io::stdout().lock();
+            client_runtime()?.block_on(logdog::client::read::ls(
+                &api,
+                &project,
+                prefix.as_deref(),
+                &mut out,
+            ))?;
+            Ok(0)
         }
     }
 }

@@ -364,3 +364,12 @@ pub fn stored_indices(db_url: &str, project: &str, path: &str) -> Vec<u64> {
     );
     idx
 }
+
+/// A port nothing listens on right now (for servers that must come back on the same one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

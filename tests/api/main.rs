@@ -6,6 +6,7 @@ mod common;
 mod archival;
 mod archivist;
 mod auth;
+mod cli;
 mod concurrency;
 mod errors;
 mod idempotency;

@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::TestDb;
+use crate::common::{free_port, TestDb};
 
 /// The shell blocks that follow a `<!-- MARKER -->` line.
 fn tested_blocks(readme: &str, marker: &str) -> Vec<String> {
@@ -41,14 +41,6 @@ impl Drop for Guard {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn run_readme_against(database: Option<&str>) {
@@ -214,22 +206,42 @@ fn migrate_command_prepares_a_database() {
 #[test]
 fn invalid_config_is_refused_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bad.toml");
-    std::fs::write(
-        &cfg,
-        "listen = \"127.0.0.1:0\"\n[archival]\ncomplete_dealy = 1\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_logdog"))
-        .args(["--config", cfg.to_str().unwrap(), "serve"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.toml") && err.contains("line 3") && err.contains("complete_dealy"),
-        "{err}"
-    );
+    let cases = [
+        // An unknown field (a typo), named with its line.
+        (
+            "listen = \"127.0.0.1:0\"\n[archival]\ncomplete_dealy = 1\n",
+            vec!["bad.toml", "line 3", "complete_dealy"],
+        ),
+        // A bad database URL.
+        (
+            "listen = \"127.0.0.1:0\"\ndatabase = \"mysql://h/db\"\n",
+            vec!["bad.toml:2: database", "is not a database URL"],
+        ),
+        // A bad archive URL.
+        (
+            "listen = \"127.0.0.1:0\"\narchive = \"s3://bucket/logs\"\n",
+            vec!["unsupported archive location \"s3://bucket/logs\""],
+        ),
+        // The same project twice.
+        (
+            "listen = \"127.0.0.1:0\"\n[[projects]]\nname = \"a\"\n[[projects]]\nname = \"a\"\n",
+            vec!["bad.toml:5: projects.name", "duplicate project"],
+        ),
+    ];
+    for (text, wants) in cases {
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_logdog"))
+            .current_dir(dir.path())
+            .args(["--config", cfg.to_str().unwrap(), "serve"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in wants {
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
 }
 
 /// The archivist command of the README, run for real against a coordinator.

@@ -1,0 +1,273 @@
+//! The typed HTTP client the command-line clients share: one coordinator, one optional
+//! Bearer token, API errors decoded from the `{"error": {"code", "message"}}` body, and a
+//! retry loop for what is worth retrying (network errors, 408, 429 and 5xx).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// What a call can end with, other than success.
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    /// The coordinator answered with an error status.
+    Status {
+        status: StatusCode,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No answer: connection refused or reset, timeout, a body cut short.
+    Network(String),
+}
+
+impl ApiError {
+    /// Whether the same call may succeed later: the coordinator was unreachable, busy or
+    /// failing, as opposed to refusing the request.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ApiError::Network(_) => true,
+            ApiError::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::REQUEST_TIMEOUT
+            }
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            ApiError::Network(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Status {
+                status,
+                code,
+                message,
+                ..
+            } => write!(f, "{} {code}: {message}", status.as_u16()),
+            ApiError::Network(e) => write!(f, "coordinator unreachable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The coordinator at `base` (e.g. `http://127.0.0.1:8080`), called with `token`.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| anyhow::anyhow!("--coordinator {base:?} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            anyhow::bail!("--coordinator {base:?} must be an http:// or https:// URL");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            base,
+            token: token.filter(|t| !t.is_empty()),
+            http,
+        })
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `{base}/api/v1/projects/{project}/{rest}`.
+    pub fn project_url(&self, project: &str, rest: &str) -> String {
+        format!("{}/api/v1/projects/{project}/{rest}", self.base)
+    }
+
+    /// The websocket form of `project_url`.
+    pub fn ws_url(&self, project: &str, rest: &str) -> String {
+        let url = self.project_url(project, rest);
+        match url.strip_prefix("https://") {
+            Some(r) => format!("wss://{r}"),
+            None => format!("ws://{}", url.trim_start_matches("http://")),
+        }
+    }
+
+    pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Sends `r` and decodes a JSON answer (`Value::Null` for an empty one).
+    pub async fn call(&self, r: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let res = r
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(describe(&e)))?;
+        let status = res.status();
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(60.0)));
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Network(describe(&e)))?;
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(ApiError::Status {
+            status,
+            code: body["error"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            message: body["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+            retry_after,
+        })
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Value, ApiError> {
+        self.call(self.request(Method::GET, url)).await
+    }
+}
+
+/// reqwest's error with its causes, which hold the useful part ("connection refused").
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Exponential backoff for retries: 100 ms doubling to `max`, or what Retry-After says.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Self {
+        Self {
+            next: Duration::from_millis(100),
+            max,
+        }
+    }
+
+    /// The wait before the next attempt after `err`.
+    pub fn delay(&mut self, err: &ApiError) -> Duration {
+        let d = match err {
+            ApiError::Status {
+                retry_after: Some(r),
+                ..
+            } => (*r).max(self.next),
+            _ => self.next,
+        };
+        self.next = (self.next * 2).min(self.max);
+        d.min(self.max.max(Duration::from_millis(100)))
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
+/// Calls `f` until it succeeds or fails in a way retrying cannot fix. The first failure
+/// and the recovery are reported on stderr as `what`.
+pub async fn retry<T, F, Fut>(what: &str, max_backoff: Duration, mut f: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut backoff = Backoff::new(max_backoff);
+    let mut failures = 0u32;
+    loop {
+        match f().await {
+            Ok(v) => {
+                if failures > 0 {
+                    eprintln!("logdog: {what}: succeeded after {failures} retries");
+                }
+                return Ok(v);
+            }
+            Err(e) if e.retryable() => {
+                if failures == 0 {
+                    eprintln!("logdog: {what}: {e}; retrying");
+                }
+                failures += 1;
+                tokio::time::sleep(backoff.delay(&e)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_honours_retry_after() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let net = ApiError::Network("refused".into());
+        let waits: Vec<_> = (0..6).map(|_| b.delay(&net).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        b.reset();
+        let busy = ApiError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "resource_exhausted".into(),
+            message: String::new(),
+            retry_after: Some(Duration::from_millis(700)),
+        };
+        assert_eq!(b.delay(&busy).as_millis(), 700);
+        assert!(busy.retryable());
+        let refused = ApiError::Status {
+            status: StatusCode::CONFLICT,
+            code: "conflict".into(),
+            message: String::new(),
+            retry_after: None,
+        };
+        assert!(!refused.retryable());
+    }
+
+    #[test]
+    fn coordinator_urls_are_checked() {
+        assert!(Api::new("http://127.0.0.1:8080/", None).is_ok());
+        assert!(Api::new("127.0.0.1:8080", None).is_err());
+        assert!(Api::new("ftp://host", None).is_err());
+        let api = Api::new("https://logs.example.com", None).unwrap();
+        assert_eq!(
+            api.ws_url("p", "watch/a/+/b"),
+            "wss://logs.example.com/api/v1/projects/p/watch/a/+/b"
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! The read clients: `logdog cat`, `tail`, `query` and `ls`. Data goes to stdout, progress
+//! and errors to stderr. Reads page through Get (resumable by index, retried on network
+//! errors and 5xx); following uses the websocket watch and reconnects with `from=N`, so a
+//! dropped connection or a lagging close neither skips nor repeats a line.
+
+use std::io::Write;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::api::{retry, Api, ApiError, Backoff};
+
+/// One stream: where it lives and its path.
+pub struct Target {
+    pub api: Api,
+    pub project: String,
+    pub path: String,
+}
+
+impl Target {
+    /// Reads a stream argument: a URL the coordinator gave out (the viewer's
+    /// `http://HOST/logs/PROJECT/PREFIX/+/NAME`, or any `/api/v1/projects/PROJECT/{logs,
+    /// streams,tail,watch}/…` URL) — which also names the coordinator — or a path:
+    /// `PREFIX/+/NAME` with `project` given, else `PROJECT/PREFIX/+/NAME`.
+    pub fn parse(
+        arg: &str,
+        coordinator: &str,
+        token: Option<String>,
+        project: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let (base, project, path) = if let Some((scheme, rest)) = arg.split_once("://") {
+            let scheme = match scheme {
+                "http" | "ws" => "http",
+                "https" | "wss" => "https",
+                _ => anyhow::bail!("{arg:?}: not an http(s) URL"),
+            };
+            let rest = rest.split(['?', '#']).next().unwrap_or_default();
+            let (host, url_path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (project, path) = if let Some(r) = url_path.strip_prefix("logs/") {
+                r.split_once('/').unwrap_or((r, ""))
+            } else if let Some(r) = url_path.strip_prefix("api/v1/projects/") {
+                let (project, r) = r.split_once('/').unwrap_or((r, ""));
+                let (verb, path) = r.split_once('/').unwrap_or((r, ""));
+                if !matches!(verb, "logs" | "streams" | "tail" | "watch") {
+                    anyhow::bail!("{arg:?}: not a stream URL");
+                }
+                (project, path)
+            } else {
+                anyhow::bail!("{arg:?}: not a stream URL (expected …/logs/PROJECT/PREFIX/+/NAME)");
+            };
+            (
+                format!("{scheme}://{host}"),
+                project.to_owned(),
+                path.to_owned(),
+            )
+        } else {
+            match project {
+                Some(p) => (coordinator.to_owned(), p.to_owned(), arg.to_owned()),
+                None => {
+                    let (p, path) = arg.split_once('/').ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{arg:?}: expected PROJECT/PREFIX/+/NAME (or --project and PREFIX/+/NAME)"
+                        )
+                    })?;
+                    (coordinator.to_owned(), p.to_owned(), path.to_owned())
+                }
+            }
+        };
+        logdog_schema::names::validate_project(&project).map_err(|e| anyhow::anyhow!("{e}"))?;
+        logdog_schema::names::StreamPath::parse(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            api: Api::new(&base, token)?,
+            project,
+            path,
+        })
+    }
+
+    fn url(&self, verb: &str, query: &str) -> String {
+        self.api
+            .project_url(&self.project, &format!("{verb}/{}?{query}", self.path))
+    }
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Writes an entry's content: text lines with their delimiters, binary and datagram data
+/// as is.
+pub fn write_entry(out: &mut impl Write, e: &Value) -> std::io::Result<()> {
+    if let Some(lines) = e["text"]["lines"].as_array() {
+        for l in lines {
+            out.write_all(l["value"].as_str().unwrap_or("").as_bytes())?;
+            out.write_all(l["delimiter"].as_str().unwrap_or("").as_bytes())?;
+        }
+    } else if let Some(data) = e["binary"]["data"]
+        .as_str()
+        .or(e["datagram"]["data"].as_str())
+    {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap_or_default();
+        out.write_all(&bytes)?;
+    }
+    Ok(())
+}
+
+fn index_of(e: &Value) -> u64 {
+    e["stream_index"].as_u64().unwrap_or(0)
+}
+
+/// `logdog cat`: the stream's contiguous entries from `from`, then, with `follow`, live
+/// ones until the stream ends.
+pub async fn cat(t: &Target, from: u64, follow: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    if follow {
+        return watch(t, from, out).await;
+    }
+    let mut index = from;
+    loop {
+        let url = t.url("logs", &format!("index={index}&count=10000"));
+        let page = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in &entries {
+            write_entry(out, e)?;
+        }
+        out.flush()?;
+        index = entries.last().map_or(index, |e| index_of(e) + 1);
+    }
+}
+
+/// `logdog tail`: the last `lines` lines (of the last `lines` entries), then, with
+/// `follow`, what comes after them.
+pub async fn tail(
+    t: &Target,
+    lines: usize,
+    follow: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let url = t.url("tail", &format!("count={}", lines.max(1)));
+    let page = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
+    let entries = page["entries"].as_array().cloned().unwrap_or_default();
+    let mut text = Vec::new();
+    for e in &entries {
+        write_entry(&mut text, e)?;
+    }
+    if lines > 0 {
+        // Keep the last `lines` lines (a final line without a newline counts as one).
+        let body = text.strip_suffix(b"\n").unwrap_or(&text);
+        let start = body
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(lines - 1)
+            .map_or(0, |(i, _)| i + 1);
+        out.write_all(&text[start..])?;
+    }
+    out.flush()?;
+    if follow {
+        let next = page["next_index"].as_u64().unwrap_or(0);
+        watch(t, next, out).await?;
+    }
+    Ok(())
+}
+
+/// Follows the stream over the websocket from `from` until its `end` frame.
+async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new(MAX_BACKOFF);
+    let mut failing = false;
+    loop {
+        let mut req = t
+            .api
+            .ws_url(&t.project, &format!("watch/{}?from={from}", t.path))
+            .into_client_request()?;
+        if let Some(token) = t.api.token() {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let mut ws = match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                let status = reqwest::StatusCode::from_u16(res.status().as_u16())?;
+                let body: Value = res
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                let err = ApiError::Status {
+                    status,
+                    code: body["error"]["code"].as_str().unwrap_or("").to_owned(),
+                    message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+                    retry_after: None,
+                };
+                if !err.retryable() {
+                    return Err(err.into());
+                }
+                wait(&mut backoff, &mut failing, &err).await;
+                continue;
+            }
+            Err(e) => {
+                wait(
+                    &mut backoff,
+                    &mut failing,
+                    &ApiError::Network(e.to_string()),
+                )
+                .await;
+                continue;
+            }
+        };
+        if failing {
+            eprintln!("logdog: following again from index {from}");
+            failing = false;
+        }
+        backoff.reset();
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Text(text)) => {
+                    let v: Value = serde_json::from_str(&text)?;
+                    match v["type"].as_str() {
+                        Some("entries") => {
+                            for e in v["entries"].as_array().into_iter().flatten() {
+                                // Frames start exactly at `from`; never print twice.
+                                if index_of(e) >= from {
+                                    write_entry(out, e)?;
+                                    from = index_of(e) + 1;
+                                }
+                            }
+                            out.flush()?;
+                        }
+                        Some("end") => return Ok(()),
+                        _ => {}
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    if let Some(n) = frame.as_ref().and_then(|c| {
+                        c.reason
+                            .strip_prefix("lagged; resume from=")
+                            .and_then(|n| n.parse::<u64>().ok())
+                    }) {
+                        from = from.max(n);
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        // Closed without `end`: the server restarted or the network dropped; resume.
+        let err = ApiError::Network("the watch connection closed".into());
+        wait(&mut backoff, &mut failing, &err).await;
+    }
+}
+
+async fn wait(backoff: &mut Backoff, failing: &mut bool, err: &ApiError) {
+    if !*failing {
+        eprintln!("logdog: {err}; reconnecting");
+        *failing = true;
+    }
+    tokio::time::sleep(backoff.delay(err)).await;
+}
+
+/// What `logdog query` filters by.
+#[derive(Default)]
+pub struct QueryOptions {
+    pub prefix: Option<String>,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub status: Option<String>,
+    pub stream_type: Option<String>,
+    pub purged: Option<String>,
+    /// Streams at most (0: all).
+    pub limit: usize,
+}
+
+/// `logdog query`: the matching streams, every page of them up to `limit`.
+pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result<Vec<Value>> {
+    let mut params = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("prefix", &q.prefix),
+        ("name", &q.name),
+        ("status", &q.status),
+        ("stream_type", &q.stream_type),
+        ("purged", &q.purged),
+    ] {
+        if let Some(v) = v {
+            params.append_pair(k, v);
+        }
+    }
+    for t in &q.tags {
+        params.append_pair("tag", t);
+    }
+    let base = params.finish();
+    let mut streams = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let want = if q.limit == 0 {
+            500
+        } else {
+            (q.limit - streams.len()).min(500)
+        };
+        let mut url = api.project_url(project, &format!("streams?{base}&limit={want}"));
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(&form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>());
+        }
+        let page = retry("querying", MAX_BACKOFF, || api.get(&url)).await?;
+        streams.extend(page["streams"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() || (q.limit > 0 && streams.len() >= q.limit) {
+            return Ok(streams);
+        }
+    }
+}
+
+/// Streams as a table: path, type, status, entries, archival, last update.
+pub fn write_table(out: &mut impl Write, streams: &[Value]) -> std::io::Result<()> {
+    let rows: Vec<[String; 6]> = streams
+        .iter()
+        .map(|s| {
+            let st = &s["state"];
+            [
+                s["path"].as_str().unwrap_or("").to_owned(),
+                s["descriptor"]["stream_type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                st["status"].as_str().unwrap_or("").to_owned(),
+                st["next_index"].to_string(),
+                st["archival"].as_str().unwrap_or("").to_owned(),
+                st["updated"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["PATH", "TYPE", "STATUS", "ENTRIES", "ARCHIVAL", "UPDATED"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+            if i == 5 {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `logdog ls [PREFIX]`: the prefixes registered under PREFIX (all, without one), then the
+/// streams of PREFIX itself.
+pub async fn ls(
+    api: &Api,
+    project: &str,
+    prefix: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let prefix = prefix.map(|p| p.trim_end_matches('/'));
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = api.project_url(project, "prefixes?limit=500");
+        if let Some(p) = prefix {
+            url.push_str("&under=");
+            url.extend(form_urlencoded::byte_serialize(p.as_bytes()));
+        }
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.extend(form_urlencoded::byte_serialize(c.as_bytes()));
+        }
+        let page = retry("listing prefixes", MAX_BACKOFF, || api.get(&url)).await?;
+        for p in page["prefixes"].as_array().into_iter().flatten() {
+            let name = p["prefix"].as_str().unwrap_or("");
+            if Some(name) != prefix {
+                writeln!(
+                    out,
+                    "{name}/\texpires {}",
+                    p["expires_at"].as_str().unwrap_or("")
+                )?;
+            }
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if let Some(p) = prefix {
+        let q = QueryOptions {
+            prefix: Some(p.to_owned()),
+            ..Default::default()
+        };
+        for s in query(api, project, &q).await? {
+            writeln!(
+                out,
+                "{}\t{}\t{} entries",
+                s["path"].as_str().unwrap_or(""),
+                s["state"]["status"].as_str().unwrap_or(""),
+                s["state"]["next_index"]
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(arg: &str, project: Option<&str>) -> (String, String, String) {
+        let t = Target::parse(arg, "http://127.0.0.1:8080", None, project).unwrap();
+        (t.api.base, t.project, t.path)
+    }
+
+    #[test]
+    fn stream_arguments_name_project_path_and_coordinator() {
+        let want = |base: &str| (base.to_owned(), "demo".to_owned(), "b/1/+/out".to_owned());
+        assert_eq!(
+            parse("http://h:9/logs/demo/b/1/+/out", None),
+            want("http://h:9")
+        );
+        assert_eq!(
+            parse(
+                "https://h/api/v1/projects/demo/watch/b/1/+/out?from=3",
+                None
+            ),
+            want("https://h")
+        );
+        assert_eq!(
+            parse("ws://h:9/api/v1/projects/demo/logs/b/1/+/out", None),
+            want("http://h:9")
+        );
+        assert_eq!(parse("demo/b/1/+/out", None), want("http://127.0.0.1:8080"));
+        assert_eq!(
+            parse("b/1/+/out", Some("demo")),
+            want("http://127.0.0.1:8080")
+        );
+        for bad in [
+            "b/1/out",
+            "http://h/api/v1/projects/demo/prefixes/b",
+            "ftp://h/logs/demo/b/+/c",
+            "Demo/b/+/c",
+        ] {
+            assert!(
+                Target::parse(bad, "http://127.0.0.1:8080", None, None).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

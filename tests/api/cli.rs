@@ -1,0 +1,500 @@
+//! The command-line clients, run as the real binary against a real server: `logdog stream`
+//! (exit code, terminal indices, exact text, a coordinator restart mid-run with the spool in
+//! use, stdin, refusals before the command runs) and the read clients (`cat`, `tail`,
+//! `query`, `ls`, following live).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+use crate::both;
+use crate::common::*;
+
+/// What a finished `logdog` run left.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn logdog(base: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logdog"));
+    c.args(args)
+        .env("LOGDOG_COORDINATOR", base)
+        .env_remove("LOGDOG_TOKEN")
+        .env_remove("LOGDOG_PROJECT")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+async fn finish(child: tokio::process::Child) -> Run {
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("logdog finishes")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+async fn run(base: &str, args: &[&str]) -> Run {
+    finish(logdog(base, args).spawn().unwrap()).await
+}
+
+fn numbered(word: &str, n: u64) -> String {
+    (1..=n).map(|i| format!("{word} {i}\n")).collect()
+}
+
+/// Asserts the stream is terminated at its last entry, every entry 0..=terminal is stored
+/// exactly once, and returns how many there are.
+async fn assert_terminated_whole(db: &TestDb, c: &Client, path: &str) -> u64 {
+    let s = c.load(path).await;
+    let state = &s.expect(200)["state"];
+    assert_eq!(state["status"], "terminated", "{path}: {state}");
+    let next = state["next_index"].as_u64().unwrap();
+    assert!(next > 0, "{path} has entries");
+    assert_eq!(state["terminal_index"].as_u64(), Some(next - 1), "{path}");
+    let indices = stored_indices(&db.url, "p", path);
+    assert_eq!(
+        indices,
+        (0..next).collect::<Vec<_>>(),
+        "{path}: stored once each"
+    );
+    next
+}
+
+async fn stream_command_exit_code_terminal_indices_and_text(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let script = "for i in $(seq 1 10000); do echo out $i; echo err $i >&2; done; exit 3";
+    let r = run(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "cli/1",
+            "--quiet",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 3, "stderr: {}", r.stderr);
+    assert_eq!(r.stdout, "", "--quiet copies nothing");
+    let first = r.stderr.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("logdog: run/stdout: {base}/logs/p/cli/1/+/run/stdout"),
+        "the viewer URL comes first"
+    );
+    let c = server.client("p");
+    for (name, word) in [("stdout", "out"), ("stderr", "err")] {
+        let path = format!("cli/1/+/run/{name}");
+        let entries = assert_terminated_whole(&db, &c, &path).await;
+        assert!(
+            r.stderr.contains(&format!(
+                "run/{name}: {entries} entries uploaded and terminated"
+            )),
+            "{}",
+            r.stderr
+        );
+        let cat = run(&base, &["cat", &format!("p/{path}")]).await;
+        assert_eq!(cat.code, 0, "{}", cat.stderr);
+        assert_eq!(cat.stdout, numbered(word, 10000), "{path}");
+        assert_eq!(cat.stderr, "");
+    }
+    server.stop().await;
+}
+both!(stream_command_exit_code_terminal_indices_and_text);
+
+async fn stream_survives_a_coordinator_restart(db: TestDb) {
+    let port = free_port();
+    let mut config = db.config();
+    config.listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start(config.clone());
+    let base = server.base();
+    let spool = tempfile::tempdir().unwrap();
+    // 400 lines on each output over about 4 s; a 1 kB memory buffer sends the outage's
+    // output through the spool files.
+    let script = "for i in $(seq 1 400); do echo out $i; echo err $i >&2; sleep 0.01; done";
+    let child = logdog(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "cli/restart",
+            "--quiet",
+            "--buffer-bytes",
+            "1000",
+            "--flush-interval",
+            "0.05",
+            "--spool-dir",
+            spool.path().to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let c = server.client("p");
+    // Wait until some output has arrived, then take the coordinator away for 3 s.
+    let mut before = 0;
+    for _ in 0..200 {
+        let s = c.load("cli/restart/+/run/stdout").await;
+        if s.status == 200 {
+            before = s.body["state"]["next_index"].as_u64().unwrap();
+            if before > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(before > 0, "output arrived before the stop");
+    server.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = TestServer::start(config);
+    assert_eq!(server.base(), base, "back on the same port");
+    let r = finish(child).await;
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    assert!(r.stderr.contains("coordinator unreachable"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("went through the spool file"),
+        "{}",
+        r.stderr
+    );
+    let c = server.client("p");
+    for (name, word) in [("stdout", "out"), ("stderr", "err")] {
+        let path = format!("cli/restart/+/run/{name}");
+        let entries = assert_terminated_whole(&db, &c, &path).await;
+        assert!(entries > before, "{path}: more arrived after the restart");
+        let cat = run(&base, &["cat", &format!("p/{path}")]).await;
+        assert_eq!(
+            cat.stdout,
+            numbered(word, 400),
+            "{path}: nothing lost or repeated"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
+    assert!(left.is_empty(), "spool files are removed: {left:?}");
+    server.stop().await;
+}
+both!(stream_survives_a_coordinator_restart);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reads_stdin_and_copies_the_output_through() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let mut cmd = logdog(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "cli/stdin",
+            "--name",
+            "log",
+        ],
+    );
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    stdin
+        .write_all("first\r\nsecond ☃\nno newline at the end".as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let r = finish(child).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let c = server.client("p");
+    let s = c.load("cli/stdin/+/log/stdout").await;
+    assert_eq!(s.expect(200)["state"]["status"], "terminated");
+    assert_eq!(
+        c.load("cli/stdin/+/log/stderr").await.status,
+        404,
+        "stdin makes one stream"
+    );
+    let cat = run(&base, &["cat", "--project", "p", "cli/stdin/+/log/stdout"]).await;
+    assert_eq!(cat.stdout, "first\r\nsecond ☃\nno newline at the end");
+
+    // With a command and without --quiet, its output is copied to logdog's own.
+    let r = run(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "cli/tee",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2",
+        ],
+    )
+    .await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "to-out\n"));
+    assert!(r.stderr.contains("to-err\n"), "{}", r.stderr);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_refusals_stop_before_the_command_runs() {
+    let db = TestDb::sqlite();
+    let mut config = db.config();
+    config.projects = vec![logdog::config::ProjectConfig {
+        name: "p".into(),
+        public: false,
+        prefix_expiration: None,
+        archive: None,
+    }];
+    config.tokens = vec![logdog::config::TokenConfig {
+        sha256: logdog::auth::token_hash("writer-token"),
+        role: "writer".into(),
+        projects: None,
+    }];
+    let server = TestServer::start(config);
+    let base = server.base();
+    let marker = db.dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let cases: [(&[&str], &str); 4] = [
+        (&["--project", "p"], "401 unauthenticated"),
+        (
+            &["--project", "q", "--token", "writer-token"],
+            "403 permission_denied",
+        ),
+        (
+            &[
+                "--project",
+                "p",
+                "--prefix",
+                "bad//prefix",
+                "--token",
+                "writer-token",
+            ],
+            "invalid",
+        ),
+        (
+            &["--project", "p", "--coordinator", "localhost:1"],
+            "must be an http:// or https:// URL",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["stream"];
+        args.extend_from_slice(flags);
+        args.extend(["--", "sh", "-c", &touch]);
+        let r = run(&base, &args).await;
+        assert_eq!(r.code, 1, "{flags:?}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{flags:?}: {}", r.stderr);
+        assert!(!marker.exists(), "{flags:?}: the command did not run");
+    }
+    // With the token it runs, and the token reads the result back.
+    let r = run(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "ok",
+            "--token",
+            "writer-token",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(marker.exists());
+    let mut q = logdog(&base, &["query", "--project", "p", "--json"]);
+    q.env("LOGDOG_TOKEN", "writer-token");
+    let q = finish(q.spawn().unwrap()).await;
+    let streams: Value = serde_json::from_str(&q.stdout).unwrap();
+    let paths: Vec<_> = streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].clone())
+        .collect();
+    assert_eq!(paths, [json!("ok/+/run/stderr"), json!("ok/+/run/stdout")]);
+    let anonymous = run(&base, &["query", "--project", "p"]).await;
+    assert_eq!(anonymous.code, 1);
+    assert!(
+        anonymous.stderr.contains("401 unauthenticated"),
+        "{}",
+        anonymous.stderr
+    );
+    server.stop().await;
+}
+
+async fn read_clients(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("b/1").await;
+    c.prefix("b/1/sub").await;
+    c.register("b/1/+/log", &secret, json!({"tags": {"step": "compile"}}))
+        .await
+        .expect(201);
+    c.append("b/1/+/log", &secret, lines(0, 50))
+        .await
+        .expect(200);
+    c.register("b/1/+/other", &secret, json!({"stream_type": "binary"}))
+        .await
+        .expect(201);
+    let all: String = (0..50).map(|i| format!("line {i}\n")).collect();
+
+    // cat by path with --project, by PROJECT/path, and by the viewer URL.
+    for args in [
+        vec!["cat", "--project", "p", "b/1/+/log"],
+        vec!["cat", "p/b/1/+/log"],
+    ] {
+        let r = run(&base, &args).await;
+        assert_eq!(
+            (r.code, r.stdout.as_str()),
+            (0, all.as_str()),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let url = format!("{base}/logs/p/b/1/+/log");
+    let r = run("http://127.0.0.1:1", &["cat", &url, "--from", "48"]).await;
+    assert_eq!(
+        r.stdout, "line 48\nline 49\n",
+        "the URL names the coordinator: {}",
+        r.stderr
+    );
+
+    // tail -n counts lines.
+    let r = run(&base, &["tail", "-n", "3", "p/b/1/+/log"]).await;
+    assert_eq!(r.stdout, "line 47\nline 48\nline 49\n");
+
+    // Following: cat -f and tail -f print what arrives and end with the stream.
+    let cat = logdog(&base, &["cat", "-f", "p/b/1/+/log"])
+        .spawn()
+        .unwrap();
+    let tail = logdog(&base, &["tail", "-n", "1", "-f", "p/b/1/+/log"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.append("b/1/+/log", &secret, lines(50, 60))
+        .await
+        .expect(200);
+    c.terminate("b/1/+/log", &secret, json!({"terminal_index": 59}))
+        .await
+        .expect(200);
+    let all60: String = (0..60).map(|i| format!("line {i}\n")).collect();
+    let cat = finish(cat).await;
+    assert_eq!(
+        (cat.code, cat.stdout.as_str()),
+        (0, all60.as_str()),
+        "{}",
+        cat.stderr
+    );
+    let tail = finish(tail).await;
+    let want: String = (49..60).map(|i| format!("line {i}\n")).collect();
+    assert_eq!((tail.code, tail.stdout), (0, want), "{}", tail.stderr);
+
+    // query: a table, filters, JSON.
+    let r = run(&base, &["query", "--project", "p"]).await;
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["PATH", "TYPE", "STATUS", "ENTRIES", "ARCHIVAL", "UPDATED"]
+    );
+    assert_eq!(
+        rows[1][..5],
+        ["b/1/+/log", "text", "terminated", "60", "none"]
+    );
+    assert_eq!(
+        rows[2][..5],
+        ["b/1/+/other", "binary", "streaming", "0", "none"]
+    );
+    assert_eq!(rows.len(), 3);
+    let r = run(
+        &base,
+        &["query", "--project", "p", "--tag", "step=compile", "--json"],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["path"], "b/1/+/log");
+    let r = run(
+        &base,
+        &["query", "--project", "p", "--limit", "1", "--json"],
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = run(&base, &["query", "--project", "p", "--name", "a//b"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("400 invalid_argument"), "{}", r.stderr);
+
+    // ls: prefixes, then a prefix's streams.
+    let r = run(&base, &["ls", "--project", "p"]).await;
+    let names: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(names, ["b/1/", "b/1/sub/"]);
+    let r = run(&base, &["ls", "--project", "p", "b/1"]).await;
+    assert_eq!(
+        r.stdout,
+        "b/1/sub/\texpires ".to_owned()
+            + r.stdout
+                .lines()
+                .next()
+                .unwrap()
+                .split("expires ")
+                .nth(1)
+                .unwrap()
+            + "\nb/1/+/log\tterminated\t60 entries\nb/1/+/other\tstreaming\t0 entries\n"
+    );
+
+    // Errors: a clear message and exit code 1.
+    let r = run(&base, &["cat", "p/b/1/+/missing"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "logdog: 404 not_found: stream \"b/1/+/missing\" not found\n"
+    );
+    let r = run(&base, &["cat", "-f", "p/b/1/+/missing"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("404 not_found"), "{}", r.stderr);
+    let r = run(&base, &["cat", "b/1/log"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("expected PREFIX/+/NAME"), "{}", r.stderr);
+    server.stop().await;
+}
+both!(read_clients);

@@ -66,7 +66,10 @@ impl Outbox {
     pub fn push(&mut self, record: Record) -> Result<(), PushError> {
         debug_assert!(!record.contains(&b'\n'));
         let on_disk = self.spooled_bytes() > 0;
-        if !on_disk && self.memory_bytes + record.len() <= self.memory_limit {
+        // An empty outbox takes any record, however large: the limits bound what waits,
+        // they never make a single record impossible to send.
+        let fits = self.memory_bytes + record.len() <= self.memory_limit || self.memory.is_empty();
+        if !on_disk && fits {
             self.memory_bytes += record.len();
             self.memory.push_back(record);
             return Ok(());
@@ -76,7 +79,7 @@ impl Outbox {
         }
         let spool = self.spool.as_mut().expect("just created");
         // The file only shrinks when it has been read to its end; its length is the bound.
-        if spool.written + record.len() as u64 + 1 > self.spool_limit {
+        if spool.written > 0 && spool.written + record.len() as u64 + 1 > self.spool_limit {
             return Err(PushError::Full(record));
         }
         spool.writer.write_all(&record).map_err(PushError::Io)?;
@@ -219,6 +222,9 @@ mod tests {
     fn a_full_spool_refuses_until_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = Outbox::new(0, dir.path().join("spool"), 60);
+        o.push(rec(99)).unwrap(); // an empty outbox takes one record whatever the limit
+        o.push("x".repeat(100).into_bytes()).unwrap(); // and so does an empty spool
+        assert_eq!(o.take(1 << 20).unwrap().len(), 2);
         let mut pushed = 0;
         let refused = loop {
             match o.push(rec(pushed)) {
@@ -227,12 +233,15 @@ mod tests {
                 Err(PushError::Io(e)) => panic!("{e}"),
             }
         };
-        assert_eq!(pushed, 3, "three 18-byte lines fit in 60 bytes");
-        assert_eq!(refused, rec(3));
+        assert_eq!(
+            pushed, 4,
+            "one in memory (the outbox was empty), three 18-byte lines in 60 bytes of spool"
+        );
+        assert_eq!(refused, rec(4));
         let got = o.take(1 << 20).unwrap();
-        assert_eq!(got, (0..3).map(rec).collect::<Vec<_>>());
+        assert_eq!(got, (0..4).map(rec).collect::<Vec<_>>());
         o.push(refused).unwrap();
-        assert_eq!(o.take(1 << 20).unwrap(), vec![rec(3)]);
+        assert_eq!(o.take(1 << 20).unwrap(), vec![rec(4)]);
     }
 }
 

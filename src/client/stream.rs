@@ -11,7 +11,7 @@
 //! command's output is not read until there is room, so nothing is ever dropped.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,6 +135,8 @@ struct Pipe {
     /// Entries were taken: a full outbox has room again.
     room: Notify,
     uploaded: AtomicU64,
+    /// The upload stopped for good: later output is only copied to the terminal.
+    failed: AtomicBool,
 }
 
 struct PipeState {
@@ -223,6 +225,7 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
                 ready: Notify::new(),
                 room: Notify::new(),
                 uploaded: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
             })
         })
         .collect();
@@ -455,6 +458,9 @@ async fn push_all(pipe: &Pipe, records: Vec<Record>) -> Result<(), ()> {
     let mut warned = false;
     for mut r in records {
         loop {
+            if pipe.failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let room = pipe.room.notified();
             let pushed = pipe.state.lock().unwrap().outbox.push(r);
             match pushed {
@@ -687,10 +693,30 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Uploads `pipe`'s entries as they come, then terminates the stream.
+/// Uploads `pipe`'s entries as they come, then terminates the stream. After a failure
+/// that retrying cannot fix, the producer drops what it reads (the command carries on).
 async fn upload(
     shared: Arc<Shared>,
     pipe: Arc<Pipe>,
+    registered: bool,
+    batch_bytes: usize,
+    max_backoff: Duration,
+) -> Result<(), String> {
+    let r = upload_all(&shared, &pipe, registered, batch_bytes, max_backoff).await;
+    if let Err(e) = &r {
+        eprintln!(
+            "logdog: {}: {e}; the rest of its output is not uploaded",
+            pipe.name
+        );
+        pipe.failed.store(true, Ordering::Relaxed);
+        pipe.room.notify_one();
+    }
+    r
+}
+
+async fn upload_all(
+    shared: &Shared,
+    pipe: &Pipe,
     registered: bool,
     batch_bytes: usize,
     max_backoff: Duration,

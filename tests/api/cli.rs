@@ -127,7 +127,8 @@ async fn stream_survives_a_coordinator_restart(db: TestDb) {
     let base = server.base();
     let spool = tempfile::tempdir().unwrap();
     // 400 lines on each output over about 4 s; a 1 kB memory buffer sends the outage's
-    // output through the spool files.
+    // output through the spool files, and 3 kB of spool fill up, so logdog stops reading
+    // the command's output for a while (the pipe holds it) — still nothing is lost.
     let script = "for i in $(seq 1 400); do echo out $i; echo err $i >&2; sleep 0.01; done";
     let child = logdog(
         &base,
@@ -140,6 +141,8 @@ async fn stream_survives_a_coordinator_restart(db: TestDb) {
             "--quiet",
             "--buffer-bytes",
             "1000",
+            "--spool-bytes",
+            "3000",
             "--flush-interval",
             "0.05",
             "--spool-dir",
@@ -498,3 +501,68 @@ async fn read_clients(db: TestDb) {
     server.stop().await;
 }
 both!(read_clients);
+
+/// A refusal retrying cannot fix (here: the stream is purged mid-run, so appends answer
+/// 409) stops that stream's upload, but the command runs to its end unhindered, even with
+/// far more output than the buffer and spool could hold, and its exit code comes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_never_blocks_the_command() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let spool = tempfile::tempdir().unwrap();
+    let script = "echo first; sleep 1; seq 1 200000; echo last; exit 4";
+    let child = logdog(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "cli/purged",
+            "--buffer-bytes",
+            "1000",
+            "--spool-bytes",
+            "5000",
+            "--spool-dir",
+            spool.path().to_str().unwrap(),
+            "--flush-interval",
+            "0.05",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let c = server.client("p");
+    let mut seen = false;
+    for _ in 0..100 {
+        let s = c.load("cli/purged/+/run/stdout").await;
+        if s.status == 200 && s.body["state"]["next_index"].as_u64() > Some(0) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the first line arrived");
+    c.delete("streams/cli/purged/+/run/stdout").await;
+    let r = finish(child).await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stdout.starts_with("first\n1\n2\n"), "output still copied");
+    assert!(r.stdout.ends_with("199999\n200000\nlast\n"));
+    assert!(
+        r.stderr.contains("409 conflict")
+            && r.stderr.contains("the rest of its output is not uploaded"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("run/stderr: 0 entries uploaded and terminated"),
+        "{}",
+        r.stderr
+    );
+    server.stop().await;
+}

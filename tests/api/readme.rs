@@ -304,3 +304,72 @@ async fn readme_archivist_command_archives_streams() {
     assert_eq!(got.expect(200)["entries"].as_array().unwrap().len(), 20);
     server.stop().await;
 }
+
+/// The command-line section, run by bash with the built `logdog` on PATH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_cli_examples_work() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let blocks = tested_blocks(&readme, "tested: cli");
+    assert_eq!(blocks.len(), 1, "README shows the clients");
+    let db = TestDb::sqlite();
+    let server = crate::common::TestServer::start(db.config());
+    let base = server.base();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_logdog"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let script = format!("set -euo pipefail\n{}", blocks[0]);
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PATH", path)
+        .env("LOGDOG_COORDINATOR", &base)
+        .env_remove("LOGDOG_TOKEN")
+        .env_remove("LOGDOG_PROJECT")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["compiling", "exit code 3", "compiling", "oops"],
+        "{stdout}"
+    );
+    let cols = |l: &str| l.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
+    assert_eq!(cols(lines[4]), "PATH TYPE STATUS ENTRIES ARCHIVAL");
+    assert_eq!(
+        cols(lines[5]),
+        "build/2/+/run/stderr text terminated 1 none"
+    );
+    assert_eq!(
+        cols(lines[6]),
+        "build/2/+/run/stdout text terminated 1 none"
+    );
+    assert!(lines[7].starts_with("build/2/\texpires "), "{stdout}");
+    assert_eq!(lines[8], format!("{base}/logs/demo/files/1/+/readme"));
+    assert_eq!(lines.len(), 9, "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "logdog: run/stdout: {base}/logs/demo/build/2/+/run/stdout"
+        )),
+        "{stderr}"
+    );
+    let c = server.client("demo");
+    assert_eq!(
+        c.text(format!("{base}/logs/demo/build/3/+/run/stdout"))
+            .await,
+        "1\n2\n3\n"
+    );
+    assert_eq!(
+        c.text(format!("{base}/logs/demo/files/1/+/readme")).await,
+        readme,
+        "pipe_file streams the file exactly"
+    );
+    server.stop().await;
+}

@@ -147,6 +147,7 @@ enum Command {
         /// Start at this entry index.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// A viewer URL, PROJECT/PREFIX/+/NAME, or PREFIX/+/NAME with --project.
         stream: String,
     },
     /// Print the end of a stream (with -f, then follow it until it ends).
@@ -162,7 +163,7 @@ enum Command {
         /// Keep following live entries until the stream ends.
         #[arg(long, short)]
         follow: bool,
-        /// As for `cat`.
+        /// A viewer URL, PROJECT/PREFIX/+/NAME, or PREFIX/+/NAME with --project.
         stream: String,
     },
     /// List streams matching filters, as a table (or JSON).
@@ -202,6 +203,7 @@ enum Command {
         conn: Conn,
         #[arg(long, env = "LOGDOG_PROJECT", default_value = "default")]
         project: String,
+        /// A prefix, e.g. build/1 (lists everything when omitted).
         prefix: Option<String>,
     },
 }

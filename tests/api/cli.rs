@@ -566,3 +566,30 @@ async fn a_refused_upload_never_blocks_the_command() {
     );
     server.stop().await;
 }
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        "serve",
+        "archivist",
+        "token",
+        "migrate",
+        "stream",
+        "cat",
+        "tail",
+        "query",
+        "ls",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{cmd}");
+        assert!(
+            text.contains(&format!("Usage: logdog {cmd}")),
+            "{cmd}: {text}"
+        );
+        assert!(text.lines().count() > 5, "{cmd}: {text}");
+    }
+}

@@ -87,6 +87,9 @@ impl Target {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Text per Get page for `cat`: enough to be fast, small enough to keep memory low.
+const PAGE_BYTES: u64 = 2 << 20;
+
 /// Writes an entry's content: text lines with their delimiters, binary and datagram data
 /// as is.
 pub fn write_entry(out: &mut impl Write, e: &Value) -> std::io::Result<()> {
@@ -119,7 +122,10 @@ pub async fn cat(t: &Target, from: u64, follow: bool, out: &mut impl Write) -> a
     }
     let mut index = from;
     loop {
-        let url = t.url("logs", &format!("index={index}&count=10000"));
+        let url = t.url(
+            "logs",
+            &format!("index={index}&count=10000&bytes={PAGE_BYTES}"),
+        );
         let page = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
         let entries = page["entries"].as_array().cloned().unwrap_or_default();
         if entries.is_empty() {

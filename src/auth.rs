@@ -118,9 +118,27 @@ impl Auth {
 
     /// The grant of the request's bearer token: Ok(None) for no token, 401 for an unknown
     /// or malformed one.
+    /// Browsers cannot set headers on a websocket, so the watch route (and only it) also
+    /// takes the token as the query parameter `access_token`.
     fn grant(&self, req: &HttpRequest) -> Result<Option<&Grant>, ApiError> {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Ok(None);
+            let from_query = req.method() == actix_web::http::Method::GET
+                && req.path().starts_with("/api/v1/projects/")
+                && req.path().contains("/watch/");
+            if !from_query {
+                return Ok(None);
+            }
+            let Some(token) = form_urlencoded::parse(req.query_string().as_bytes())
+                .find(|(k, _)| k == "access_token")
+                .map(|(_, v)| v.into_owned())
+            else {
+                return Ok(None);
+            };
+            return self
+                .grants
+                .get(&token_hash(&token))
+                .map(Some)
+                .ok_or_else(|| ApiError::unauthenticated("unknown token"));
         };
         let token = value
             .to_str()

@@ -375,9 +375,12 @@ pub async fn text(
         .streaming(body))
 }
 
-/// `GET /logs/{project}/{prefix}/+/{name}`: the stream's text (the browser viewer comes
-/// with the web app).
+/// `GET /logs/{project}/{prefix}/+/{name}`: the viewer page for a browser (`Accept:
+/// text/html`, no `format`), the stream's text for everything else.
 pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if super::webapp::wants_html(&req) {
+        return Ok(super::webapp::viewer());
+    }
     let Authorized {
         caller, project, ..
     } = authorize(&state, &req, None).await?;

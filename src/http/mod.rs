@@ -8,6 +8,7 @@ pub mod ratelimit;
 pub mod registration;
 pub mod services;
 pub mod watch;
+pub mod webapp;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -281,6 +282,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(watch::watch)),
         )
         .service(resource("/logs/{project}/{path:.+}").route(web::get().to(logs::web_text)))
+        .service(resource("/").route(web::get().to(webapp::index)))
+        .service(resource("/static/{name}").route(web::get().to(webapp::asset)))
         .service(
             resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)),
         )

@@ -153,6 +153,9 @@ fn watchdog(live: Liveness, socket: PeerSocket, idle_timeout: Duration) {
 struct WatchParams {
     from: Option<u64>,
     tail: Option<u64>,
+    /// The token, for browsers (read by the auth check).
+    #[allow(dead_code)]
+    access_token: Option<String>,
 }
 
 /// `GET …/watch/{prefix}/+/{name}`: upgrade to a websocket and tail the stream live.

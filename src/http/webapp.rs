@@ -1,0 +1,87 @@
+//! The web app: the stream browser at `/`, the viewer page that `/logs/{project}/{path}`
+//! serves to browsers, and their assets under `/static/`. Everything is embedded in the
+//! binary; nothing is fetched at run time. The pages use only the public API.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::errors::ApiError;
+
+/// (name, content type, bytes) of every asset.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
+    ("ansi.js", "text/javascript; charset=utf-8", include_str!("../web/ansi.js")),
+    ("common.js", "text/javascript; charset=utf-8", include_str!("../web/common.js")),
+    ("index.js", "text/javascript; charset=utf-8", include_str!("../web/index.js")),
+    ("viewer.js", "text/javascript; charset=utf-8", include_str!("../web/viewer.js")),
+];
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const VIEWER_HTML: &str = include_str!("../web/viewer.html");
+
+/// The asset's validator: a hash of its bytes.
+fn etag(body: &str) -> String {
+    use sha2::Digest as _;
+    format!("\"{}\"", &hex::encode(sha2::Sha256::digest(body.as_bytes()))[..20])
+}
+
+fn page(html: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        ))
+        .body(html)
+}
+
+/// `GET /`: the browser.
+pub async fn index() -> HttpResponse {
+    page(INDEX_HTML)
+}
+
+/// The viewer page (for `/logs/…` when a browser asks for HTML).
+pub fn viewer() -> HttpResponse {
+    page(VIEWER_HTML)
+}
+
+/// Does the request prefer HTML (a browser navigating), and not ask for a format?
+pub fn wants_html(req: &HttpRequest) -> bool {
+    let asks_format = form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, _)| k == "format" || k == "follow");
+    !asks_format
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")))
+}
+
+/// `GET /static/{name}`.
+pub async fn asset(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let name = req.match_info().get("name").unwrap_or_default();
+    let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
+        return Err(ApiError::not_found(format!("no asset {name:?}")));
+    };
+    let tag = etag(body);
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == tag);
+    let mut res = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::ETAG, tag))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Content-Type-Options", "nosniff"));
+    Ok(if fresh {
+        res.finish()
+    } else {
+        res.content_type(*content_type).body(*body)
+    })
+}

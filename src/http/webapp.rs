@@ -9,11 +9,31 @@ use crate::errors::ApiError;
 
 /// (name, content type, bytes) of every asset.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
-    ("ansi.js", "text/javascript; charset=utf-8", include_str!("../web/ansi.js")),
-    ("common.js", "text/javascript; charset=utf-8", include_str!("../web/common.js")),
-    ("index.js", "text/javascript; charset=utf-8", include_str!("../web/index.js")),
-    ("viewer.js", "text/javascript; charset=utf-8", include_str!("../web/viewer.js")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/style.css"),
+    ),
+    (
+        "ansi.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/ansi.js"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/common.js"),
+    ),
+    (
+        "index.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/index.js"),
+    ),
+    (
+        "viewer.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/viewer.js"),
+    ),
 ];
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -22,7 +42,10 @@ const VIEWER_HTML: &str = include_str!("../web/viewer.html");
 /// The asset's validator: a hash of its bytes.
 fn etag(body: &str) -> String {
     use sha2::Digest as _;
-    format!("\"{}\"", &hex::encode(sha2::Sha256::digest(body.as_bytes()))[..20])
+    format!(
+        "\"{}\"",
+        &hex::encode(sha2::Sha256::digest(body.as_bytes()))[..20]
+    )
 }
 
 fn page(html: &'static str) -> HttpResponse {

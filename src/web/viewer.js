@@ -423,4 +423,14 @@ async function start() {
   }
 }
 
+// A permalink typed into the address bar: go there (reloading when it is not loaded).
+window.addEventListener("hashchange", () => {
+  const sel = parseHash();
+  if (!sel) return;
+  const i = v.lines.findIndex((l) => l.no >= sel[0]);
+  if (i < 0 || v.lines[i].no !== sel[0]) { location.reload(); return; }
+  v.selection = sel;
+  scrollToLine(i);
+});
+
 start();

@@ -1,0 +1,562 @@
+//! The web app in a real browser: headless Chromium driven over WebDriver (chromedriver),
+//! against a real server. Without chromedriver these tests say so and pass, except in CI
+//! (`CI` set), where a missing browser fails them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A chromedriver process and one browser session.
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Option<Self> {
+        let exe = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(exe) = exe else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs chromium and chromium-driver for the browser tests"
+            );
+            eprintln!(
+                "browser tests skipped: no chromedriver (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        };
+        let port = free_port();
+        let driver = std::process::Command::new(exe)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=1200,800",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let res: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {res}"))
+            .to_owned();
+        Some(Self {
+            driver,
+            base,
+            session,
+            http,
+            _profile: profile,
+        })
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}/{path}", self.base, self.session);
+        let res: Value = self
+            .http
+            .request(method, url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if res["value"]["error"].is_string() {
+            panic!("webdriver {path}: {}", res["value"]);
+        }
+        res["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "url", json!({ "url": url }))
+            .await;
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page.
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "execute/sync",
+            json!({"script": script, "args": args}),
+        )
+        .await
+    }
+
+    /// Waits until `script` returns something truthy; returns it.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let script = if script.contains("return") {
+            script.to_owned()
+        } else {
+            format!("return {script}")
+        };
+        loop {
+            let v = self.js(&script, json!([])).await;
+            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("element/{e}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("element/{e}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+const ESC: &str = "\u{1b}";
+
+fn ansi_lines(from: u64, to: u64) -> Value {
+    Value::Array(
+        (from..to)
+            .map(|i| {
+                json!({"stream_index": i, "text": {"lines": [format!(
+                    "{ESC}[1;31merror{ESC}[0m line {} {ESC}[38;5;82mgreen{ESC}[0m {ESC}[38;2;255;128;0mtrue{ESC}[0m {ESC}[3mitalic{ESC}[0m",
+                    i + 1
+                )]}})
+            })
+            .collect(),
+    )
+}
+
+const VIEW: &str = "window.__viewer";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_in_a_real_browser() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let mut config = db.config();
+    config.listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start(config.clone());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("web/1").await;
+    c.register("web/1/+/log", &secret, json!({"tags": {"step": "compile"}}))
+        .await
+        .expect(201);
+    c.append("web/1/+/log", &secret, ansi_lines(0, 100))
+        .await
+        .expect(200);
+
+    // The backlog, rendered: colours applied, no escape codes on screen.
+    b.goto(&format!("{base}/logs/p/web/1/+/log")).await;
+    b.until(
+        "100 lines",
+        &format!("{VIEW} && {VIEW}.lines.length === 100"),
+    )
+    .await;
+    let text = b
+        .js(
+            "return document.getElementById('rows').textContent",
+            json!([]),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    assert!(
+        !text.contains(ESC) && !text.contains("[1;31m"),
+        "raw escapes: {text}"
+    );
+    assert!(text.contains("error line 100 green true italic"));
+    let styles = b
+        .js(
+            "const s = [...document.querySelectorAll('#rows .line:last-child .tx span')];
+             return s.map(e => [e.textContent, e.style.color, e.style.fontWeight, e.style.fontStyle]);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        styles,
+        json!([
+            ["error", "rgb(205, 49, 49)", "bold", ""],
+            ["green", "rgb(95, 255, 0)", "", ""],
+            ["true", "rgb(255, 128, 0)", "", ""],
+            ["italic", "", "", "italic"]
+        ])
+    );
+    // Following the bottom: the last line is on screen, live lines arrive.
+    c.append("web/1/+/log", &secret, ansi_lines(100, 150))
+        .await
+        .expect(200);
+    b.until("live lines", &format!("{VIEW}.lines.length === 150"))
+        .await;
+    b.until(
+        "line 150 on screen",
+        "const r = [...document.querySelectorAll('#rows .line')].find(l => l.dataset.no === '150');
+         if (!r) return false;
+         const box = r.getBoundingClientRect(), sc = document.getElementById('scroller').getBoundingClientRect();
+         return box.bottom <= sc.bottom + 1 && box.top >= sc.top;",
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('status').textContent",
+            json!([])
+        )
+        .await,
+        "streaming"
+    );
+    // Tags and descriptor.
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#meta dd[data-key=\"tag step\"]').textContent",
+            json!([])
+        )
+        .await,
+        "compile"
+    );
+
+    // Scrolling up stops following; "jump to latest" resumes.
+    b.js(
+        "document.getElementById('scroller').scrollTop = 0",
+        json!([]),
+    )
+    .await;
+    b.until(
+        "following off",
+        &format!("{VIEW}.following === false && !document.getElementById('jump').hidden"),
+    )
+    .await;
+    c.append("web/1/+/log", &secret, ansi_lines(150, 160))
+        .await
+        .expect(200);
+    b.until("160 lines", &format!("{VIEW}.lines.length === 160"))
+        .await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('scroller').scrollTop",
+            json!([])
+        )
+        .await,
+        0,
+        "stays put"
+    );
+    b.click("#jump").await;
+    b.until(
+        "following again",
+        &format!("{VIEW}.following && document.getElementById('jump').hidden"),
+    )
+    .await;
+
+    // Search: count, next.
+    b.type_into("#search", "line 15").await;
+    b.until(
+        "matches",
+        "return document.getElementById('count').textContent === '1/11'",
+    )
+    .await;
+    b.click("#next").await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('count').textContent",
+            json!([])
+        )
+        .await,
+        "2/11"
+    );
+    b.until(
+        "the second match is current",
+        "const r = document.querySelector('#rows .line.current'); return r && r.dataset.no === '150'",
+    )
+    .await;
+
+    // Timestamps and wrapping.
+    b.js("const s = document.getElementById('ts'); s.value = 'rel'; s.dispatchEvent(new Event('change'))", json!([])).await;
+    let ts = b
+        .until(
+            "timestamps",
+            "const t = document.querySelector('#rows .ts'); return t && t.textContent",
+        )
+        .await;
+    assert!(
+        ts.as_str().unwrap().starts_with('+') && ts.as_str().unwrap().ends_with('s'),
+        "{ts}"
+    );
+    b.js("const s = document.getElementById('ts'); s.value = 'abs'; s.dispatchEvent(new Event('change'))", json!([])).await;
+    let ts = b
+        .until(
+            "absolute",
+            "const t = document.querySelector('#rows .ts'); return t && t.textContent",
+        )
+        .await;
+    assert_eq!(ts.as_str().unwrap().len(), "12:34:56.789".len(), "{ts}");
+    b.click("#wrap").await;
+    assert_eq!(
+        b.js(
+            "return document.getElementById('scroller').classList.contains('wrap')",
+            json!([])
+        )
+        .await,
+        true
+    );
+
+    // A dropped connection (the server restarts): the viewer resumes from its last index.
+    server.stop().await;
+    b.until(
+        "reconnecting",
+        "return document.getElementById('conn').textContent === 'reconnecting…'",
+    )
+    .await;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    c.append("web/1/+/log", &secret, ansi_lines(160, 170))
+        .await
+        .expect(200);
+    c.terminate("web/1/+/log", &secret, json!({}))
+        .await
+        .expect(200);
+    b.until(
+        "complete",
+        "return document.getElementById('conn').textContent === 'complete'",
+    )
+    .await;
+    let nos = b
+        .js(&format!("return {VIEW}.lines.map(l => l.no)"), json!([]))
+        .await;
+    assert_eq!(
+        nos,
+        json!((1..=170).collect::<Vec<_>>()),
+        "no gap, no duplicate"
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('status').textContent",
+            json!([])
+        )
+        .await,
+        "terminated"
+    );
+
+    // Permalinks: #L20 selects and shows line 20; shift-click makes a range.
+    b.goto(&format!("{base}/logs/p/web/1/+/log#L20")).await;
+    b.until("line 20 selected", "const r = document.querySelector('#rows .line.selected'); return r && r.dataset.no === '20'").await;
+    b.js(
+        "const ln = [...document.querySelectorAll('#rows .line')].find(l => l.dataset.no === '25').querySelector('.ln');
+         ln.dispatchEvent(new MouseEvent('click', {bubbles: true, shiftKey: true}));",
+        json!([]),
+    )
+    .await;
+    b.until("range", "return location.hash === '#L20-L25'")
+        .await;
+    let sel = b.until("six selected", "const s = document.querySelectorAll('#rows .line.selected'); return s.length === 6 && [...s].map(e => e.dataset.no)").await;
+    assert_eq!(sel, json!(["20", "21", "22", "23", "24", "25"]));
+
+    // Raw download link and content negotiation.
+    assert_eq!(
+        b.js(
+            "return document.getElementById('raw').getAttribute('href')",
+            json!([])
+        )
+        .await,
+        "/logs/p/web/1/+/log?format=raw"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_lines_stay_virtual() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("big").await;
+    c.register("big/+/log", &secret, json!({}))
+        .await
+        .expect(201);
+    // 10,000 entries of 100 lines each.
+    let mut seq = 0u64;
+    for chunk in 0..100u64 {
+        let entries: Vec<Value> = (0..100u64)
+            .map(|k| {
+                let idx = chunk * 100 + k;
+                let lines: Vec<String> = (0..100)
+                    .map(|j| format!("row {}", idx * 100 + j + 1))
+                    .collect();
+                let e = json!({"stream_index": idx, "sequence": seq, "text": {"lines": lines}});
+                seq += 100;
+                e
+            })
+            .collect();
+        c.append("big/+/log", &secret, Value::Array(entries))
+            .await
+            .expect(200);
+    }
+    b.goto(&format!("{base}/logs/p/big/+/log")).await;
+    b.until("the tail", &format!("{VIEW} && {VIEW}.nextIndex === 10000"))
+        .await;
+    let (loaded, rows, last) = {
+        let v = b
+            .js(&format!("return [{VIEW}.lines.length, document.querySelectorAll('#rows .line').length, {VIEW}.lines[{VIEW}.lines.length - 1].no]"), json!([]))
+            .await;
+        (
+            v[0].as_u64().unwrap(),
+            v[1].as_u64().unwrap(),
+            v[2].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(last, 1_000_000);
+    assert_eq!(
+        loaded, 200_000,
+        "the viewer opened with the last 2,000 entries"
+    );
+    assert!(rows < 200, "the DOM holds only the visible rows: {rows}");
+    // Scrolling to the top loads the older range through Get, and still only visible rows.
+    b.js(
+        "document.getElementById('scroller').scrollTop = 0",
+        json!([]),
+    )
+    .await;
+    b.until("older lines", &format!("{VIEW}.firstIndex === 7000"))
+        .await;
+    let v = b
+        .js(&format!("return [{VIEW}.lines.length, document.querySelectorAll('#rows .line').length, {VIEW}.lines[0].no]"), json!([]))
+        .await;
+    assert_eq!(v[0], 300_000);
+    assert!(v[1].as_u64().unwrap() < 200, "{v}");
+    assert_eq!(v[2], 700_001);
+    // A permalink deep into the log finds its entry by binary search.
+    b.goto(&format!("{base}/logs/p/big/+/log#L123456")).await;
+    b.until("line 123456", "const r = document.querySelector('#rows .line.selected'); return r && r.dataset.no === '123456'").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_lists_and_filters_streams() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("b/1").await;
+    for (name, tag) in [("a", "x"), ("b", "y"), ("c", "x")] {
+        c.register(
+            &format!("b/1/+/{name}"),
+            &secret,
+            json!({"tags": {"k": tag}}),
+        )
+        .await
+        .expect(201);
+    }
+    c.append("b/1/+/a", &secret, lines(0, 3)).await.expect(200);
+    c.terminate("b/1/+/a", &secret, json!({})).await.expect(200);
+    let paths = "return [...document.querySelectorAll('#streams tr')].map(r => r.dataset.path + ' ' + r.querySelector('.status').textContent + ' ' + r.querySelector('.entries').textContent)";
+    b.goto(&format!("{base}/?project=p")).await;
+    b.until("streams", "return window.__indexReady").await;
+    assert_eq!(
+        b.js(paths, json!([])).await,
+        json!([
+            "b/1/+/a terminated 3",
+            "b/1/+/b streaming 0",
+            "b/1/+/c streaming 0"
+        ])
+    );
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('#prefixes li')].map(l => l.textContent)",
+            json!([])
+        )
+        .await,
+        json!(["b/1"])
+    );
+    // Live state: the table follows changes.
+    c.append("b/1/+/b", &secret, lines(0, 5)).await.expect(200);
+    b.until("live", "return [...document.querySelectorAll('#streams tr')].some(r => r.dataset.path === 'b/1/+/b' && r.querySelector('.entries').textContent === '5')").await;
+    // Filters: tag, status, name glob.
+    b.goto(&format!("{base}/?project=p&tag=k%3Dx&status=streaming"))
+        .await;
+    b.until("filtered", "return window.__indexReady").await;
+    assert_eq!(b.js(paths, json!([])).await, json!(["b/1/+/c streaming 0"]));
+    b.goto(&format!("{base}/?project=p&name=a")).await;
+    b.until("glob", "return window.__indexReady").await;
+    assert_eq!(
+        b.js(paths, json!([])).await,
+        json!(["b/1/+/a terminated 3"])
+    );
+    // A stream's link opens its viewer.
+    b.click("#streams a").await;
+    b.until(
+        "viewer",
+        "return window.__viewer && window.__viewer.lines.length === 3",
+    )
+    .await;
+    server.stop().await;
+}

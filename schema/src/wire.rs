@@ -26,7 +26,7 @@ pub fn format_us(us: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamType {
     #[default]
@@ -64,7 +64,7 @@ impl StreamType {
 }
 
 /// A descriptor as a client sends it: everything but the type may be left out.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescriptorRequest {
     #[serde(default)]
@@ -72,6 +72,7 @@ pub struct DescriptorRequest {
     #[serde(default)]
     pub content_type: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub timestamp: Option<DateTime<Utc>>,
     #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
@@ -80,11 +81,12 @@ pub struct DescriptorRequest {
 }
 
 /// A stream's descriptor with every default filled in (LogDog `LogStreamDescriptor`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Descriptor {
     pub stream_type: StreamType,
     pub content_type: String,
     #[serde(with = "rfc3339_us")]
+    #[schema(value_type = String, format = DateTime)]
     pub timestamp: i64,
     pub tags: BTreeMap<String, String>,
     pub binary_file_ext: Option<String>,
@@ -385,7 +387,7 @@ pub fn entries_frame<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> String
 }
 
 /// Where a stream is in its life, as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Streaming,
@@ -394,7 +396,7 @@ pub enum Status {
 }
 
 /// Archival progress of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Archival {
     None,
@@ -428,7 +430,7 @@ impl Archival {
 }
 
 /// Where an archived stream's files are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArchiveInfo {
     pub stream_url: String,
     pub index_url: String,
@@ -439,7 +441,7 @@ pub struct ArchiveInfo {
 }
 
 /// The `state` object of a Stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StreamStateJson {
     pub status: Status,
     pub created: String,
@@ -454,7 +456,7 @@ pub struct StreamStateJson {
 }
 
 /// The Stream object of API.md.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StreamJson {
     pub project: String,
     pub path: String,

@@ -58,6 +58,12 @@ fn default_lease() -> f64 {
 }
 
 /// `POST /api/v1/archive-tasks/lease`: due tasks, waiting up to `wait_seconds` for one.
+#[utoipa::path(
+    post, path = "/api/v1/archive-tasks/lease", tag = "Archival",
+    request_body = crate::http::openapi::LeaseRequest,
+    responses((status = 200, description = "Due tasks (long poll); leasing seals their streams", body = crate::http::openapi::LeaseResponse), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn lease(
     state: State,
     req: HttpRequest,
@@ -93,6 +99,12 @@ struct RenewRequest {
 }
 
 /// `POST /api/v1/archive-tasks/{task_id}/renew`.
+#[utoipa::path(
+    post, path = "/api/v1/archive-tasks/{task_id}/renew", tag = "Archival",
+    params(("task_id" = String, Path)), request_body = crate::http::openapi::RenewRequest,
+    responses((status = 200, description = "The task", body = crate::http::openapi::ArchiveTask), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn renew(
     state: State,
     req: HttpRequest,
@@ -139,6 +151,13 @@ struct CompleteRequest {
 }
 
 /// `POST /api/v1/archive-tasks/{task_id}/complete`: ArchiveStream, success or failure.
+#[utoipa::path(
+    post, path = "/api/v1/archive-tasks/{task_id}/complete", tag = "Archival",
+    params(("task_id" = String, Path)), request_body = crate::http::openapi::CompleteRequest,
+    responses((status = 200, description = "The stream (archived), or the failure recorded", body = logdog_schema::wire::StreamJson),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn complete(
     state: State,
     req: HttpRequest,

@@ -161,6 +161,20 @@ impl EntrySource {
 }
 
 /// `GET …/logs/{prefix}/+/{name}`: entries from `index`.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project}/logs/{prefix}/+/{name}", tag = "Logs",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
+           ("index" = Option<u64>, Query, description = "First entry (default 0)"),
+           ("count" = Option<u64>, Query, description = "Entries at most"),
+           ("bytes" = Option<u64>, Query, description = "Payload bytes at most (default and cap 16 MiB)"),
+           ("state" = Option<bool>, Query, description = "Include descriptor and state"),
+           ("non_contiguous" = Option<bool>, Query, description = "Skip gaps"),
+           ("format" = Option<String>, Query, description = "text or raw: the rendered text"),
+           ("follow" = Option<bool>, Query, description = "With format: stream until the terminal entry")),
+    responses((status = 200, description = "Entries (JSON), or text with format", body = crate::http::openapi::LogsResponse),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
         caller, project, ..
@@ -194,6 +208,15 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
 }
 
 /// `GET …/tail/{prefix}/+/{name}`: the last contiguous entry (`count=N`: the last N).
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project}/tail/{prefix}/+/{name}", tag = "Logs",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
+           ("count" = Option<u64>, Query, description = "The last N entries (default 1)"),
+           ("state" = Option<bool>, Query, description = "Include descriptor and state"),
+           ("format" = Option<String>, Query, description = "text or raw")),
+    responses((status = 200, description = "The last contiguous entries", body = crate::http::openapi::LogsResponse), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
         caller, project, ..
@@ -377,6 +400,15 @@ pub async fn text(
 
 /// `GET /logs/{project}/{prefix}/+/{name}`: the viewer page for a browser (`Accept:
 /// text/html`, no `format`), the stream's text for everything else.
+#[utoipa::path(
+    get, path = "/logs/{project}/{prefix}/+/{name}", tag = "Web",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
+           ("format" = Option<String>, Query, description = "text or raw: always the text"),
+           ("follow" = Option<bool>, Query, description = "Stream the text until the terminal entry")),
+    responses((status = 200, description = "The viewer page for Accept: text/html, else the stream's text", content_type = "text/plain"),
+              (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if super::webapp::wants_html(&req) {
         return Ok(super::webapp::viewer());
@@ -491,6 +523,21 @@ fn parse_query(req: &HttpRequest, project: &str, caller: Caller) -> Result<Query
 }
 
 /// `GET /api/v1/projects/{project}/streams`: Query, ordered by path, a page at a time.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project}/streams", tag = "Logs",
+    params(("project" = String, Path, description = "LUCI project name"),
+           ("prefix" = Option<String>, Query, description = "Exact prefix"),
+           ("name" = Option<String>, Query, description = "Glob: * within a segment, ** whole segments"),
+           ("tag" = Option<Vec<String>>, Query, description = "k=v or k (repeatable, all must match)"),
+           ("status" = Option<String>, Query, description = "streaming, terminated or archived"),
+           ("stream_type" = Option<String>, Query, description = "text, binary or datagram"),
+           ("content_type" = Option<String>, Query, description = "Exact content type"),
+           ("purged" = Option<String>, Query, description = "no (default), yes or both (admin)"),
+           ("limit" = Option<u32>, Query, description = "Default 100, max 500"),
+           ("cursor" = Option<String>, Query, description = "From next_cursor")),
+    responses((status = 200, description = "Streams ordered by path", body = crate::http::openapi::QueryResponse), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn query(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
         caller, project, ..
@@ -548,6 +595,14 @@ struct PrefixParams {
 }
 
 /// `GET /api/v1/projects/{project}/prefixes`: registered prefixes, ordered.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project}/prefixes", tag = "Registration",
+    params(("project" = String, Path, description = "LUCI project name"), ("under" = Option<String>, Query, description = "Only this prefix and those below it"),
+           ("limit" = Option<u32>, Query, description = "Default 100, max 500"),
+           ("cursor" = Option<String>, Query, description = "From next_cursor")),
+    responses((status = 200, description = "Registered prefixes, ordered", body = crate::http::openapi::PrefixList), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn list_prefixes(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized { project, .. } = authorize(&state, &req, None).await?;
     let p: PrefixParams = params(&req)?;

@@ -7,11 +7,19 @@ use super::State;
 use crate::errors::ApiError;
 
 /// The process is up.
+#[utoipa::path(
+    get, path = "/healthz", tag = "Operations",
+    responses((status = 200, description = "The process is up"))
+)]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Storage answers and every migration is applied.
+#[utoipa::path(
+    get, path = "/readyz", tag = "Operations",
+    responses((status = 200, description = "Storage reachable, migrations applied"), (status = 503, description = "unavailable", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
     match web::block(move || store.ready()).await {
@@ -22,6 +30,10 @@ pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "Operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
 pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
@@ -33,6 +45,11 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// `GET /api/v1/config` (service): the effective public config, without tokens.
+#[utoipa::path(
+    get, path = "/api/v1/config", tag = "Operations",
+    responses((status = 200, description = "The effective public config", body = crate::http::openapi::PublicConfig), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn config(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
     state.require_service(&req)?;
     let c = &state.config;
@@ -52,6 +69,11 @@ pub async fn config(state: State, req: actix_web::HttpRequest) -> Result<HttpRes
 }
 
 /// `GET /api/v1/projects`: the projects the caller may read.
+#[utoipa::path(
+    get, path = "/api/v1/projects", tag = "Operations",
+    responses((status = 200, description = "Projects the caller may read", body = crate::http::openapi::ProjectList)),
+    security((), ("bearer" = []))
+)]
 pub async fn projects(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
     let visible: Vec<_> = state
         .config

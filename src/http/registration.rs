@@ -25,6 +25,14 @@ struct RegisterPrefixRequest {
 }
 
 /// `POST /api/v1/projects/{project}/prefixes`: 201 with the secret; 200 for a nonce retry.
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project}/prefixes", tag = "Registration",
+    params(("project" = String, Path, description = "LUCI project name")), request_body = crate::http::openapi::RegisterPrefixRequest,
+    responses((status = 201, description = "Registered", body = crate::http::openapi::PrefixRegistered),
+              (status = 200, description = "A retry with the same op_nonce", body = crate::http::openapi::PrefixRegistered),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn register_prefix(
     state: State,
     req: HttpRequest,
@@ -80,6 +88,12 @@ pub async fn register_prefix(
 }
 
 /// `DELETE /api/v1/projects/{project}/prefixes/{prefix}` (admin): 204.
+#[utoipa::path(
+    delete, path = "/api/v1/projects/{project}/prefixes/{prefix}", tag = "Registration",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The prefix (slashes allowed)")),
+    responses((status = 204, description = "Expired; its streams, data and archives removed"), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
         caller, project, ..

@@ -47,6 +47,14 @@ fn register_message(
 }
 
 /// `PUT …/streams/{prefix}/+/{name}`: 201 new, 200 identical re-registration.
+#[utoipa::path(
+    put, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = crate::http::openapi::RegisterStreamRequest,
+    responses((status = 201, description = "Created", body = logdog_schema::wire::StreamJson),
+              (status = 200, description = "Already registered with an equal descriptor", body = logdog_schema::wire::StreamJson),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn register_stream(
     state: State,
     req: HttpRequest,
@@ -60,6 +68,12 @@ pub async fn register_stream(
 }
 
 /// `GET …/streams/{prefix}/+/{name}`: the Stream.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
+    responses((status = 200, description = "The stream", body = logdog_schema::wire::StreamJson), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
         caller, project, ..
@@ -153,6 +167,15 @@ fn append_body(r: &AppendOk) -> Value {
 }
 
 /// `POST …/logs/{prefix}/+/{name}`: JSON entries, or raw text with `text/plain`.
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project}/logs/{prefix}/+/{name}", tag = "Services",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")),
+    request_body(content((crate::http::openapi::AppendRequest = "application/json"), (String = "text/plain")),
+                 description = "JSON entries, or raw text split into one entry per line"),
+    responses((status = 200, description = "Durable", body = crate::http::openapi::AppendResult),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn append(
     state: State,
     req: HttpRequest,
@@ -221,6 +244,13 @@ fn parse_terminal(req: &HttpRequest, body: &[u8]) -> Result<Option<i64>, String>
 }
 
 /// `PATCH …/streams/{prefix}/+/{name}`: terminate.
+#[utoipa::path(
+    patch, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = crate::http::openapi::TerminateRequest,
+    responses((status = 200, description = "Terminated (the same index again is idempotent)", body = logdog_schema::wire::StreamJson),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn terminate_stream(
     state: State,
     req: HttpRequest,
@@ -237,6 +267,12 @@ pub async fn terminate_stream(
 }
 
 /// `DELETE …/streams/{prefix}/+/{name}` (admin): purge, 204.
+#[utoipa::path(
+    delete, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
+    responses((status = 204, description = "Purged"), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Authorized {
         caller, project, ..
@@ -323,6 +359,13 @@ async fn ingest_one(
 
 /// `POST /api/v1/projects/{project}/bundles`: each stream on its own; one bad stream does
 /// not fail the others.
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project}/bundles", tag = "Services",
+    params(("project" = String, Path, description = "LUCI project name"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = crate::http::openapi::BundleRequest,
+    responses((status = 200, description = "Per-stream results; everything accepted is durable", body = crate::http::openapi::BundleResult),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::http::openapi::ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn bundle(
     state: State,
     req: HttpRequest,

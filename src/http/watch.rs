@@ -159,6 +159,16 @@ struct WatchParams {
 }
 
 /// `GET …/watch/{prefix}/+/{name}`: upgrade to a websocket and tail the stream live.
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project}/watch/{prefix}/+/{name}", tag = "Logs",
+    description = "Upgrades to a websocket. Frames (JSON text): {\"type\": \"state\", \"stream\"} first and on every lifecycle change; {\"type\": \"entries\", \"entries\"} contiguous from `from`; {\"type\": \"end\", \"terminal_index\"} then a 1000 close. A lagging viewer is closed with 1013 and `lagged; resume from=N`.",
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
+           ("from" = Option<u64>, Query, description = "First index to send (default 0)"),
+           ("tail" = Option<u64>, Query, description = "Start at the last N contiguous entries"),
+           ("access_token" = Option<String>, Query, description = "The token, for browsers (which cannot set headers on a websocket)")),
+    responses((status = 101, description = "Switching protocols"), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::http::openapi::ErrorBody)),
+    security((), ("bearer" = []))
+)]
 pub async fn watch(
     state: State,
     req: HttpRequest,

@@ -34,10 +34,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../web/viewer.js"),
     ),
+    (
+        "explorer.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/explorer.js"),
+    ),
 ];
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const VIEWER_HTML: &str = include_str!("../web/viewer.html");
+const EXPLORER_HTML: &str = include_str!("../web/explorer.html");
 
 /// The asset's validator: a hash of its bytes.
 fn etag(body: &str) -> String {
@@ -61,6 +67,10 @@ fn page(html: &'static str) -> HttpResponse {
 }
 
 /// `GET /`: the browser.
+#[utoipa::path(
+    get, path = "/", tag = "Web",
+    responses((status = 200, description = "The web app", content_type = "text/html"))
+)]
 pub async fn index() -> HttpResponse {
     page(INDEX_HTML)
 }
@@ -68,6 +78,11 @@ pub async fn index() -> HttpResponse {
 /// The viewer page (for `/logs/…` when a browser asks for HTML).
 pub fn viewer() -> HttpResponse {
     page(VIEWER_HTML)
+}
+
+/// The API explorer page.
+pub fn explorer() -> HttpResponse {
+    page(EXPLORER_HTML)
 }
 
 /// Does the request prefer HTML (a browser navigating), and not ask for a format?

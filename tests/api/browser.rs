@@ -560,3 +560,57 @@ async fn browser_lists_and_filters_streams() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explorer_sends_a_call() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("e/1").await;
+    c.register("e/1/+/s", &secret, json!({})).await.expect(201);
+    b.goto(&format!("{base}/explorer")).await;
+    b.until("operations", "return window.__explorerReady").await;
+    let ops = b
+        .js(
+            "return document.querySelectorAll('#ops a').length",
+            json!([]),
+        )
+        .await;
+    assert!(ops.as_u64().unwrap() >= 20, "{ops}");
+    b.click("a[data-op='get /api/v1/projects/{project}/streams']")
+        .await;
+    b.type_into("input[name='project']", "p").await;
+    b.type_into("input[name='prefix']", "e/1").await;
+    b.click("#send").await;
+    let out = b
+        .until(
+            "the answer",
+            "const r = document.getElementById('response'); return r.dataset.status && r.textContent",
+        )
+        .await;
+    let out = out.as_str().unwrap();
+    assert!(out.starts_with("200 OK\napplication/json"), "{out}");
+    assert!(out.contains("\"path\": \"e/1/+/s\""), "{out}");
+    // A call that fails shows the API's error.
+    b.click("a[data-op='post /api/v1/projects/{project}/prefixes']")
+        .await;
+    b.type_into("input[name='project']", "p").await;
+    b.js(
+        "document.getElementById('body').value = JSON.stringify({prefix: 'e/1'})",
+        json!([]),
+    )
+    .await;
+    b.click("#send").await;
+    let out = b
+        .until(
+            "the error",
+            "const r = document.getElementById('response'); return r.dataset.status === '409' && r.textContent",
+        )
+        .await;
+    assert!(out.as_str().unwrap().contains("already_exists"), "{out}");
+    server.stop().await;
+}

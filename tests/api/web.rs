@@ -138,3 +138,75 @@ async fn the_watch_route_takes_a_token_in_the_query() {
     );
     server.stop().await;
 }
+
+/// Every route docs/API.md names is in the OpenAPI document with its method, and the
+/// document names no route API.md does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_api_md() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let r = reqwest::get(format!("{}/api/v1/openapi.json", server.base()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let mut in_doc = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            in_doc.insert(format!("{} {path}", method.to_uppercase()));
+            let op = &item[method];
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
+        }
+    }
+    let api_md =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md")).unwrap();
+    let mut in_md = std::collections::BTreeSet::new();
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        for (i, _) in api_md.match_indices(&format!("`{method} /")) {
+            let rest = &api_md[i + 1 + method.len() + 1..];
+            let end = rest.find(['`', '?', ' ']).unwrap();
+            in_md.insert(format!("{method} {}", &rest[..end]));
+        }
+    }
+    assert!(in_md.len() >= 20, "{in_md:?}");
+    assert_eq!(in_doc, in_md, "OpenAPI paths vs API.md routes");
+    // Schemas of the wire types are there, with the fields API.md lists.
+    let stream = &doc["components"]["schemas"]["StreamJson"]["properties"];
+    for field in [
+        "project",
+        "path",
+        "prefix",
+        "name",
+        "id",
+        "descriptor",
+        "state",
+    ] {
+        assert!(stream.get(field).is_some(), "Stream.{field}");
+    }
+    let state = &doc["components"]["schemas"]["StreamStateJson"]["properties"];
+    for field in [
+        "status",
+        "next_index",
+        "terminal_index",
+        "archival",
+        "archive",
+        "purged",
+    ] {
+        assert!(state.get(field).is_some(), "state.{field}");
+    }
+    let r = reqwest::get(format!("{}/explorer", server.base()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("/static/explorer.js"));
+    server.stop().await;
+}

@@ -113,6 +113,16 @@ impl Browser {
         .await
     }
 
+    /// Runs `script`, which calls `done(value)` (the last argument) when it has an answer.
+    async fn js_async(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "execute/async",
+            json!({"script": format!("const done = arguments[arguments.length - 1]; {script}"), "args": args}),
+        )
+        .await
+    }
+
     /// Waits until `script` returns something truthy; returns it.
     async fn until(&self, what: &str, script: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -331,6 +341,14 @@ async fn viewer_in_a_real_browser() {
     b.until(
         "the second match is current",
         "const r = document.querySelector('#rows .line.current'); return r && r.dataset.no === '150'",
+    )
+    .await;
+    b.click("#prev").await;
+    b.click("#prev").await;
+    b.until(
+        "previous wraps around to the last match",
+        "const r = document.querySelector('#rows .line.current');
+         return document.getElementById('count').textContent === '11/11' && r && r.dataset.no === '159'",
     )
     .await;
 
@@ -612,5 +630,76 @@ async fn explorer_sends_a_call() {
         )
         .await;
     assert!(out.as_str().unwrap().contains("already_exists"), "{out}");
+    server.stop().await;
+}
+
+/// The SGR renderer, run in the browser on inputs covering what it claims to handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ansi_renderer_cases() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    b.goto(&format!("{}/explorer", server.base())).await;
+    let e = ESC;
+    let cases: Vec<(String, &str)> = vec![
+        ("plain".into(), "plain"),
+        (format!("{e}[31mred{e}[0m"), "red"),
+        (format!("{e}[91mbright{e}[39m"), "bright"),
+        (format!("{e}[44mbg{e}[49m"), "bg"),
+        (format!("{e}[38;5;196mx"), "x"),
+        (format!("{e}[38;5;244mgrey"), "grey"),
+        (format!("{e}[48;2;1;2;3mtc"), "tc"),
+        (format!("{e}[1;3;4mall{e}[22;23;24mnone"), "allnone"),
+        (format!("{e}]0;title\u{7}after"), "after"),
+        (format!("{e}]8;;http://x{e}\\link{e}]8;;{e}\\"), "link"),
+        (format!("{e}[2K{e}[1Gcleared"), "cleared"),
+        ("a\rb\u{8}c".into(), "abc"),
+        (format!("{e}[mreset"), "reset"),
+    ];
+    let inputs: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    let got = b
+        .js_async(
+            "const inputs = arguments[0];
+             import('/static/ansi.js').then(a => done(inputs.map(input => {
+               const p = a.parse(input);
+               return [p.runs.map(r => r.text).join(''), p.runs.map(r => Object.assign({}, r.style))];
+             })));",
+            json!([inputs]),
+        )
+        .await;
+    let texts: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = cases.iter().map(|c| c.1).collect();
+    assert_eq!(texts, want, "no escape code reaches the screen");
+    let style = |i: usize, run: usize| got[i][1][run].clone();
+    assert_eq!(style(1, 0), json!({"fg": "#cd3131"}));
+    assert_eq!(style(2, 0), json!({"fg": "#f14c4c"}));
+    assert_eq!(style(3, 0), json!({"bg": "#2472c8"}));
+    assert_eq!(style(4, 0), json!({"fg": "rgb(255,0,0)"}));
+    assert_eq!(style(5, 0), json!({"fg": "rgb(128,128,128)"}));
+    assert_eq!(style(6, 0), json!({"bg": "rgb(1,2,3)"}));
+    assert_eq!(
+        style(7, 0),
+        json!({"bold": true, "italic": true, "underline": true})
+    );
+    assert_eq!(style(7, 1), json!({}));
+    // The style carries into the next line, as in a terminal.
+    let carried = b
+        .js_async(
+            "const first = arguments[0];
+             import('/static/ansi.js').then(a => {
+               const p = a.parse(first);
+               done(a.parse('still green', p.style).runs[0].style.fg);
+             });",
+            json!([format!("{e}[32mgreen starts")]),
+        )
+        .await;
+    assert_eq!(carried, "#0dbc79");
     server.stop().await;
 }

@@ -45,6 +45,8 @@ pub struct Started {
     pub archivist: Option<ArchivistHandle>,
     /// Told to answer waiting leases before a graceful stop, so no long poll holds it up.
     pub dispatcher: actix::Addr<Dispatcher>,
+    /// Set to true to end websocket viewers and followed responses before a graceful stop.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Started {
@@ -160,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         a
     });
     let rates = http::ratelimit::PrefixRates::new(config.limits.prefix_lines_per_second);
+    let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
     let state = web::Data::new(AppState {
         auth,
         rates,
@@ -172,6 +175,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         prometheus,
         dispatcher: dispatcher.clone(),
         viewers: Default::default(),
+        shutdown: shutdown.clone(),
     });
     let server = HttpServer::new(move || http::app(state.clone()))
         .on_connect(http::watch::keep_peer_socket)
@@ -197,6 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         directory,
         archivist,
         dispatcher,
+        shutdown,
     })
 }
 
@@ -207,6 +212,7 @@ pub struct Background {
     pub addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
     dispatcher: actix::Addr<Dispatcher>,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -219,7 +225,12 @@ impl Background {
                 actix_rt::System::new().block_on(async move {
                     match start(config).await {
                         Ok(s) => {
-                            let _ = tx.send(Ok((s.addr, s.server.handle(), s.dispatcher.clone())));
+                            let _ = tx.send(Ok((
+                                s.addr,
+                                s.server.handle(),
+                                s.dispatcher.clone(),
+                                s.shutdown.clone(),
+                            )));
                             let _ = s.run().await;
                         }
                         Err(e) => {
@@ -228,11 +239,13 @@ impl Background {
                     }
                 })
             })?;
-        let (addr, handle, dispatcher) = rx.recv().context("the server thread ended")??;
+        let (addr, handle, dispatcher, shutdown) =
+            rx.recv().context("the server thread ended")??;
         Ok(Self {
             addr,
             handle,
             dispatcher,
+            shutdown,
             thread: Some(thread),
         })
     }
@@ -246,6 +259,7 @@ impl Background {
     /// archivist and the actors stop.
     pub async fn stop(mut self) {
         self.dispatcher.do_send(Drain);
+        self.shutdown.send_replace(true);
         self.handle.stop(true).await;
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -260,6 +274,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let started = start(config).await?;
         let handle = started.server.handle();
         let dispatcher = started.dispatcher.clone();
+        let shutdown = started.shutdown.clone();
         actix_rt::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");
@@ -268,6 +283,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 _ = term.recv() => tracing::info!("SIGTERM received; finishing in-flight requests"),
             }
             dispatcher.do_send(Drain);
+            shutdown.send_replace(true);
             handle.stop(true).await;
         });
         started.run().await?;

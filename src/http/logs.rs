@@ -291,6 +291,8 @@ struct TextCursor {
     bytes_left: Option<u64>,
     /// With follow: the stream's progress.
     follow: Option<watch::Receiver<Progress>>,
+    /// A graceful stop ends a followed response (the client resumes with `index`).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl TextCursor {
@@ -310,8 +312,11 @@ impl TextCursor {
                     }
                     if self.next >= progress.next_index {
                         // Wait for more; a closed channel means the stream went away.
-                        if rx.changed().await.is_err() {
-                            return None;
+                        tokio::select! {
+                            changed = rx.changed() => if changed.is_err() {
+                                return None;
+                            },
+                            _ = self.shutdown.wait_for(|stopping| *stopping) => return None,
                         }
                         continue;
                     }
@@ -384,6 +389,7 @@ pub async fn text(
         count_left: p.count.filter(|c| *c > 0).map(|c| c as usize),
         bytes_left: p.bytes.filter(|b| *b > 0),
         follow,
+        shutdown: state.shutdown.subscribe(),
     };
     let body = futures::stream::unfold(cursor, |mut c| async move {
         c.next_piece().await.map(|piece| (piece, c))

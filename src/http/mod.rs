@@ -50,6 +50,9 @@ pub struct AppState {
     pub rates: ratelimit::PrefixRates,
     /// Live websocket viewers, for the viewer limits.
     pub viewers: Arc<watch::Viewers>,
+    /// Turns true when a graceful stop begins: websocket viewers and followed text
+    /// responses end then, so they do not hold the stop up.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 pub type State = web::Data<AppState>;

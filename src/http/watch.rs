@@ -488,6 +488,20 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Ctx) {
         ctx.set_mailbox_capacity(self.mailbox);
+        // A graceful stop closes the viewer with 1001 and where to resume.
+        let mut shutdown = self.app.shutdown.subscribe();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(async move {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
+            })
+            .map(|_, act, ctx| {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Away,
+                    description: Some(format!("server shutting down; resume from={}", act.next)),
+                }));
+                ctx.stop();
+            }),
+        );
         self.last_progress = Instant::now();
         self.subscribe(ctx);
         self.app.metrics.viewers.inc();

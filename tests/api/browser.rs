@@ -368,7 +368,7 @@ async fn viewer_in_a_real_browser() {
     let ts = b
         .until(
             "absolute",
-            "const t = document.querySelector('#rows .ts'); return t && t.textContent",
+            "const t = document.querySelector('#rows .ts'); return t && !t.textContent.startsWith('+') && t.textContent",
         )
         .await;
     assert_eq!(ts.as_str().unwrap().len(), "12:34:56.789".len(), "{ts}");
@@ -433,6 +433,30 @@ async fn viewer_in_a_real_browser() {
     let sel = b.until("six selected", "const s = document.querySelectorAll('#rows .line.selected'); return s.length === 6 && [...s].map(e => e.dataset.no)").await;
     assert_eq!(sel, json!(["20", "21", "22", "23", "24", "25"]));
 
+    // A range permalink opened directly.
+    b.goto("about:blank").await;
+    b.goto(&format!("{base}/logs/p/web/1/+/log#L30-L32")).await;
+    let sel = b
+        .until(
+            "range on load",
+            "const s = document.querySelectorAll('#rows .line.selected'); return s.length === 3 && [...s].map(e => e.dataset.no)",
+        )
+        .await;
+    assert_eq!(sel, json!(["30", "31", "32"]));
+
+    // Raw download: the link gives the stream's bytes, escape codes and all.
+    let raw = b
+        .js_async(
+            "fetch(document.getElementById('raw').href).then(r => r.text()).then(done)",
+            json!([]),
+        )
+        .await;
+    let want: String = (1..=170)
+        .map(|i| {
+            format!("{ESC}[1;31merror{ESC}[0m line {i} {ESC}[38;5;82mgreen{ESC}[0m {ESC}[38;2;255;128;0mtrue{ESC}[0m {ESC}[3mitalic{ESC}[0m\n")
+        })
+        .collect();
+    assert_eq!(raw.as_str().unwrap(), want);
     // Raw download link and content negotiation.
     assert_eq!(
         b.js(

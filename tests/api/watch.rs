@@ -375,3 +375,42 @@ async fn a_peer_that_accepts_nothing_is_disconnected(db: TestDb) {
     server.stop().await;
 }
 both!(a_peer_that_accepts_nothing_is_disconnected);
+
+/// A graceful stop does not wait for live readers: a websocket viewer is closed with 1001
+/// and the index to resume from, and a followed text response ends after what it sent.
+async fn graceful_stop_ends_viewers_and_followers(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.prefix("g").await;
+    c.register("g/+/s", &secret, json!({})).await.expect(201);
+    c.append("g/+/s", &secret, lines(0, 3)).await.expect(200);
+    let mut ws = connect(&server, "g/+/s", "").await;
+    // Wait until the backlog arrived, so the viewer is live.
+    let mut got = 0;
+    while got < 3 {
+        if let Some(Ok(Message::Text(t))) = ws.next().await {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            got += v["entries"].as_array().map_or(0, |e| e.len());
+        }
+    }
+    let follow = reqwest::get(format!(
+        "{}/api/v1/projects/p/logs/g/+/s?format=text&follow=true",
+        server.base()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(follow.status(), 200);
+    let stopping = tokio::spawn(server.stop());
+    let seen = read_all(ws, Duration::from_secs(20)).await;
+    assert_eq!(
+        seen.close,
+        Some((1001, "server shutting down; resume from=3".to_owned()))
+    );
+    let text = tokio::time::timeout(Duration::from_secs(20), follow.text())
+        .await
+        .expect("the followed response ends")
+        .unwrap();
+    assert_eq!(text, "line 0\nline 1\nline 2\n");
+    stopping.await.unwrap();
+}
+both!(graceful_stop_ends_viewers_and_followers);

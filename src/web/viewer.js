@@ -31,6 +31,8 @@ const v = {
   cols: 0,
   lineHeight: 18,
   reconnects: 0,
+  drawTimes: [], // the last 1,000 redraws, in ms (for the benchmark and the curious)
+  firstPaint: null, // ms after navigation when the first lines were drawn
 };
 window.__viewer = v; // for tests and the curious
 
@@ -180,7 +182,15 @@ let scheduled = false;
 function render_() {
   if (scheduled) return;
   scheduled = true;
-  requestAnimationFrame(() => { scheduled = false; draw(); });
+  requestAnimationFrame(() => {
+    scheduled = false;
+    const t0 = performance.now();
+    draw();
+    const t1 = performance.now();
+    if (v.drawTimes.length >= 1000) v.drawTimes.shift();
+    v.drawTimes.push(t1 - t0);
+    if (v.firstPaint === null && v.lines.length) v.firstPaint = t1;
+  });
 }
 
 function draw() {

@@ -2,187 +2,26 @@
 //! against a real server. Without chromedriver these tests say so and pass, except in CI
 //! (`CI` set), where a missing browser fails them.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// A chromedriver process and one browser session.
-struct Browser {
-    driver: std::process::Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-    _profile: tempfile::TempDir,
-}
+#[path = "../../examples/support/webdriver.rs"]
+mod webdriver;
+use webdriver::Browser;
 
-impl Browser {
-    async fn start() -> Option<Self> {
-        let exe = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists());
-        let Some(exe) = exe else {
+/// The browser, or None outside CI when ChromeDriver is missing (CI must have it).
+async fn browser() -> Option<Browser> {
+    match Browser::start().await {
+        Ok(b) => Some(b),
+        Err(e) => {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI needs chromium and chromium-driver for the browser tests"
+                "CI needs chromium and chromium-driver for the browser tests: {e}"
             );
-            eprintln!(
-                "browser tests skipped: no chromedriver (apt-get install chromium chromium-driver)"
-            );
-            return None;
-        };
-        let port = free_port();
-        let driver = std::process::Command::new(exe)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            eprintln!("browser test skipped: {e}");
+            None
         }
-        let profile = tempfile::tempdir().unwrap();
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync",
-                         "--window-size=1200,800",
-                         format!("--user-data-dir={}", profile.path().display())]
-            }
-        }}});
-        let res: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = res["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {res}"))
-            .to_owned();
-        Some(Self {
-            driver,
-            base,
-            session,
-            http,
-            _profile: profile,
-        })
-    }
-
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}/{path}", self.base, self.session);
-        let res: Value = self
-            .http
-            .request(method, url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if res["value"]["error"].is_string() {
-            panic!("webdriver {path}: {}", res["value"]);
-        }
-        res["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "url", json!({ "url": url }))
-            .await;
-    }
-
-    /// Runs `script` (a function body; `arguments` holds `args`) in the page.
-    async fn js(&self, script: &str, args: Value) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "execute/sync",
-            json!({"script": script, "args": args}),
-        )
-        .await
-    }
-
-    /// Runs `script`, which calls `done(value)` (the last argument) when it has an answer.
-    async fn js_async(&self, script: &str, args: Value) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "execute/async",
-            json!({"script": format!("const done = arguments[arguments.length - 1]; {script}"), "args": args}),
-        )
-        .await
-    }
-
-    /// Waits until `script` returns something truthy; returns it.
-    async fn until(&self, what: &str, script: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let script = if script.contains("return") {
-            script.to_owned()
-        } else {
-            format!("return {script}")
-        };
-        loop {
-            let v = self.js(&script, json!([])).await;
-            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn element(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                reqwest::Method::POST,
-                "element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        v.as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("element/{e}/click"),
-            json!({}),
-        )
-        .await;
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let e = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("element/{e}/value"),
-            json!({ "text": text }),
-        )
-        .await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
@@ -205,7 +44,7 @@ const VIEW: &str = "window.__viewer";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_in_a_real_browser() {
-    let Some(b) = Browser::start().await else {
+    let Some(b) = browser().await else {
         return;
     };
     let db = TestDb::sqlite();
@@ -471,7 +310,7 @@ async fn viewer_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_lines_stay_virtual() {
-    let Some(b) = Browser::start().await else {
+    let Some(b) = browser().await else {
         return;
     };
     let db = TestDb::sqlite();
@@ -541,7 +380,7 @@ async fn a_million_lines_stay_virtual() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_lists_and_filters_streams() {
-    let Some(b) = Browser::start().await else {
+    let Some(b) = browser().await else {
         return;
     };
     let db = TestDb::sqlite();
@@ -605,7 +444,7 @@ async fn browser_lists_and_filters_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explorer_sends_a_call() {
-    let Some(b) = Browser::start().await else {
+    let Some(b) = browser().await else {
         return;
     };
     let db = TestDb::sqlite();
@@ -660,7 +499,7 @@ async fn explorer_sends_a_call() {
 /// The SGR renderer, run in the browser on inputs covering what it claims to handle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ansi_renderer_cases() {
-    let Some(b) = Browser::start().await else {
+    let Some(b) = browser().await else {
         return;
     };
     let db = TestDb::sqlite();

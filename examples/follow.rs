@@ -9,7 +9,6 @@
 
 use std::io::Write as _;
 
-use base64::Engine as _;
 use futures::StreamExt as _;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -42,7 +41,7 @@ async fn main() {
                     match v["type"].as_str() {
                         Some("entries") => {
                             for e in v["entries"].as_array().into_iter().flatten() {
-                                print_entry(&mut stdout, e);
+                                let _ = logdog::client::read::write_entry(&mut stdout, e);
                             }
                             let _ = stdout.flush();
                         }
@@ -74,26 +73,5 @@ async fn main() {
             Some(n) => from = Some(n),
             None => std::process::exit(1),
         }
-    }
-}
-
-fn print_entry(out: &mut impl std::io::Write, e: &Value) {
-    if let Some(lines) = e["text"]["lines"].as_array() {
-        for l in lines {
-            let _ = write!(
-                out,
-                "{}{}",
-                l["value"].as_str().unwrap_or(""),
-                l["delimiter"].as_str().unwrap_or("")
-            );
-        }
-    } else if let Some(data) = e["binary"]["data"]
-        .as_str()
-        .or(e["datagram"]["data"].as_str())
-    {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap_or_default();
-        let _ = out.write_all(&bytes);
     }
 }

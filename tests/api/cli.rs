@@ -262,19 +262,7 @@ async fn stream_reads_stdin_and_copies_the_output_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_refusals_stop_before_the_command_runs() {
     let db = TestDb::sqlite();
-    let mut config = db.config();
-    config.projects = vec![logdog::config::ProjectConfig {
-        name: "p".into(),
-        public: false,
-        prefix_expiration: None,
-        archive: None,
-    }];
-    config.tokens = vec![logdog::config::TokenConfig {
-        sha256: logdog::auth::token_hash("writer-token"),
-        role: "writer".into(),
-        projects: None,
-    }];
-    let server = TestServer::start(config);
+    let server = TestServer::start(private_project(db.config(), "writer-token", "writer"));
     let base = server.base();
     let marker = db.dir.path().join("ran");
     let touch = format!("touch {}", marker.display());

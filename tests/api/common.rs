@@ -373,3 +373,19 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `config` with one private project `p` and one token of `role` (its text is `token`).
+pub fn private_project(mut config: Config, token: &str, role: &str) -> Config {
+    config.projects = vec![logdog::config::ProjectConfig {
+        name: "p".into(),
+        public: false,
+        prefix_expiration: None,
+        archive: None,
+    }];
+    config.tokens = vec![logdog::config::TokenConfig {
+        sha256: logdog::auth::token_hash(token),
+        role: role.into(),
+        projects: None,
+    }];
+    config
+}

@@ -90,19 +90,7 @@ async fn pages_assets_and_content_negotiation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_route_takes_a_token_in_the_query() {
     let db = TestDb::sqlite();
-    let mut config = db.config();
-    config.projects = vec![logdog::config::ProjectConfig {
-        name: "p".into(),
-        public: false,
-        prefix_expiration: None,
-        archive: None,
-    }];
-    config.tokens = vec![logdog::config::TokenConfig {
-        sha256: logdog::auth::token_hash("admin-token"),
-        role: "admin".into(),
-        projects: None,
-    }];
-    let server = TestServer::start(config);
+    let server = TestServer::start(private_project(db.config(), "admin-token", "admin"));
     let base = server.base();
     let c = server.client("p").with_token(Some("admin-token"));
     let secret = c.prefix("t/1").await;

@@ -432,6 +432,17 @@ async fn browser_lists_and_filters_streams() {
         b.js(paths, json!([])).await,
         json!(["b/1/+/a terminated 3"])
     );
+    // A stream that does not exist: the viewer says so.
+    b.goto(&format!("{base}/logs/p/b/1/+/missing")).await;
+    let err = b
+        .until(
+            "the error",
+            "const e = document.getElementById('error'); return !e.hidden && e.textContent",
+        )
+        .await;
+    assert_eq!(err, "404 not_found: stream \"b/1/+/missing\" not found");
+    b.goto(&format!("{base}/?project=p")).await;
+    b.until("streams", "return window.__indexReady").await;
     // A stream's link opens its viewer.
     b.click("#streams a").await;
     b.until(

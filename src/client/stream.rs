@@ -453,10 +453,11 @@ fn entry_json(index: u64, sequence: u64, started: Instant, lines: &[(String, &st
     .expect("JSON")
 }
 
-/// Queues `records`, waiting for room when the outbox is full.
-async fn push_all(pipe: &Pipe, records: Vec<Record>) -> Result<(), ()> {
+/// Queues `records`, waiting for room when the outbox is full. Err(n): the spool file
+/// could not be written; the first `n` records were queued.
+async fn push_all(pipe: &Pipe, records: Vec<Record>) -> Result<(), u64> {
     let mut warned = false;
-    for mut r in records {
+    for (queued, mut r) in records.into_iter().enumerate() {
         loop {
             if pipe.failed.load(Ordering::Relaxed) {
                 return Ok(());
@@ -481,10 +482,10 @@ async fn push_all(pipe: &Pipe, records: Vec<Record>) -> Result<(), ()> {
                 }
                 Err(PushError::Io(e)) => {
                     eprintln!(
-                        "logdog: {}: cannot write the spool file ({e}); waiting for the upload to make room",
+                        "logdog: {}: cannot write the spool file ({e}); the rest of this output is not uploaded",
                         pipe.name
                     );
-                    return Err(());
+                    return Err(queued as u64);
                 }
             }
         }
@@ -651,7 +652,8 @@ async fn produce<R: AsyncRead + Unpin>(
 ) {
     let mut framer = Framer::new(framing);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut spool_failed = false;
+    // Set when the spool failed: the entries queued (the stream ends there).
+    let mut queued_until: Option<u64> = None;
     loop {
         let deadline = framer.deadline();
         let read = tokio::select! {
@@ -675,16 +677,23 @@ async fn produce<R: AsyncRead + Unpin>(
             }
         }
         let sealed = std::mem::take(&mut framer.sealed);
-        if !sealed.is_empty() && !spool_failed && push_all(&pipe, sealed).await.is_err() {
-            spool_failed = true;
+        if !sealed.is_empty() && queued_until.is_none() {
+            let first = framer.next_index - sealed.len() as u64;
+            if let Err(n) = push_all(&pipe, sealed).await {
+                queued_until = Some(first + n);
+            }
         }
     }
     framer.flush(true);
     let sealed = std::mem::take(&mut framer.sealed);
-    if !spool_failed {
-        let _ = push_all(&pipe, sealed).await;
+    if queued_until.is_none() {
+        let first = framer.next_index - sealed.len() as u64;
+        if let Err(n) = push_all(&pipe, sealed).await {
+            queued_until = Some(first + n);
+        }
     }
-    finish(&pipe, framer.next_index);
+    // The stream ends after what was queued.
+    finish(&pipe, queued_until.unwrap_or(framer.next_index));
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -581,3 +581,60 @@ fn every_command_has_help() {
         assert!(text.lines().count() > 5, "{cmd}: {text}");
     }
 }
+
+/// When even the spool cannot be written (here its folder cannot be created) while the
+/// coordinator is away, logdog says so, keeps what it had queued, and terminates the
+/// stream after it once the coordinator is back: a clean prefix of the output, no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_spool_ends_the_stream_after_what_was_queued() {
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let mut config = db.config();
+    config.listen = format!("127.0.0.1:{port}");
+    let base = format!("http://127.0.0.1:{port}");
+    let script = "for i in $(seq 1 300); do echo line $i; sleep 0.003; done";
+    let child = logdog(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "cli/nospool",
+            "--quiet",
+            "--buffer-bytes",
+            "2000",
+            "--spool-dir",
+            "/proc/no-such-folder",
+            "--flush-interval",
+            "0.01",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = TestServer::start(config);
+    let r = finish(child).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot write the spool file") && r.stderr.contains("not uploaded"),
+        "{}",
+        r.stderr
+    );
+    let c = server.client("p");
+    let entries = assert_terminated_whole(&db, &c, "cli/nospool/+/run/stdout").await;
+    let cat = run(&base, &["cat", "p/cli/nospool/+/run/stdout"]).await;
+    let lines: Vec<&str> = cat.stdout.lines().collect();
+    assert!(
+        !lines.is_empty() && lines.len() < 300,
+        "{} lines in {entries} entries",
+        lines.len()
+    );
+    let want: Vec<String> = (1..=lines.len()).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, want, "a clean prefix of the output");
+    server.stop().await;
+}

@@ -10,8 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use logdog::config::Config;
-
 mod support;
 use serde_json::{json, Value};
 
@@ -27,13 +25,7 @@ fn main() {
         }
     }
     let db = support::BenchDb::new(database.as_deref(), "archbench");
-    let archive = db.dir.path().join("archive").display().to_string();
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        database: db.url.clone(),
-        archive,
-        ..Config::default()
-    };
+    let mut config = db.config();
     config.archival.embedded_archivist = false;
     config.archival.complete_delay = 0.0;
     let archivist_config = config.clone();

@@ -10,8 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use logdog::config::Config;
-
 mod support;
 
 struct Args {
@@ -47,11 +45,7 @@ fn parse_args() -> Args {
 fn main() {
     let args = parse_args();
     let db = support::BenchDb::new(args.database.as_deref(), "bench");
-    let config = Config {
-        listen: "127.0.0.1:0".into(),
-        database: db.url.clone(),
-        ..Config::default()
-    };
+    let config = db.config();
     let server = logdog::server::Background::start(config).expect("start server");
     let addr = server.addr;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use logdog::config::Config;
 
 mod support;
 use serde_json::{json, Value};
@@ -48,18 +47,10 @@ fn parse_args() -> Args {
     a
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() {
     let args = parse_args();
     let db = support::BenchDb::new(args.database.as_deref(), "latency");
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        database: db.url.clone(),
-        ..Config::default()
-    };
+    let mut config = db.config();
     config.limits.max_viewers_per_stream = 10_000;
     let server = logdog::server::Background::start(config).expect("start server");
     let addr = server.addr;
@@ -173,9 +164,9 @@ async fn run(
     from_send.sort_by(f64::total_cmp);
     println!(
         "{backend}: {viewers:>3} viewer(s), {rate} lines/s for {seconds} s: ack->delivery p50 {:.2} ms, p99 {:.2} ms; send->delivery p50 {:.2} ms, p99 {:.2} ms",
-        percentile(&from_ack, 0.5),
-        percentile(&from_ack, 0.99),
-        percentile(&from_send, 0.5),
-        percentile(&from_send, 0.99),
+        support::percentile(&from_ack, 0.5),
+        support::percentile(&from_ack, 0.99),
+        support::percentile(&from_send, 0.5),
+        support::percentile(&from_send, 0.99),
     );
 }

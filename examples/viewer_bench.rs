@@ -12,19 +12,14 @@ mod support;
 mod webdriver;
 
 use serde_json::{json, Value};
-use support::{register_prefix, register_stream, BenchDb};
+use support::{percentile, register_prefix, register_stream, BenchDb};
 
 const ENTRIES: u64 = 10_000;
 const LINES_PER_ENTRY: u64 = 100;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
+    percentile(v, 0.5)
 }
 
 #[tokio::main]
@@ -35,16 +30,8 @@ async fn main() {
         .position(|a| a == "--database")
         .map(|i| args[i + 1].clone());
     let db = BenchDb::new(database.as_deref(), "viewer");
-    let config = logdog::config::Config {
-        listen: "127.0.0.1:0".into(),
-        database: db.url.clone(),
-        archive: db.dir.path().join("archive").display().to_string(),
-        archival: logdog::config::ArchivalConfig {
-            embedded_archivist: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut config = db.config();
+    config.archival.embedded_archivist = false;
     let server = logdog::server::Background::start(config).expect("server");
     let base = server.base();
     let api = format!("{base}/api/v1/projects/bench");
@@ -124,12 +111,13 @@ async fn main() {
         .iter()
         .map(|t| t.as_f64().unwrap())
         .collect();
+    draws.sort_by(|a, b| a.total_cmp(b));
     println!(
         "  scroll: {} redraws, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; at most {} rows in the DOM",
         draws.len(),
-        percentile(&mut draws, 0.5),
-        percentile(&mut draws, 0.99),
-        percentile(&mut draws, 1.0),
+        percentile(&draws, 0.5),
+        percentile(&draws, 0.99),
+        percentile(&draws, 1.0),
         times["rows"]
     );
 

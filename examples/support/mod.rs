@@ -42,6 +42,16 @@ impl BenchDb {
         }
     }
 
+    /// A server config on this database: any free port, archives in the scratch folder.
+    pub fn config(&self) -> logdog::config::Config {
+        logdog::config::Config {
+            listen: "127.0.0.1:0".into(),
+            database: self.url.clone(),
+            archive: self.dir.path().join("archive").display().to_string(),
+            ..logdog::config::Config::default()
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         if self.postgres.is_some() {
             "postgres"
@@ -49,6 +59,11 @@ impl BenchDb {
             "sqlite"
         }
     }
+}
+
+/// The value at fraction `p` (0 to 1) of `sorted`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 impl Drop for BenchDb {

@@ -30,6 +30,9 @@ pub enum ArchiveError {
     Io(#[from] std::io::Error),
     #[error("archive is corrupt: {0}")]
     Corrupt(String),
+    /// What an archivist reported does not match the store.
+    #[error("{0}")]
+    Refused(String),
     #[error("unsupported archive location {0:?}: use a directory or file://PATH")]
     Unsupported(String),
 }
@@ -44,6 +47,10 @@ pub trait ObjectStore: std::fmt::Debug + Send + Sync {
     fn read_from(&self, url: &str, offset: u64) -> Result<Box<dyn Read + Send>, ArchiveError>;
     /// Removes every object whose key starts with `prefix/`.
     fn delete_prefix(&self, prefix: &str) -> Result<(), ArchiveError>;
+    /// The URL the object under `key` has once published.
+    fn url(&self, key: &str) -> String;
+    /// The size of the object at `url`; None when there is none.
+    fn size(&self, url: &str) -> Result<Option<u64>, ArchiveError>;
     /// A local folder for staging files before they are published.
     fn staging(&self) -> &Path;
 }
@@ -88,6 +95,19 @@ impl ObjectStore for LocalDir {
         match fs::remove_dir_all(self.base.join(prefix)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    fn url(&self, key: &str) -> String {
+        url_of(&self.base.join(key))
+    }
+
+    fn size(&self, url: &str) -> Result<Option<u64>, ArchiveError> {
+        match fs::metadata(path_of(url)?) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -178,6 +198,76 @@ impl ArchiveStore {
         let d = serde_json::to_vec(descriptor).expect("descriptor serialises");
         w.record(&d)?;
         Ok(w)
+    }
+
+    /// Checks what an archivist reports before the coordinator believes it: the three
+    /// objects must be the ones of this stream and lease in this store, exist, have the
+    /// claimed sizes, and their index must agree with the claimed entries. `Err(Conflict)`
+    /// names what is wrong; `Err(Io)` means the store could not be asked.
+    pub fn verify(
+        &self,
+        project: &str,
+        id: &str,
+        lease_id: &str,
+        claim: &Written,
+        terminal_index: i64,
+    ) -> Result<(), ArchiveError> {
+        let bad = |m: String| Err(ArchiveError::Refused(m));
+        let files = [
+            ("entries", "stream", &claim.stream_url, claim.stream_size),
+            ("index", "index", &claim.index_url, claim.index_size),
+            ("data", "data", &claim.data_url, claim.data_size),
+        ];
+        for (file, field, url, size) in files {
+            let expected = self.objects.url(&format!("{project}/{id}/{lease_id}/{file}"));
+            if *url != expected {
+                return bad(format!(
+                    "{field}_url must be this lease's archive object {expected:?}"
+                ));
+            }
+            match self.objects.size(url)? {
+                None => return bad(format!("{field}_url {url:?} does not exist")),
+                Some(s) if s != size => {
+                    return bad(format!(
+                        "{field}_size is {size} but the object at {url:?} has {s} bytes"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let refused = |e: ArchiveError| match e {
+            ArchiveError::Corrupt(m) => ArchiveError::Refused(format!("not a valid archive: {m}")),
+            ArchiveError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                ArchiveError::Refused("not a valid archive: the entries file is cut short".into())
+            }
+            other => other,
+        };
+        self.read_descriptor(&claim.stream_url).map_err(refused)?;
+        let index = parse_index(&self.objects.read_all(&claim.index_url)?).map_err(refused)?;
+        let last = index.last().map(|(i, _)| *i as i64);
+        match last {
+            None if claim.log_entry_count > 0 => {
+                bad("the index is empty but log_entry_count is not 0".into())
+            }
+            Some(_) if claim.log_entry_count == 0 => {
+                bad("log_entry_count is 0 but the index lists entries".into())
+            }
+            Some(l) if l > terminal_index => bad(format!(
+                "the archive holds entry {l}, past terminal_index {terminal_index}"
+            )),
+            Some(l)
+                if claim.log_entry_count as i64 == terminal_index + 1 && l != terminal_index =>
+            {
+                bad(format!(
+                    "a complete archive ends at entry {terminal_index}, this one at {l}"
+                ))
+            }
+            Some(l) if (claim.log_entry_count as i64) > l + 1 => bad(format!(
+                "log_entry_count {} is more than the entries up to {l}",
+                claim.log_entry_count
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Removes every archive of a stream.
@@ -387,7 +477,7 @@ mod tests {
             time_offset_us: i as i64 * 10,
             content: Content::Text(vec![Line {
                 value: format!("line {i}"),
-                delimiter: "\n".into(),
+                delimiter: logdog_schema::wire::Delimiter::Lf,
             }]),
         }
     }

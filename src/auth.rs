@@ -67,6 +67,39 @@ struct Grant {
     projects: Option<Vec<String>>,
 }
 
+impl Grant {
+    fn scope(&self) -> Scope {
+        match &self.projects {
+            None => Scope::All,
+            Some(ps) => Scope::Only(ps.clone()),
+        }
+    }
+}
+
+/// The projects a caller's token reaches: all, or only those its `projects` list names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Only(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, project: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(ps) => ps.iter().any(|p| p == project),
+        }
+    }
+
+    /// The project list, for filtering in storage (None: every project).
+    pub fn projects(&self) -> Option<&[String]> {
+        match self {
+            Scope::All => None,
+            Scope::Only(ps) => Some(ps),
+        }
+    }
+}
+
 /// Who may do what: the configured tokens, by SHA-256.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
@@ -81,6 +114,14 @@ pub fn new_token() -> String {
 /// Lowercase hex SHA-256 of a token, as the config stores it.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Whether `path` is the watch route, `/api/v1/projects/{project}/watch/…` (the one route
+/// that takes `access_token`): the verb must be the segment right after the project.
+fn is_watch(path: &str) -> bool {
+    path.strip_prefix("/api/v1/projects/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(project, rest)| !project.is_empty() && rest.starts_with("watch/"))
 }
 
 impl Auth {
@@ -122,9 +163,7 @@ impl Auth {
     /// takes the token as the query parameter `access_token`.
     fn grant(&self, req: &HttpRequest) -> Result<Option<&Grant>, ApiError> {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            let from_query = req.method() == actix_web::http::Method::GET
-                && req.path().starts_with("/api/v1/projects/")
-                && req.path().contains("/watch/");
+            let from_query = req.method() == actix_web::http::Method::GET && is_watch(req.path());
             if !from_query {
                 return Ok(None);
             }
@@ -152,7 +191,16 @@ impl Auth {
             .ok_or_else(|| ApiError::unauthenticated("unknown token"))
     }
 
+    /// 401 for a malformed or unknown token; anonymous callers and known tokens pass.
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        if self.local_mode() {
+            return Ok(());
+        }
+        self.grant(req).map(|_| ())
+    }
+
     /// May the caller do `access` on `project`? Unknown projects answer like forbidden ones.
+    /// A token's `projects` list limits every role, `service` and `admin` included.
     pub fn check(
         &self,
         config: &Config,
@@ -183,18 +231,15 @@ impl Auth {
         if !exists && !config.projects.is_empty() {
             return Err(forbidden());
         }
-        let in_project = grant
-            .projects
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| p == project));
-        let admin = grant.role == Role::Admin && in_project;
+        let in_scope = grant.scope().allows(project);
+        let admin = grant.role == Role::Admin && in_scope;
         let allowed = match access {
-            Access::Read => public || grant.role >= Role::Service || in_project,
-            Access::Write => in_project && grant.role >= Role::Writer,
+            Access::Read => public || in_scope,
+            Access::Write => in_scope && grant.role >= Role::Writer,
             Access::Admin => admin,
         };
         if !allowed {
-            return Err(if in_project || public {
+            return Err(if in_scope || public {
                 ApiError::permission_denied(format!(
                     "this call needs a role the token does not have on {project:?}"
                 ))
@@ -205,17 +250,45 @@ impl Auth {
         Ok(Caller { admin })
     }
 
-    /// Routes outside any project (archive tasks, the config) need `service` or `admin`.
-    pub fn check_service(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Routes outside any project (archive tasks, the config) need `service` or `admin`;
+    /// the answer is the projects the token is limited to.
+    pub fn check_service(&self, req: &HttpRequest) -> Result<Scope, ApiError> {
         if self.local_mode() {
-            return Ok(());
+            return Ok(Scope::All);
         }
         match self.grant(req)? {
-            Some(g) if g.role >= Role::Service => Ok(()),
+            Some(g) if g.role >= Role::Service => Ok(g.scope()),
             Some(_) => Err(ApiError::permission_denied(
                 "this call needs the service role",
             )),
             None => Err(ApiError::unauthenticated("this call needs a token")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_watch_route_takes_access_token() {
+        assert!(is_watch("/api/v1/projects/p/watch/a/+/b"));
+        for other in [
+            "/api/v1/projects/p/logs/watch/+/x",
+            "/api/v1/projects/p/logs/a/+/watch/x",
+            "/api/v1/projects/p/streams/watch/+/watch/x",
+            "/api/v1/projects//watch/a/+/b",
+            "/logs/p/watch/a/+/b",
+        ] {
+            assert!(!is_watch(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        assert!(Scope::All.allows("x"));
+        let s = Scope::Only(vec!["priv".into()]);
+        assert!(s.allows("priv") && !s.allows("other"));
+        assert_eq!(s.projects(), Some(&["priv".to_owned()][..]));
     }
 }

@@ -57,6 +57,11 @@ pub struct Limits {
     pub max_viewers_per_stream: i64,
     pub max_viewers: i64,
     pub prefix_lines_per_second: f64,
+    /// Most entries one request may carry (lines of a text/plain append; entries of a JSON
+    /// append or of a whole bundle): what bounds a request's memory besides its bytes.
+    pub max_request_entries: i64,
+    /// Seconds a request body may take to arrive (408 after).
+    pub body_timeout: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +139,8 @@ impl Default for Limits {
             max_viewers_per_stream: 1000,
             max_viewers: 10000,
             prefix_lines_per_second: 0.0,
+            max_request_entries: 100_000,
+            body_timeout: 30.0,
         }
     }
 }
@@ -320,6 +327,7 @@ impl Config {
                 "limits.prefix_lines_per_second",
                 self.limits.prefix_lines_per_second,
             ),
+            ("limits.body_timeout", self.limits.body_timeout),
             ("websocket.ping_interval", self.websocket.ping_interval),
             ("websocket.idle_timeout", self.websocket.idle_timeout),
             ("websocket.lag_timeout", self.websocket.lag_timeout),
@@ -348,6 +356,7 @@ impl Config {
                 self.limits.max_viewers_per_stream,
             ),
             ("limits.max_viewers", self.limits.max_viewers),
+            ("limits.max_request_entries", self.limits.max_request_entries),
             ("websocket.mailbox", self.websocket.mailbox),
             ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
         ];

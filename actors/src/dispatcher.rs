@@ -50,6 +50,8 @@ pub struct Lease {
     pub max_tasks: usize,
     pub lease: Duration,
     pub wait: Duration,
+    /// Only tasks of these projects (the caller's token scope); None: every project.
+    pub projects: Option<Vec<String>>,
 }
 
 #[derive(Message)]
@@ -58,6 +60,8 @@ pub struct Renew {
     pub task_id: String,
     pub lease_id: String,
     pub lease: Duration,
+    /// The caller's projects: a task of another project is answered as unknown.
+    pub projects: Option<Vec<String>>,
 }
 
 /// What an archivist reports.
@@ -80,6 +84,8 @@ pub struct Complete {
     pub task_id: String,
     pub lease_id: String,
     pub outcome: Outcome,
+    /// The caller's projects: a task of another project is answered as unknown.
+    pub projects: Option<Vec<String>>,
 }
 
 /// Shutting down: answer every waiting lease now, and wait no more.
@@ -90,6 +96,7 @@ pub struct Drain;
 struct Waiter {
     max_tasks: usize,
     lease: Duration,
+    projects: Option<Vec<String>>,
     deadline: Instant,
     reply: oneshot::Sender<Result<Vec<LeasedTask>, ActorError>>,
 }
@@ -136,7 +143,7 @@ impl Dispatcher {
         let (dir, config) = (self.directory.clone(), self.config.clone());
         ctx.spawn(
             async move {
-                let r = lease_due(&dir, &config, w.max_tasks, w.lease).await;
+                let r = lease_due(&dir, &config, w.max_tasks, w.lease, w.projects.as_deref()).await;
                 (w, r)
             }
             .into_actor(self)
@@ -174,11 +181,16 @@ async fn lease_due(
     config: &DispatchConfig,
     max: usize,
     lease: Duration,
+    projects: Option<&[String]>,
 ) -> Result<Vec<LeasedTask>, ActorError> {
     let store = dir.deps().store.clone();
     let now = now_us();
     let s = store.clone();
-    let due = blocking(move || s.read(|c| store::due_tasks(c, now, (max * 2) as i64))).await?;
+    let projects = projects.map(<[String]>::to_vec);
+    let due = blocking(move || {
+        s.read(|c| store::due_tasks(c, now, (max * 2) as i64, projects.as_deref()))
+    })
+    .await?;
     let mut out = Vec::new();
     for row in due {
         if out.len() >= max {
@@ -258,10 +270,12 @@ impl Handler<Lease> for Dispatcher {
             max_tasks,
             lease,
             wait,
+            projects,
         } = msg;
         let deadline = Instant::now() + wait;
+        let scope = projects.clone();
         Box::pin(
-            async move { lease_due(&dir, &config, max_tasks, lease).await }
+            async move { lease_due(&dir, &config, max_tasks, lease, scope.as_deref()).await }
                 .into_actor(self)
                 .then(move |r, act, ctx| {
                     let (tx, rx) = oneshot::channel();
@@ -270,6 +284,7 @@ impl Handler<Lease> for Dispatcher {
                             act.waiters.push_back(Waiter {
                                 max_tasks,
                                 lease,
+                                projects,
                                 deadline,
                                 reply: tx,
                             });
@@ -283,6 +298,11 @@ impl Handler<Lease> for Dispatcher {
                 }),
         )
     }
+}
+
+/// A task the caller may see: tasks of projects outside its scope are unknown to it.
+fn visible(row: Option<TaskRow>, projects: Option<&[String]>) -> Option<TaskRow> {
+    row.filter(|r| projects.is_none_or(|ps| ps.contains(&r.project)))
 }
 
 /// The task, if `lease_id` is its live lease.
@@ -312,9 +332,10 @@ impl Handler<Renew> for Dispatcher {
             let now = now_us();
             let expires = now + msg.lease.as_micros() as i64;
             let (task, lease_id) = (msg.task_id.clone(), msg.lease_id.clone());
+            let projects = msg.projects.clone();
             let row = blocking(move || {
                 store.write(|c| {
-                    let row = store::get_task_by_id(c, &task)?;
+                    let row = visible(store::get_task_by_id(c, &task)?, projects.as_deref());
                     match check_lease(row, &lease_id, now) {
                         Ok(row) => {
                             store::renew_lease(c, &task, expires)?;
@@ -353,6 +374,7 @@ impl Handler<Complete> for Dispatcher {
             let now = now_us();
             let (s, t) = (store.clone(), msg.task_id.clone());
             let row = blocking(move || s.read(|c| store::get_task_by_id(c, &t))).await?;
+            let row = visible(row, msg.projects.as_deref());
             let stream = match row.clone() {
                 Some(r) => {
                     let s = store.clone();

@@ -339,7 +339,7 @@ mod tests {
             time_offset_us: Some(0),
             content: Content::Text(vec![Line {
                 value: format!("line {i}"),
-                delimiter: "\n".into(),
+                delimiter: logdog_schema::wire::Delimiter::Lf,
             }]),
         }
     }

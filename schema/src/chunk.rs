@@ -31,7 +31,7 @@ mod tests {
                 time_offset_us: 1_250_000,
                 content: Content::Text(vec![Line {
                     value: "héllo".into(),
-                    delimiter: "\r\n".into(),
+                    delimiter: crate::wire::Delimiter::CrLf,
                 }]),
             },
             Entry {

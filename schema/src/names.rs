@@ -9,6 +9,10 @@ pub const MAX_NAME_BYTES: usize = 4096;
 pub const MAX_TAG_KEY_BYTES: usize = 64;
 /// Longest tag value in bytes.
 pub const MAX_TAG_VALUE_BYTES: usize = 4096;
+/// Most tags one stream may carry.
+pub const MAX_TAGS: usize = 64;
+/// Most `tag=` filters one Query may carry.
+pub const MAX_TAG_FILTERS: usize = 16;
 /// The separator between a stream's prefix and its name.
 pub const PATH_SEP: &str = "/+/";
 
@@ -146,21 +150,46 @@ pub fn stream_id(path: &str) -> String {
 
 /// A Query name glob: `*` matches one or more characters within one segment; `**` (a
 /// whole segment) matches zero or more whole segments.
+///
+/// The glob is parsed once into segments and matched as an automaton: the set of glob
+/// positions still alive after each name segment, and inside a segment the set of
+/// pattern positions after each byte. Time is bounded by the product of the glob's and
+/// the name's lengths, never exponential, whatever the glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameGlob {
-    segments: Vec<String>,
+    segments: Vec<GlobSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GlobSegment {
+    /// `**`: zero or more whole segments.
+    AnySegments,
+    /// Literal bytes and `*` (one or more bytes of one segment).
+    Pattern(Vec<u8>),
 }
 
 impl NameGlob {
+    /// Parses a glob. Its segments follow the name rules, with `*` allowed anywhere a
+    /// character is (`_x` is not a valid segment, `*_x` is).
     pub fn parse(glob: &str) -> Result<Self, NameError> {
         if glob.is_empty() || glob.len() > MAX_NAME_BYTES {
-            return err(format!("invalid name glob {glob:?}: empty or too long"));
+            return err(format!(
+                "invalid name glob {glob:?}: empty or longer than {MAX_NAME_BYTES} bytes"
+            ));
         }
+        let mut segments: Vec<GlobSegment> = Vec::new();
         for seg in glob.split('/') {
             if seg.is_empty() {
                 return err(format!("invalid name glob {glob:?}: empty segment"));
             }
-            if seg.contains("**") && seg != "**" {
+            if seg == "**" {
+                // `**/**` means the same as `**`.
+                if segments.last() != Some(&GlobSegment::AnySegments) {
+                    segments.push(GlobSegment::AnySegments);
+                }
+                continue;
+            }
+            if seg.contains("**") {
                 return err(format!(
                     "invalid name glob {glob:?}: ** must be a whole segment"
                 ));
@@ -173,48 +202,112 @@ impl NameGlob {
                     "invalid name glob {glob:?}: character {c:?} is not allowed"
                 ));
             }
+            let first = seg.as_bytes()[0];
+            if !(first.is_ascii_alphanumeric() || first == b'*') {
+                return err(format!(
+                    "invalid name glob {glob:?}: segment {seg:?} must start with a letter, a digit or *"
+                ));
+            }
+            segments.push(GlobSegment::Pattern(seg.as_bytes().to_vec()));
         }
-        Ok(Self {
-            segments: glob.split('/').map(str::to_owned).collect(),
-        })
+        Ok(Self { segments })
     }
 
     /// The glob's literal beginning (before the first wildcard, without a trailing `/`):
     /// every matching name starts with it.
     pub fn literal_prefix(&self) -> String {
-        let joined = self.segments.join("/");
-        let lit = &joined[..joined.find('*').unwrap_or(joined.len())];
-        lit.strip_suffix('/').unwrap_or(lit).to_owned()
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        let parts: Vec<&str> = name.split('/').collect();
-        match_segments(&self.segments, &parts)
-    }
-}
-
-fn match_segments(pattern: &[String], parts: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((p, rest)) if p == "**" => {
-            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
-        }
-        Some((p, rest)) => match parts.split_first() {
-            Some((part, more)) => {
-                match_segment(p.as_bytes(), part.as_bytes()) && match_segments(rest, more)
+        let mut lit = String::new();
+        for seg in &self.segments {
+            let GlobSegment::Pattern(p) = seg else { break };
+            let text = std::str::from_utf8(p).expect("globs are ASCII");
+            if !lit.is_empty() {
+                lit.push('/');
             }
-            None => false,
-        },
+            match text.find('*') {
+                Some(i) => {
+                    lit.push_str(&text[..i]);
+                    break;
+                }
+                None => lit.push_str(text),
+            }
+        }
+        lit.strip_suffix('/').unwrap_or(&lit).to_owned()
+    }
+
+    /// Whether `name` matches: one pass over the name's segments, carrying the set of
+    /// glob positions that are still alive.
+    pub fn matches(&self, name: &str) -> bool {
+        let n = self.segments.len();
+        let mut alive = vec![false; n + 1];
+        alive[0] = true;
+        self.close(&mut alive);
+        let mut next = vec![false; n + 1];
+        for part in name.split('/') {
+            next.iter_mut().for_each(|b| *b = false);
+            for (i, seg) in self.segments.iter().enumerate() {
+                if !alive[i] {
+                    continue;
+                }
+                match seg {
+                    GlobSegment::AnySegments => next[i] = true,
+                    GlobSegment::Pattern(p) => {
+                        if !next[i + 1] && match_segment(p, part.as_bytes()) {
+                            next[i + 1] = true;
+                        }
+                    }
+                }
+            }
+            std::mem::swap(&mut alive, &mut next);
+            self.close(&mut alive);
+            if !alive.iter().any(|&b| b) {
+                return false;
+            }
+        }
+        alive[n]
+    }
+
+    /// Adds the positions reachable without consuming a segment (past each `**`).
+    fn close(&self, alive: &mut [bool]) {
+        for (i, seg) in self.segments.iter().enumerate() {
+            if alive[i] && *seg == GlobSegment::AnySegments {
+                alive[i + 1] = true;
+            }
+        }
     }
 }
 
-/// `*` matches one or more bytes of one segment.
+/// Whether one glob segment matches one name segment; `*` matches one or more bytes. A
+/// set of pattern positions is carried across the bytes: O(pattern × segment).
 fn match_segment(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (1..=s.len()).any(|n| match_segment(rest, &s[n..])),
-        Some((c, rest)) => s.first() == Some(c) && match_segment(rest, &s[1..]),
+    let n = p.len();
+    // at[k]: the first k pattern bytes match the bytes read so far; for a `*` at k-1,
+    // "matched" means it has taken at least one byte.
+    let mut at = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    at[0] = true;
+    for &c in s {
+        next.iter_mut().for_each(|b| *b = false);
+        for k in 0..n {
+            match p[k] {
+                b'*' => {
+                    // Start the star with this byte, or let it take one more.
+                    if at[k] || at[k + 1] {
+                        next[k + 1] = true;
+                    }
+                }
+                lit => {
+                    if at[k] && lit == c {
+                        next[k + 1] = true;
+                    }
+                }
+            }
+        }
+        std::mem::swap(&mut at, &mut next);
+        if !at.iter().any(|&b| b) {
+            return false;
+        }
     }
+    at[n]
 }
 
 #[cfg(test)]
@@ -299,13 +392,34 @@ mod tests {
         );
         assert!(m("a/**/z", "a/z") && m("a/**/z", "a/b/c/z"));
         assert!(m("*o*", "foo") && !m("*o*", "o"));
-        for bad in ["", "a//b", "a**", "a/**b", "a b", "/a", "a/"] {
+        for bad in [
+            "", "a//b", "a**", "a/**b", "a b", "/a", "a/", "_x", "a/.b", "-*", "a/+/b",
+        ] {
             assert!(NameGlob::parse(bad).is_err(), "{bad:?}");
         }
+        for ok in ["*_x", "a*b*c", "**/**", "x.y:z-1"] {
+            assert!(NameGlob::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert!(m("a/**/**/z", "a/z") && m("**/**", "q"));
+        assert!(m("*a*b", "xaxb") && m("*a*b", "xaab") && !m("*a*b", "aab") && !m("*a*b", "ab"));
+        assert!(m("a*", "ab") && !m("a*", "a") && m("*", "x") && !m("x*y", "xy"));
         assert_eq!(NameGlob::parse("a/b*").unwrap().literal_prefix(), "a/b");
         assert_eq!(NameGlob::parse("a/**").unwrap().literal_prefix(), "a");
         assert_eq!(NameGlob::parse("**").unwrap().literal_prefix(), "");
         assert_eq!(NameGlob::parse("x/y").unwrap().literal_prefix(), "x/y");
+    }
+
+    /// A glob that backtracks exponentially in a naive matcher answers at once.
+    #[test]
+    fn hostile_globs_match_in_polynomial_time() {
+        let many = format!("{}zz", "**/".repeat(1000));
+        let g = NameGlob::parse(&many).unwrap();
+        assert!(!g.matches("a/b/c/d/e"));
+        assert!(g.matches("a/b/zz"));
+        let stars = format!("{}b", "*a".repeat(1000));
+        let g = NameGlob::parse(&stars).unwrap();
+        assert!(!g.matches(&"a".repeat(3000)));
+        assert!(g.matches(&format!("{}b", "xa".repeat(1000))));
     }
 
     #[test]

@@ -435,9 +435,13 @@ pub fn due_tasks(
     conn: &mut AnyConnection,
     now_us: i64,
     limit: i64,
+    projects: Option<&[String]>,
 ) -> Result<Vec<TaskRow>, StoreError> {
-    Ok(archive_tasks::table
-        .filter(archive_tasks::due_us.le(now_us))
+    let mut q = archive_tasks::table.into_boxed();
+    if let Some(ps) = projects {
+        q = q.filter(archive_tasks::project.eq_any(ps));
+    }
+    Ok(q.filter(archive_tasks::due_us.le(now_us))
         .filter(
             archive_tasks::lease_expires_us
                 .is_null()

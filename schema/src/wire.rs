@@ -107,6 +107,13 @@ impl DescriptorRequest {
             None => stream_type.default_content_type().to_owned(),
         };
         let tags = self.tags.unwrap_or_default();
+        if tags.len() > names::MAX_TAGS {
+            return Err(NameError(format!(
+                "{} tags: a stream has at most {}",
+                tags.len(),
+                names::MAX_TAGS
+            )));
+        }
         for (k, v) in &tags {
             names::validate_tag(k, v)?;
         }
@@ -147,8 +154,96 @@ mod rfc3339_us {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     pub value: String,
-    pub delimiter: String,
+    pub delimiter: Delimiter,
 }
+
+/// What ends a line: `\n`, `\r\n`, or nothing (the line continues in the next entry).
+/// Serialised as that string, in JSON and in stored chunks alike (so chunks written when
+/// this was a plain string read the same); any other string is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Delimiter {
+    #[default]
+    Lf,
+    CrLf,
+    None,
+}
+
+impl Delimiter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delimiter::Lf => "\n",
+            Delimiter::CrLf => "\r\n",
+            Delimiter::None => "",
+        }
+    }
+
+    pub fn as_bytes(self) -> &'static [u8] {
+        self.as_str().as_bytes()
+    }
+
+    pub fn len(self) -> usize {
+        self.as_str().len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self == Delimiter::None
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "\n" => Some(Delimiter::Lf),
+            "\r\n" => Some(Delimiter::CrLf),
+            "" => Some(Delimiter::None),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Delimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Delimiter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Delimiter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Delimiter;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"a line delimiter: "\n", "\r\n" or """#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Delimiter, E> {
+                Delimiter::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        r#"invalid delimiter {v:?}: "\n", "\r\n" or "" (the line continues)"#
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl utoipa::PartialSchema for Delimiter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["\n", "\r\n", ""]))
+            .description(Some(
+                "What ends the line; empty: the line continues in the next entry",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Delimiter {}
 
 /// A piece of a datagram too large for one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,33 +319,34 @@ pub struct IncomingEntry {
     pub content: Content,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum LineJson {
     Short(String),
     Full { value: String, delimiter: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct TextJson {
     lines: Vec<LineJson>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct DataJson {
     data: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct DatagramJson {
     data: String,
     #[serde(default)]
     partial: Option<Partial>,
 }
 
-#[derive(Deserialize)]
+/// A LogEntry as a client sends it, before the checks of `IncomingEntry::from_request`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EntryRequest {
+pub struct EntryRequest {
     stream_index: Option<u64>,
     #[serde(default)]
     prefix_index: Option<u64>,
@@ -271,14 +367,32 @@ fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{field}.data is not valid base64: {e}"))
 }
 
+impl EntryRequest {
+    /// How many lines the entry carries (1 for binary and datagram entries): what the
+    /// ingest rate counts.
+    pub fn line_count(&self) -> u64 {
+        self.text.as_ref().map_or(1, |t| t.lines.len() as u64)
+    }
+}
+
 impl IncomingEntry {
     /// Parses one JSON entry, checking everything that does not depend on the stream.
     pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
         let e: EntryRequest =
             serde_json::from_value(value).map_err(|e| format!("invalid entry: {e}"))?;
+        Self::from_request(e)
+    }
+
+    /// Checks a parsed entry: everything that does not depend on the stream.
+    pub fn from_request(e: EntryRequest) -> Result<Self, String> {
         let stream_index = e.stream_index.ok_or("entry without stream_index")?;
         if stream_index > MAX_STREAM_INDEX {
             return Err(format!("stream_index {stream_index} is above 2^53 - 1"));
+        }
+        for (field, v) in [("sequence", e.sequence), ("prefix_index", e.prefix_index)] {
+            if v.is_some_and(|v| v > MAX_STREAM_INDEX) {
+                return Err(format!("entry {stream_index}: {field} is above 2^53 - 1"));
+            }
         }
         let time_offset_us = match e.time_offset {
             None => None,
@@ -289,20 +403,43 @@ impl IncomingEntry {
             (Some(t), None, None) => Content::Text(
                 t.lines
                     .into_iter()
-                    .map(|l| match l {
-                        LineJson::Short(value) => Line {
-                            value,
-                            delimiter: "\n".into(),
-                        },
-                        LineJson::Full { value, delimiter } => Line { value, delimiter },
+                    .map(|l| {
+                        let (value, delimiter) = match l {
+                            LineJson::Short(value) => (value, Delimiter::Lf),
+                            LineJson::Full { value, delimiter } => {
+                                let d = Delimiter::parse(&delimiter).ok_or_else(|| {
+                                    format!(
+                                        "entry {stream_index}: invalid delimiter {delimiter:?}: \"\\n\", \"\\r\\n\" or \"\" (the line continues)"
+                                    )
+                                })?;
+                                (value, d)
+                            }
+                        };
+                        if value.contains('\n') {
+                            return Err(format!(
+                                "entry {stream_index}: a line value must not contain \"\\n\" (that ends a line: send two lines)"
+                            ));
+                        }
+                        Ok(Line { value, delimiter })
                     })
-                    .collect(),
+                    .collect::<Result<_, String>>()?,
             ),
             (None, Some(b), None) => Content::Binary(decode_b64("binary", &b.data)?),
-            (None, None, Some(d)) => Content::Datagram {
-                data: decode_b64("datagram", &d.data)?,
-                partial: d.partial,
-            },
+            (None, None, Some(d)) => {
+                let data = decode_b64("datagram", &d.data)?;
+                if let Some(p) = d.partial {
+                    if u64::from(p.index) >= p.size || data.len() as u64 > p.size {
+                        return Err(format!(
+                            "entry {stream_index}: a partial datagram needs index < size and at most size bytes (index {}, size {}, {} bytes)",
+                            p.index, p.size, data.len()
+                        ));
+                    }
+                }
+                Content::Datagram {
+                    data,
+                    partial: d.partial,
+                }
+            }
             _ => {
                 return Err(format!(
                     "entry {stream_index}: exactly one of text, binary or datagram is required"
@@ -485,11 +622,11 @@ mod tests {
             Content::Text(vec![
                 Line {
                     value: "short".into(),
-                    delimiter: "\n".into()
+                    delimiter: Delimiter::Lf
                 },
                 Line {
                     value: "x".into(),
-                    delimiter: "".into()
+                    delimiter: Delimiter::None
                 },
             ])
         );
@@ -538,7 +675,7 @@ mod tests {
             time_offset_us: 125_000,
             content: Content::Text(vec![Line {
                 value: "a".into(),
-                delimiter: "\n".into(),
+                delimiter: Delimiter::Lf,
             }]),
         };
         assert_eq!(

@@ -28,14 +28,16 @@ fn lease_duration(seconds: f64) -> Result<Duration, ApiError> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// The service-role check and the body (every archive-task route has one).
+/// The service-role check and the body (every archive-task route has one); the token's
+/// project scope, as a list for the dispatcher (None: every project).
 async fn service_body(
     state: &State,
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<bytes::Bytes, ApiError> {
-    state.require_service(req)?;
-    read_body(req, payload, state.max_request_bytes()).await
+) -> Result<(bytes::Bytes, Option<Vec<String>>), ApiError> {
+    let scope = state.require_service(req)?;
+    let body = read_body(req, payload, state.max_request_bytes()).await?;
+    Ok((body, scope.projects().map(<[String]>::to_vec)))
 }
 
 #[derive(Deserialize)]
@@ -69,7 +71,7 @@ pub async fn lease(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = service_body(&state, &req, payload).await?;
+    let (body, projects) = service_body(&state, &req, payload).await?;
     let r: LeaseRequest = parse_json(&req, &body, true).map_err(ApiError::invalid)?;
     if !(1..=100).contains(&r.max_tasks) {
         return Err(ApiError::invalid("max_tasks must be from 1 to 100"));
@@ -81,6 +83,7 @@ pub async fn lease(
         max_tasks: r.max_tasks,
         lease: lease_duration(r.lease_seconds)?,
         wait: Duration::from_secs_f64(r.wait_seconds),
+        projects,
     };
     let tasks = state
         .dispatcher
@@ -110,13 +113,14 @@ pub async fn renew(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = service_body(&state, &req, payload).await?;
+    let (body, projects) = service_body(&state, &req, payload).await?;
     let r: RenewRequest = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
     let task_id = req.match_info().query("task_id").to_owned();
     let msg = Renew {
         task_id,
         lease_id: r.lease_id,
         lease: lease_duration(r.lease_seconds)?,
+        projects,
     };
     let task = state
         .dispatcher
@@ -163,24 +167,37 @@ pub async fn complete(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = service_body(&state, &req, payload).await?;
+    let (body, projects) = service_body(&state, &req, payload).await?;
     let r: CompleteRequest = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
+    let task_id = req.match_info().query("task_id").to_owned();
     let outcome = match r.error {
         Some(error) => Outcome::Failed { error },
         None => {
             let missing = |f: &str| ApiError::invalid(format!("a successful completion needs {f}"));
             let terminal_index = r.terminal_index.ok_or_else(|| missing("terminal_index"))?;
-            let log_entry_count = r
-                .log_entry_count
-                .ok_or_else(|| missing("log_entry_count"))?;
-            let _sizes = (r.stream_size, r.index_size, r.data_size);
+            if terminal_index < -1 {
+                return Err(ApiError::invalid("terminal_index must be -1 or more"));
+            }
+            let claim = crate::archive::Written {
+                stream_url: r.stream_url.ok_or_else(|| missing("stream_url"))?,
+                stream_size: r.stream_size.ok_or_else(|| missing("stream_size"))?,
+                index_url: r.index_url.ok_or_else(|| missing("index_url"))?,
+                index_size: r.index_size.ok_or_else(|| missing("index_size"))?,
+                data_url: r.data_url.ok_or_else(|| missing("data_url"))?,
+                data_size: r.data_size.ok_or_else(|| missing("data_size"))?,
+                log_entry_count: r
+                    .log_entry_count
+                    .ok_or_else(|| missing("log_entry_count"))?,
+            };
+            verify_archive(&state, &task_id, &r.lease_id, &claim, terminal_index).await?;
+            let log_entry_count = claim.log_entry_count;
             Outcome::Archived {
                 terminal_index,
                 log_entry_count,
                 archive: ArchiveInfo {
-                    stream_url: r.stream_url.ok_or_else(|| missing("stream_url"))?,
-                    index_url: r.index_url.ok_or_else(|| missing("index_url"))?,
-                    data_url: r.data_url.ok_or_else(|| missing("data_url"))?,
+                    stream_url: claim.stream_url,
+                    index_url: claim.index_url,
+                    data_url: claim.data_url,
                     log_entry_count,
                     complete: log_entry_count as i64 == terminal_index + 1,
                     archived_at: format_us(now_us()),
@@ -188,15 +205,49 @@ pub async fn complete(
             }
         }
     };
-    let task_id = req.match_info().query("task_id").to_owned();
     let stream = state
         .dispatcher
         .send(Complete {
             task_id,
             lease_id: r.lease_id,
             outcome,
+            projects,
         })
         .await
         .map_err(ApiError::internal)??;
     Ok(HttpResponse::Ok().json(stream))
+}
+
+/// Checks the reported archive against the store before anything is released: it must
+/// be this task's stream and lease, in the configured store, with the claimed sizes
+/// (409 otherwise). A task that is unknown, finished or leased to someone else is left
+/// for the dispatcher to answer (412, or the repeat of a finished completion).
+async fn verify_archive(
+    state: &State,
+    task_id: &str,
+    lease_id: &str,
+    claim: &crate::archive::Written,
+    terminal_index: i64,
+) -> Result<(), ApiError> {
+    let (store, archive) = (state.store.clone(), state.archive.clone());
+    let (task_id, lease_id, claim) = (task_id.to_owned(), lease_id.to_owned(), claim.clone());
+    web::block(move || {
+        let row = store.read(|c| logdog_schema::store::get_task_by_id(c, &task_id))?;
+        let Some(row) = row else { return Ok(()) };
+        if row.lease_id.as_deref() != Some(lease_id.as_str())
+            || row.due_us == logdog_schema::store::TASK_DONE
+        {
+            return Ok(());
+        }
+        match archive.verify(&row.project, &row.stream_id, &lease_id, &claim, terminal_index) {
+            Ok(()) => Ok(()),
+            Err(crate::archive::ArchiveError::Io(e)) => {
+                tracing::warn!(error = %e, task = %task_id, "archive store unreachable while verifying");
+                Err(ApiError::unavailable("the archive store is unavailable; retry later"))
+            }
+            Err(e) => Err(ApiError::conflict(format!("archive refused: {e}"))),
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
 }

@@ -182,7 +182,7 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     let path = stream_path(&req)?;
     let p: ReadParams = params(&req)?;
     if text_format(&p)? {
-        return text(&state, caller, &project, &path, &p).await;
+        return text(&state, &req, caller, &project, &path, &p).await;
     }
     let stream = load(&state, caller, &project, &path).await?;
     let index = p.index.unwrap_or(0);
@@ -241,7 +241,7 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
             count: Some(count),
             ..p
         };
-        return text(&state, caller, &project, &path, &p).await;
+        return text(&state, &req, caller, &project, &path, &p).await;
     }
     let bytes = p
         .bytes
@@ -293,6 +293,11 @@ struct TextCursor {
     follow: Option<watch::Receiver<Progress>>,
     /// A graceful stop ends a followed response (the client resumes with `index`).
     shutdown: watch::Receiver<bool>,
+    /// With follow: the connection, watched so a peer that left releases everything at
+    /// once instead of when the stream next moves.
+    peer: Option<super::watch::PeerSocket>,
+    /// With follow: this follower's place in the viewer counts.
+    _slot: Option<super::watch::ViewerSlot>,
 }
 
 impl TextCursor {
@@ -312,11 +317,25 @@ impl TextCursor {
                     }
                     if self.next >= progress.next_index {
                         // Wait for more; a closed channel means the stream went away.
+                        let peer = self.peer.clone();
+                        let peer_gone = async move {
+                            let Some(peer) = peer else {
+                                return futures::future::pending().await;
+                            };
+                            loop {
+                                tokio::time::sleep(super::watch::PEER_CHECK).await;
+                                if peer.peer_gone() {
+                                    peer.disconnect();
+                                    return;
+                                }
+                            }
+                        };
                         tokio::select! {
                             changed = rx.changed() => if changed.is_err() {
                                 return None;
                             },
                             _ = self.shutdown.wait_for(|stopping| *stopping) => return None,
+                            _ = peer_gone => return None,
                         }
                         continue;
                     }
@@ -357,6 +376,7 @@ impl TextCursor {
 /// `follow=true`, streamed (chunked) as entries arrive, ending after the terminal entry.
 pub async fn text(
     state: &State,
+    req: &HttpRequest,
     caller: Caller,
     project: &str,
     path: &StreamPath,
@@ -382,7 +402,25 @@ pub async fn text(
             "the text form is contiguous; non_contiguous is for JSON",
         ));
     }
+    // A follower counts as a viewer: the same limits, the same 429.
+    let slot = match follow {
+        Some(_) => {
+            let limits = &state.config.limits;
+            let key = logdog_actors::StreamKey {
+                project: project.to_owned(),
+                id: stream.id.clone(),
+            };
+            Some(state.viewers.acquire(
+                key,
+                limits.max_viewers_per_stream as usize,
+                limits.max_viewers as usize,
+            )?)
+        }
+        None => None,
+    };
     let cursor = TextCursor {
+        peer: req.conn_data::<super::watch::PeerSocket>().cloned(),
+        _slot: slot,
         source: EntrySource::new(state, project, path, &stream),
         next: p.index.unwrap_or(0),
         end: stream.state.next_index as u64,
@@ -425,7 +463,7 @@ pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, Ap
     let path = stream_path(&req)?;
     let p: ReadParams = params(&req)?;
     text_format(&p)?;
-    text(&state, caller, &project, &path, &p).await
+    text(&state, &req, caller, &project, &path, &p).await
 }
 
 /// A Query or listing cursor: the last path (or prefix) returned, opaque to clients.
@@ -469,6 +507,12 @@ fn parse_query(req: &HttpRequest, project: &str, caller: Caller) -> Result<Query
                     None => (v.clone(), None),
                 };
                 names::validate_tag(&key, value.as_deref().unwrap_or(""))?;
+                if filter.tags.len() == names::MAX_TAG_FILTERS {
+                    return Err(ApiError::invalid(format!(
+                        "at most {} tag filters",
+                        names::MAX_TAG_FILTERS
+                    )));
+                }
                 filter.tags.push((key, value));
             }
             "status" => match v.as_str() {

@@ -71,8 +71,8 @@ impl AppState {
         )
     }
 
-    /// Archive-task routes need the `service` role.
-    pub fn require_service(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Archive-task routes need the `service` role; the answer is the token's projects.
+    pub fn require_service(&self, req: &HttpRequest) -> Result<crate::auth::Scope, ApiError> {
         self.auth.check_service(req)
     }
 

@@ -75,6 +75,7 @@ pub async fn config(state: State, req: actix_web::HttpRequest) -> Result<HttpRes
     security((), ("bearer" = []))
 )]
 pub async fn projects(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.auth.authenticate(&req)?;
     let visible: Vec<_> = state
         .config
         .projects

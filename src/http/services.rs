@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use logdog_actors::stream::{Append, AppendOk, AppendText, Purge, Register, Terminate};
 use logdog_schema::names::StreamPath;
-use logdog_schema::wire::{now_us, DescriptorRequest, IncomingEntry, Line};
+use logdog_schema::wire::{now_us, Delimiter, DescriptorRequest, EntryRequest, IncomingEntry, Line};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -83,28 +83,43 @@ pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(stream))
 }
 
-/// Parses `{"entries": [...]}`, checking each entry's size against the limit (413).
+/// Parses `{"entries": [...]}`, checking the entry count and each entry's size against
+/// the limits (413).
 fn parse_entries(
     req: &HttpRequest,
     body: &[u8],
-    max_entry: u64,
+    limits: &crate::config::Limits,
 ) -> Result<Result<Vec<IncomingEntry>, String>, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct AppendRequest {
-        entries: Vec<Value>,
+        entries: Vec<EntryRequest>,
     }
     let parsed: Result<AppendRequest, String> = parse_json(req, body, false);
+    if let Ok(r) = &parsed {
+        check_entry_count(r.entries.len(), limits)?;
+    }
     let entries = parsed.and_then(|r| {
         r.entries
             .into_iter()
-            .map(IncomingEntry::from_json)
+            .map(IncomingEntry::from_request)
             .collect::<Result<Vec<_>, _>>()
     });
     if let Ok(entries) = &entries {
-        check_entry_sizes(entries, max_entry)?;
+        check_entry_sizes(entries, limits.max_entry_bytes as u64)?;
     }
     Ok(entries)
+}
+
+/// 413 for a request with more entries (or raw-text lines) than `max_request_entries`.
+fn check_entry_count(n: usize, limits: &crate::config::Limits) -> Result<(), ApiError> {
+    let max = limits.max_request_entries as usize;
+    if n > max {
+        return Err(ApiError::too_large(format!(
+            "the request carries {n} entries, over the {max}-entry request limit"
+        )));
+    }
+    Ok(())
 }
 
 /// How many lines a request carries, for the ingest rate: text lines, else entries.
@@ -132,28 +147,34 @@ fn check_entry_sizes(entries: &[IncomingEntry], max_entry: u64) -> Result<(), Ap
     Ok(())
 }
 
+/// How many lines `split_lines` makes of `text`, without allocating.
+pub fn count_lines(text: &[u8]) -> usize {
+    let newlines = text.iter().filter(|&&b| b == b'\n').count();
+    newlines + usize::from(!text.is_empty() && text.last() != Some(&b'\n'))
+}
+
 /// Splits raw text into lines, keeping `\n` and `\r\n` as delimiters; a last line
 /// without a newline gets an empty delimiter.
 pub fn split_lines(text: &str) -> Vec<Line> {
-    let mut lines = Vec::new();
+    let mut lines = Vec::with_capacity(count_lines(text.as_bytes()));
     let mut rest = text;
     while !rest.is_empty() {
         match rest.find('\n') {
             Some(i) => {
                 let (value, delimiter) = match rest[..i].strip_suffix('\r') {
-                    Some(v) => (v, "\r\n"),
-                    None => (&rest[..i], "\n"),
+                    Some(v) => (v, Delimiter::CrLf),
+                    None => (&rest[..i], Delimiter::Lf),
                 };
                 lines.push(Line {
                     value: value.to_owned(),
-                    delimiter: delimiter.to_owned(),
+                    delimiter,
                 });
                 rest = &rest[i + 1..];
             }
             None => {
                 lines.push(Line {
                     value: rest.to_owned(),
-                    delimiter: String::new(),
+                    delimiter: Delimiter::None,
                 });
                 rest = "";
             }
@@ -183,9 +204,11 @@ pub async fn append(
 ) -> Result<HttpResponse, ApiError> {
     let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let path = stream_path(&req)?;
-    let max_entry = state.config.limits.max_entry_bytes as u64;
+    let limits = &state.config.limits;
+    let max_entry = limits.max_entry_bytes as u64;
     let secret = prefix_secret(&req);
     let result = if media_type(&req).as_deref() == Some("text/plain") {
+        check_entry_count(count_lines(&body), limits)?;
         let lines = std::str::from_utf8(&body)
             .map(split_lines)
             .map_err(|e| format!("body is not valid UTF-8: {e}"));
@@ -213,7 +236,7 @@ pub async fn append(
             )
             .await?
     } else {
-        let entries = parse_entries(&req, &body, max_entry)?;
+        let entries = parse_entries(&req, &body, limits)?;
         if let Ok(es) = &entries {
             state.rates.take(&project, &path.prefix, line_count(es))?;
         }
@@ -290,7 +313,7 @@ struct BundleStream {
     #[serde(default)]
     descriptor: Option<DescriptorRequest>,
     #[serde(default)]
-    entries: Vec<Value>,
+    entries: Vec<EntryRequest>,
     #[serde(default)]
     terminal_index: Option<i64>,
 }
@@ -315,7 +338,7 @@ async fn ingest_one(
     let entries = s
         .entries
         .into_iter()
-        .map(IncomingEntry::from_json)
+        .map(IncomingEntry::from_request)
         .collect::<Result<Vec<_>, _>>();
     if let Ok(entries) = &entries {
         check_entry_sizes(entries, max_entry)?;
@@ -374,11 +397,15 @@ pub async fn bundle(
     let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let bundle: Bundle = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
     logdog_schema::names::validate_prefix(&bundle.prefix)?;
+    check_entry_count(
+        bundle.streams.iter().map(|s| s.entries.len()).sum(),
+        &state.config.limits,
+    )?;
     let lines: u64 = bundle
         .streams
         .iter()
         .flat_map(|s| &s.entries)
-        .map(|e| e["text"]["lines"].as_array().map_or(1, |l| l.len() as u64))
+        .map(EntryRequest::line_count)
         .sum();
     state.rates.take(&project, &bundle.prefix, lines)?;
     let secret = prefix_secret(&req);
@@ -406,7 +433,7 @@ mod tests {
     fn l(v: &str, d: &str) -> Line {
         Line {
             value: v.into(),
-            delimiter: d.into(),
+            delimiter: Delimiter::parse(d).unwrap(),
         }
     }
 
@@ -419,5 +446,8 @@ mod tests {
         );
         assert_eq!(split_lines("\n\n"), vec![l("", "\n"), l("", "\n")]);
         assert_eq!(split_lines("x\r"), vec![l("x\r", "")]);
+        for t in ["", "a", "a\n", "\n\n", "a\r\nb", "a\nb\n"] {
+            assert_eq!(count_lines(t.as_bytes()), split_lines(t).len(), "{t:?}");
+        }
     }
 }

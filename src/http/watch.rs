@@ -47,7 +47,8 @@ pub struct ViewerSlot {
 }
 
 impl Viewers {
-    fn acquire(
+    /// A place for one more viewer (or follower) of `key`; 429 past either limit.
+    pub fn acquire(
         self: &Arc<Self>,
         key: StreamKey,
         per_stream: usize,
@@ -92,6 +93,28 @@ impl Drop for ViewerSlot {
 #[derive(Clone)]
 pub struct PeerSocket(Arc<std::net::TcpStream>);
 
+impl PeerSocket {
+    /// Whether the peer has closed its side or the connection broke. Peeks without
+    /// consuming (the socket is non-blocking, shared with the connection): end of file or
+    /// an error means gone; pending bytes or nothing to read yet mean still there.
+    pub fn peer_gone(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.0.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
+    /// Ends the connection at once, whatever its session or response is doing.
+    pub fn disconnect(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// `HttpServer::on_connect` hook: remembers each connection's socket.
 pub fn keep_peer_socket(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use std::os::fd::AsFd as _;
@@ -133,15 +156,27 @@ impl Liveness {
     }
 }
 
-/// Disconnects the peer when its session has not run for `idle_timeout`.
+/// How often a watchdog looks at its peer: a peer that went away is noticed within this.
+pub const PEER_CHECK: Duration = Duration::from_millis(500);
+
+/// Disconnects the peer when its session has not run for `idle_timeout`, and ends the
+/// connection as soon as the peer has gone (so nothing is held for a closed socket).
 fn watchdog(live: Liveness, socket: PeerSocket, idle_timeout: Duration) {
     actix::spawn(async move {
-        let tick = (idle_timeout / 4).max(Duration::from_millis(10));
+        let tick = (idle_timeout / 4).clamp(Duration::from_millis(10), PEER_CHECK);
         while live.alive.load(Ordering::Relaxed) {
             tokio::time::sleep(tick).await;
-            if live.alive.load(Ordering::Relaxed) && live.idle_for() > idle_timeout {
+            if !live.alive.load(Ordering::Relaxed) {
+                break;
+            }
+            if socket.peer_gone() {
+                tracing::debug!("watch: peer closed its connection");
+                socket.disconnect();
+                break;
+            }
+            if live.idle_for() > idle_timeout {
                 tracing::info!("watch: peer accepted nothing for {idle_timeout:?}; disconnecting");
-                let _ = socket.0.shutdown(std::net::Shutdown::Both);
+                socket.disconnect();
                 break;
             }
         }

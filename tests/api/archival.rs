@@ -44,10 +44,24 @@ async fn lease(c: &Client, n: usize, lease_seconds: f64) -> Vec<Value> {
     panic!("no task became due; got {got:?}");
 }
 
-fn success(task: &Value, terminal: i64, count: u64) -> Value {
-    json!({"lease_id": task["lease_id"], "terminal_index": terminal, "log_entry_count": count,
-           "stream_url": "file:///a/entries", "stream_size": 10, "index_url": "file:///a/index", "index_size": 1,
-           "data_url": "file:///a/data", "data_size": 5})
+/// A successful completion of `task`, as an archivist reports it: a real archive of
+/// entries `0..count`, written where this task's archive must be (the coordinator checks
+/// the objects before it believes the report). A task without a project (a made-up lease)
+/// gets placeholder URLs.
+fn success(db: &TestDb, task: &Value, terminal: i64, count: u64) -> Value {
+    let (Some(project), Some(id), Some(lease)) = (
+        task["project"].as_str(),
+        task["id"].as_str(),
+        task["lease_id"].as_str(),
+    ) else {
+        return json!({"lease_id": task["lease_id"], "terminal_index": terminal, "log_entry_count": count,
+               "stream_url": "file:///a/entries", "stream_size": 10, "index_url": "file:///a/index", "index_size": 1,
+               "data_url": "file:///a/data", "data_size": 5});
+    };
+    let w = write_archive(db, project, id, lease, count);
+    json!({"lease_id": lease, "terminal_index": terminal, "log_entry_count": w.log_entry_count,
+           "stream_url": w.stream_url, "stream_size": w.stream_size, "index_url": w.index_url,
+           "index_size": w.index_size, "data_url": w.data_url, "data_size": w.data_size})
 }
 
 async fn terminated_streams_are_tasked_sealed_and_archived(db: TestDb) {
@@ -101,27 +115,30 @@ async fn terminated_streams_are_tasked_sealed_and_archived(db: TestDb) {
     post(
         &c,
         &format!("{id}/complete"),
-        success(&json!({"lease_id": "stale"}), 4, 5),
+        success(&db, &json!({"lease_id": "stale"}), 4, 5),
     )
     .await
     .expect_error(412, "failed_precondition");
-    post(&c, &format!("{id}/complete"), success(t, 4, 4))
+    post(&c, &format!("{id}/complete"), success(&db, t, 4, 4))
         .await
         .expect_error(409, "conflict");
-    let done = post(&c, &format!("{id}/complete"), success(t, 4, 5)).await;
+    let done = post(&c, &format!("{id}/complete"), success(&db, t, 4, 5)).await;
     let s = done.expect(200).clone();
     assert_eq!(s["state"]["status"], "archived");
     assert_eq!(s["state"]["archival"], "complete");
     assert_eq!(s["state"]["archive"]["log_entry_count"], 5);
     assert_eq!(s["state"]["archive"]["complete"], true);
-    assert_eq!(s["state"]["archive"]["stream_url"], "file:///a/entries");
+    assert!(s["state"]["archive"]["stream_url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/p/{}/{}/entries", t["id"].as_str().unwrap(), t["lease_id"].as_str().unwrap())));
     assert!(
         stored_entries(&db.url, "p", "a/+/s").is_empty(),
         "intermediate data is released"
     );
     // Complete again: idempotent. The stream is never handed out again.
     assert_eq!(
-        post(&c, &format!("{id}/complete"), success(t, 4, 5))
+        post(&c, &format!("{id}/complete"), success(&db, t, 4, 5))
             .await
             .expect(200)["state"],
         s["state"]
@@ -173,7 +190,7 @@ async fn gaps_archive_partial_and_open_streams_are_sealed(db: TestDb) {
     let a = post(
         &c,
         &format!("{}/complete", gap["task_id"].as_str().unwrap()),
-        success(&gap, 3, 2),
+        success(&db, &gap, 3, 2),
     )
     .await;
     assert_eq!(a.expect(200)["state"]["archival"], "partial");
@@ -182,14 +199,14 @@ async fn gaps_archive_partial_and_open_streams_are_sealed(db: TestDb) {
     post(
         &c,
         &format!("{}/complete", open["task_id"].as_str().unwrap()),
-        success(&open, 9, 10),
+        success(&db, &open, 9, 10),
     )
     .await
     .expect_error(409, "conflict");
     post(
         &c,
         &format!("{}/complete", open["task_id"].as_str().unwrap()),
-        success(&open, 6, 7),
+        success(&db, &open, 6, 7),
     )
     .await
     .expect(200);
@@ -211,7 +228,7 @@ async fn expired_leases_and_failures_are_retried_then_fail(db: TestDb) {
     assert_eq!(second["attempt"], 2);
     assert_ne!(second["lease_id"], first["lease_id"]);
     let id = second["task_id"].as_str().unwrap().to_owned();
-    post(&c, &format!("{id}/complete"), success(&first, 1, 2))
+    post(&c, &format!("{id}/complete"), success(&db, &first, 1, 2))
         .await
         .expect_error(412, "failed_precondition");
     // A reported failure: retried after the backoff.
@@ -324,7 +341,7 @@ async fn tasks_survive_a_restart(db: TestDb) {
         post(
             &c,
             &format!("{}/complete", t["task_id"].as_str().unwrap()),
-            success(t, terminal, count),
+            success(&db, t, terminal, count),
         )
         .await
         .expect(200);
@@ -372,7 +389,7 @@ async fn appends_racing_the_seal_are_stored_or_refused(db: TestDb) {
     post(
         &c,
         &format!("{}/complete", task["task_id"].as_str().unwrap()),
-        success(&task, terminal, stored.len() as u64),
+        success(&db, &task, terminal, stored.len() as u64),
     )
     .await
     .expect(200);

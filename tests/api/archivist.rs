@@ -252,8 +252,8 @@ async fn a_dead_archivists_task_is_finished_by_another(db: TestDb) {
         )
         .await;
     assert_eq!(a.expect(200)["tasks"].as_array().unwrap().len(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let worker = standalone(&server, dir.path(), &db);
+    let archive = std::path::PathBuf::from(db.config().archive);
+    let worker = standalone(&server, &archive, &db);
     let s = archived(&c, "dead/+/s", &["complete"]).await;
     assert_eq!(s["state"]["archive"]["log_entry_count"], 50);
     let got = c

@@ -389,3 +389,35 @@ pub fn private_project(mut config: Config, token: &str, role: &str) -> Config {
     }];
     config
 }
+
+/// Writes an archive of text entries `0..count` for (project, id, lease) into the test
+/// server's archive directory, as the archivist would.
+pub fn write_archive(
+    db: &TestDb,
+    project: &str,
+    id: &str,
+    lease: &str,
+    count: u64,
+) -> logdog::archive::Written {
+    let store = logdog::archive::ArchiveStore::open(&db.config().archive).unwrap();
+    let descriptor = logdog_schema::wire::DescriptorRequest::default()
+        .resolve(0)
+        .unwrap();
+    let mut w = store
+        .writer(project, id, lease, &descriptor, (10, 1 << 20))
+        .unwrap();
+    for i in 0..count {
+        w.push(&logdog_schema::wire::Entry {
+            stream_index: i,
+            prefix_index: None,
+            sequence: i,
+            time_offset_us: 0,
+            content: logdog_schema::wire::Content::Text(vec![logdog_schema::wire::Line {
+                value: format!("line {i}"),
+                delimiter: logdog_schema::wire::Delimiter::Lf,
+            }]),
+        })
+        .unwrap();
+    }
+    w.finish().unwrap()
+}

@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod errors;
+mod hardening;
 mod idempotency;
 mod readme;
 mod reads;

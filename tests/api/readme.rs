@@ -255,6 +255,9 @@ async fn readme_archivist_command_archives_streams() {
     let db = TestDb::sqlite();
     let mut config = db.config();
     config.archival.complete_delay = 0.1;
+    // The archivist writes where the coordinator keeps archives (it checks them there).
+    let cwd = tempfile::tempdir().unwrap();
+    config.archive = cwd.path().join("logdog-data/archive").display().to_string();
     let server = crate::common::TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("ra", "s").await;
@@ -271,7 +274,6 @@ async fn readme_archivist_command_archives_streams() {
         .map(str::to_owned)
         .collect();
     assert_eq!(args[0], "archivist", "{block}");
-    let cwd = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_logdog"))
         .args(&args)
         .current_dir(cwd.path())

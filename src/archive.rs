@@ -219,7 +219,9 @@ impl ArchiveStore {
             ("data", "data", &claim.data_url, claim.data_size),
         ];
         for (file, field, url, size) in files {
-            let expected = self.objects.url(&format!("{project}/{id}/{lease_id}/{file}"));
+            let expected = self
+                .objects
+                .url(&format!("{project}/{id}/{lease_id}/{file}"));
             if *url != expected {
                 return bad(format!(
                     "{field}_url must be this lease's archive object {expected:?}"

@@ -356,7 +356,10 @@ impl Config {
                 self.limits.max_viewers_per_stream,
             ),
             ("limits.max_viewers", self.limits.max_viewers),
-            ("limits.max_request_entries", self.limits.max_request_entries),
+            (
+                "limits.max_request_entries",
+                self.limits.max_request_entries,
+            ),
             ("websocket.mailbox", self.websocket.mailbox),
             ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
         ];

@@ -8,18 +8,121 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use logdog_actors::ActorError;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+
+/// Every error code of API.md's table, each with exactly one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ResourceExhausted,
+    Unavailable,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in API.md's order.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::Conflict,
+        ErrorCode::FailedPrecondition,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::Unavailable,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Internal,
+    ];
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::AlreadyExists | ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::ResourceExhausted => "resource_exhausted",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a code of API.md's table and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -28,48 +131,65 @@ impl ApiError {
     }
 
     pub fn invalid(m: impl Into<String>) -> Self {
-        Self::new("invalid_argument", m)
+        Self::new(ErrorCode::InvalidArgument, m)
     }
     pub fn unauthenticated(m: impl Into<String>) -> Self {
-        Self::new("unauthenticated", m)
+        Self::new(ErrorCode::Unauthenticated, m)
     }
     pub fn permission_denied(m: impl Into<String>) -> Self {
-        Self::new("permission_denied", m)
+        Self::new(ErrorCode::PermissionDenied, m)
     }
     pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new("not_found", m)
+        Self::new(ErrorCode::NotFound, m)
     }
     pub fn already_exists(m: impl Into<String>) -> Self {
-        Self::new("already_exists", m)
+        Self::new(ErrorCode::AlreadyExists, m)
     }
     pub fn conflict(m: impl Into<String>) -> Self {
-        Self::new("conflict", m)
+        Self::new(ErrorCode::Conflict, m)
     }
     pub fn failed_precondition(m: impl Into<String>) -> Self {
-        Self::new("failed_precondition", m)
+        Self::new(ErrorCode::FailedPrecondition, m)
     }
     pub fn too_large(m: impl Into<String>) -> Self {
-        Self::new("payload_too_large", m)
+        Self::new(ErrorCode::PayloadTooLarge, m)
+    }
+    /// The body did not arrive in time; the connection is closed after the answer.
+    pub fn request_timeout(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RequestTimeout, m)
+    }
+    pub fn unsupported_media_type(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnsupportedMediaType, m)
     }
     pub fn exhausted(m: impl Into<String>, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new("resource_exhausted", m)
+            ..Self::new(ErrorCode::ResourceExhausted, m)
         }
     }
     pub fn unavailable(m: impl Into<String>) -> Self {
         Self {
             retry_after: Some(1),
-            ..Self::new("unavailable", m)
+            ..Self::new(ErrorCode::Unavailable, m)
         }
     }
     pub fn method_not_allowed(m: impl Into<String>) -> Self {
-        Self::new("method_not_allowed", m)
+        Self::new(ErrorCode::MethodNotAllowed, m)
     }
     /// Logs `detail` and answers a message that leaks nothing.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
-        Self::new("internal", "internal error")
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// The wire body of this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        }
     }
 }
 
@@ -83,19 +203,7 @@ impl std::error::Error for ApiError {}
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self.code {
-            "invalid_argument" => StatusCode::BAD_REQUEST,
-            "unauthenticated" => StatusCode::UNAUTHORIZED,
-            "permission_denied" => StatusCode::FORBIDDEN,
-            "not_found" => StatusCode::NOT_FOUND,
-            "already_exists" | "conflict" => StatusCode::CONFLICT,
-            "failed_precondition" => StatusCode::PRECONDITION_FAILED,
-            "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
-            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code.status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -103,7 +211,12 @@ impl ResponseError for ApiError {
         if let Some(s) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, s.to_string()));
         }
-        res.json(json!({"error": {"code": self.code, "message": self.message}}))
+        res.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        if self.code == ErrorCode::RequestTimeout {
+            // The rest of a late body may still come: this connection is done.
+            res.force_close();
+        }
+        res.json(self.body())
     }
 }
 
@@ -151,6 +264,8 @@ mod tests {
     #[test]
     fn every_code_maps_to_its_status() {
         let cases = [
+            (ApiError::request_timeout("m"), 408),
+            (ApiError::unsupported_media_type("m"), 415),
             (ApiError::invalid("m"), 400),
             (ApiError::unauthenticated("m"), 401),
             (ApiError::permission_denied("m"), 403),
@@ -166,7 +281,39 @@ mod tests {
         ];
         for (e, status) in cases {
             assert_eq!(e.status_code().as_u16(), status, "{e}");
-            assert_eq!(body(&e)["error"]["code"], e.code);
+            assert_eq!(body(&e)["error"]["code"], e.code.as_str());
+        }
+    }
+
+    /// Every code has one status, its wire name is its serde name, and the statuses are
+    /// the ones API.md's table gives.
+    #[test]
+    fn every_code_has_its_status_and_name() {
+        let table = [
+            ("invalid_argument", 400),
+            ("unauthenticated", 401),
+            ("permission_denied", 403),
+            ("not_found", 404),
+            ("already_exists", 409),
+            ("conflict", 409),
+            ("failed_precondition", 412),
+            ("payload_too_large", 413),
+            ("request_timeout", 408),
+            ("unsupported_media_type", 415),
+            ("resource_exhausted", 429),
+            ("unavailable", 503),
+            ("method_not_allowed", 405),
+            ("internal", 500),
+        ];
+        assert_eq!(ErrorCode::ALL.len(), table.len());
+        for (code, (name, status)) in ErrorCode::ALL.into_iter().zip(table) {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(code.status().as_u16(), status, "{name}");
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<ErrorCode>(name.into()).unwrap(),
+                code
+            );
         }
     }
 

@@ -44,12 +44,34 @@ impl HttpMetrics {
         }
     }
 
+    /// Counts one request. Label values come from closed sets: `route` is a route template
+    /// of the table (or `unmatched`), `method` one of the known methods (else `other`), so
+    /// no client can grow the metrics by sending made-up methods or paths.
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         self.requests
             .with_label_values(&[route, method, &status.to_string()])
             .inc();
         self.latency
             .with_label_values(&[route, method])
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The method as a metric label: a standard method, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unknown_methods_are_one_label() {
+        assert_eq!(super::method_label("GET"), "GET");
+        assert_eq!(super::method_label(&"X".repeat(1000)), "other");
+        assert_eq!(super::method_label("get"), "other");
     }
 }

@@ -17,6 +17,10 @@ use crate::config::{secs, Config};
 use crate::http::{self, AppState};
 use crate::metrics::HttpMetrics;
 
+/// How often the database is pinged: an outage is answered with 503 within about this.
+const DB_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest lease the embedded archivist takes (it renews a third of the way in).
+const EMBEDDED_LEASE_SECONDS: f64 = 10.0;
 /// How often waiting lease requests look for due tasks.
 const DISPATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Threads running stream actors.
@@ -120,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         if ran > 0 {
             tracing::info!(migrations = ran, "database migrated");
         }
+        store.watch_health(DB_HEALTH_INTERVAL);
         Ok(store)
     })
     .await??;
@@ -153,6 +158,9 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     let mut auth = crate::auth::Auth::new(&config.tokens);
     let embedded = config.archival.embedded_archivist.then(|| {
         let mut a = archivist_config(&config, String::new(), archive.clone());
+        // Short leases, renewed while it works: after a crash (kill -9) its tasks are due
+        // again within seconds, not after a whole `archivist_lease`.
+        a.lease_seconds = a.lease_seconds.min(EMBEDDED_LEASE_SECONDS);
         if !auth.local_mode() {
             // The embedded archivist gets a random service token that lives only in memory.
             let token = crate::auth::new_token();

@@ -131,6 +131,39 @@ impl Directory {
         entry.1.clone()
     }
 
+    /// Like `send`, for reads: when no actor runs for the stream and storage has no such
+    /// stream, answers 404 without starting one, so reads of made-up streams cost one
+    /// lookup and leave nothing behind.
+    pub async fn send_existing<M, T>(
+        &self,
+        project: &str,
+        path: &StreamPath,
+        msg: M,
+    ) -> Result<T, ActorError>
+    where
+        M: Message<Result = Result<T, ActorError>> + Clone + Send + 'static,
+        T: Send + 'static,
+        StreamActor: Handler<M>,
+        <StreamActor as Actor>::Context: ToEnvelope<StreamActor, M>,
+    {
+        let key = StreamKey {
+            project: project.to_owned(),
+            id: path.id(),
+        };
+        if self.live(&key).is_none() {
+            let store = self.inner.deps.store.clone();
+            let exists = crate::error::blocking(move || {
+                store.read(|c| logdog_schema::store::get_stream(c, &key.project, &key.id))
+            })
+            .await?
+            .is_some();
+            if !exists {
+                return Err(ActorError::stream_not_found(path));
+            }
+        }
+        self.send(project, path, msg).await
+    }
+
     /// Sends `msg` to the stream's actor, retrying once if that actor was stopping.
     pub async fn send<M, T>(
         &self,

@@ -35,6 +35,13 @@ pub enum ActorError {
     Internal(String),
 }
 
+impl ActorError {
+    /// The one "no such stream" answer.
+    pub fn stream_not_found(path: &logdog_schema::names::StreamPath) -> Self {
+        ActorError::NotFound(format!("stream {:?} not found", path.to_string()))
+    }
+}
+
 impl From<StoreError> for ActorError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {

@@ -300,6 +300,11 @@ impl StreamMachine {
                     "terminal_index must be 0 or more, got {t}"
                 )));
             }
+            if t as u64 > logdog_schema::wire::MAX_STREAM_INDEX {
+                return Err(LifecycleError::Invalid(format!(
+                    "terminal_index {t} is above 2^53 - 1"
+                )));
+            }
         }
         if let Some(current) = self.terminal_index {
             return match requested {

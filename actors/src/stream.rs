@@ -1109,6 +1109,12 @@ impl Handler<AppendText> for StreamActor {
             Err(m) => return reply(Err(ActorError::Invalid(m.clone()))),
         };
         let first = (s.machine.highest_index() + 1) as u64;
+        let last = first + (lines.len() as u64).saturating_sub(1);
+        if last > logdog_schema::wire::MAX_STREAM_INDEX {
+            return reply(Err(ActorError::Invalid(format!(
+                "these lines would be numbered up to {last}, above 2^53 - 1"
+            ))));
+        }
         let entries: Vec<IncomingEntry> = lines
             .iter()
             .enumerate()

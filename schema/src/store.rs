@@ -55,6 +55,29 @@ impl StoreError {
     }
 }
 
+/// Database errors that mean the storage is away or full (answered 503, retried by
+/// clients), not that the query was wrong: SQLite's busy, full and I/O errors, and
+/// PostgreSQL's lost connections, shutdowns and full disks.
+fn is_outage(message: &str) -> bool {
+    const OUTAGES: [&str; 14] = [
+        "database is locked",
+        "database or disk is full",
+        "disk I/O error",
+        "unable to open database file",
+        "readonly database",
+        "No space left on device",
+        "could not extend file",
+        "could not write",
+        "terminating connection",
+        "shutting down",
+        "starting up",
+        "server closed the connection",
+        "connection to server",
+        "could not connect",
+    ];
+    OUTAGES.iter().any(|o| message.contains(o))
+}
+
 impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
@@ -62,7 +85,7 @@ impl From<diesel::result::Error> for StoreError {
             E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _) => {
                 StoreError::Unavailable(e.to_string())
             }
-            E::DatabaseError(_, info) if info.message().contains("database is locked") => {
+            E::DatabaseError(_, info) if is_outage(info.message()) => {
                 StoreError::Unavailable(e.to_string())
             }
             _ => StoreError::Query(e),
@@ -124,6 +147,11 @@ pub type PooledConn = r2d2::PooledConnection<Manager>;
 pub struct Store {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
+    /// Whether the database answered the health check lately (see `watch_health`): while
+    /// it does not, calls fail at once with `Unavailable` instead of waiting out the pool.
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The connection string, for the health check's own connection.
+    url: std::sync::Arc<str>,
 }
 
 /// Splits a database setting into backend and connection string: `postgres://` and
@@ -157,9 +185,64 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(Manager {
                 backend,
-                url: conn_str,
+                url: conn_str.clone(),
             })?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            healthy: std::sync::Arc::new(true.into()),
+            url: conn_str.into(),
+        })
+    }
+
+    /// Starts a thread that pings the database every `interval` on a connection of its
+    /// own (reconnecting when it broke), so an outage is noticed within about `interval`
+    /// and the end of one as quickly. Stops when every clone of the store is gone.
+    pub fn watch_health(&self, interval: Duration) {
+        let manager_url = self.url.to_string();
+        let backend = self.backend;
+        let healthy = std::sync::Arc::downgrade(&self.healthy);
+        std::thread::Builder::new()
+            .name("logdog-db-health".into())
+            .spawn(move || {
+                let manager = Manager {
+                    backend,
+                    url: manager_url,
+                };
+                let mut conn: Option<AnyConnection> = None;
+                while let Some(flag) = healthy.upgrade() {
+                    let ok = match conn.as_mut() {
+                        Some(c) => c.ping().is_ok(),
+                        None => false,
+                    } || {
+                        conn = manager.connect().ok();
+                        conn.as_mut().is_some_and(|c| c.ping().is_ok())
+                    };
+                    let was = flag.swap(ok, std::sync::atomic::Ordering::Relaxed);
+                    if was != ok {
+                        if ok {
+                            tracing::warn!("database reachable again");
+                        } else {
+                            tracing::error!("database unreachable; answering 503 until it is back");
+                            conn = None;
+                        }
+                    }
+                    drop(flag);
+                    std::thread::sleep(interval);
+                }
+            })
+            .expect("spawn the health thread");
+    }
+
+    /// Fails at once while the health check says the database is away.
+    fn check_health(&self) -> Result<(), StoreError> {
+        if self.healthy.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the database is unreachable".into(),
+            ))
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -182,6 +265,7 @@ impl Store {
 
     /// True when the database answers and no migration is pending.
     pub fn ready(&self) -> Result<(), StoreError> {
+        self.check_health()?;
         let mut conn = self.pool.get()?;
         let pending = match &mut *conn {
             AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
@@ -199,6 +283,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.check_health()?;
         let mut conn = self.pool.get()?;
         f(&mut conn)
     }
@@ -208,6 +293,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.check_health()?;
         let mut conn = self.pool.get()?;
         let conn = &mut *conn;
         match conn {

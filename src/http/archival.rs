@@ -36,7 +36,7 @@ async fn service_body(
     payload: web::Payload,
 ) -> Result<(bytes::Bytes, Option<Vec<String>>), ApiError> {
     let scope = state.require_service(req)?;
-    let body = read_body(req, payload, state.max_request_bytes()).await?;
+    let body = read_body(state, req, payload).await?;
     Ok((body, scope.projects().map(<[String]>::to_vec)))
 }
 

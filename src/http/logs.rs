@@ -385,7 +385,7 @@ pub async fn text(
     let (stream, follow) = if p.follow {
         let (s, rx) = state
             .directory
-            .send(
+            .send_existing(
                 project,
                 path,
                 Follow {

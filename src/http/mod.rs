@@ -110,7 +110,7 @@ pub async fn authorize(
     let project = req.match_info().query("project").to_owned();
     let caller = state.caller_for(req, &project)?;
     let body = match payload {
-        Some(p) => read_body(req, p, state.max_request_bytes()).await?,
+        Some(p) => read_body(state, req, p).await?,
         None => Bytes::new(),
     };
     names::validate_project(&project)?;
@@ -142,7 +142,7 @@ pub async fn load(
 ) -> Result<StreamJson, ApiError> {
     Ok(state
         .directory
-        .send(
+        .send_existing(
             project,
             path,
             Load {
@@ -152,12 +152,15 @@ pub async fn load(
         .await?)
 }
 
-/// Reads the whole body, answering 413 as soon as it exceeds `limit`.
+/// Reads the whole body: 413 as soon as it exceeds the request limit, 415 for a
+/// `Content-Encoding` other than `identity` (none is decoded), 408 when it has not all
+/// arrived within `limits.body_timeout` (and the connection is closed).
 pub async fn read_body(
+    state: &State,
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
 ) -> Result<Bytes, ApiError> {
+    let limit = state.max_request_bytes();
     let too_large = || ApiError::too_large(format!("request body is over the {limit}-byte limit"));
     if let Some(len) = req
         .headers()
@@ -168,16 +171,34 @@ pub async fn read_body(
             return Err(too_large());
         }
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::invalid(format!("cannot read request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?").trim();
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::unsupported_media_type(format!(
+                "Content-Encoding {enc:?} is not supported: send the body uncompressed"
+            )));
         }
-        body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    let timeout = crate::config::secs(state.config.limits.body_timeout);
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid(format!("cannot read request body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(body) => body,
+        Err(_) => Err(ApiError::request_timeout(format!(
+            "the request body did not arrive within {}s (limits.body_timeout)",
+            timeout.as_secs_f64()
+        ))),
+    }
 }
 
 /// The media type of the request, lowercased, without parameters; None when absent.
@@ -212,6 +233,10 @@ pub fn parse_json<T: DeserializeOwned>(
     } else {
         body
     };
+    // serde would read a struct from a JSON array too; every request body is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("invalid JSON body: expected a JSON object".into());
+    }
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
@@ -312,10 +337,15 @@ pub fn app(
     actix_web::App::new()
         .app_data(state)
         .configure(configure)
+        // Every answer, JSON included, is to be taken as the type it says it is.
+        .wrap(
+            actix_web::middleware::DefaultHeaders::new()
+                .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+        )
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let metrics = metrics.clone();
-            let method = req.method().to_string();
+            let method = crate::metrics::method_label(req.method().as_str());
             let fut = srv.call(req);
             async move {
                 let res = fut.await?;
@@ -324,7 +354,7 @@ pub fn app(
                     .match_pattern()
                     .unwrap_or_else(|| "unmatched".into());
                 let (status, elapsed) = (res.status().as_u16(), started.elapsed());
-            metrics.observe(&route, &method, status, elapsed);
+            metrics.observe(&route, method, status, elapsed);
             tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "request");
                 Ok(res)
             }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use logdog_actors::stream::{Append, AppendOk, AppendText, Purge, Register, Terminate};
 use logdog_schema::names::StreamPath;
-use logdog_schema::wire::{now_us, Delimiter, DescriptorRequest, EntryRequest, IncomingEntry, Line};
+use logdog_schema::wire::{
+    now_us, Delimiter, DescriptorRequest, EntryRequest, IncomingEntry, Line,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -418,7 +420,7 @@ pub async fn bundle(
                 Ok(r) => json!({"name": name, "next_index": r.next_index, "accepted": r.accepted,
                                 "duplicates": r.duplicates, "error": null}),
                 Err(e) => json!({"name": name, "next_index": null, "accepted": 0, "duplicates": 0,
-                                 "error": {"code": e.code, "message": e.message}}),
+                                 "error": e.body().error}),
             }
         }
     });

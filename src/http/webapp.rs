@@ -54,15 +54,16 @@ fn etag(body: &str) -> String {
     )
 }
 
-fn page(html: &'static str) -> HttpResponse {
+pub fn page(html: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header((
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            "default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
         ))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .body(html)
 }
 

@@ -11,6 +11,16 @@ const OVERSCAN = 30;
 const m = location.pathname.match(/^\/logs\/([^/]+)\/(.+)$/);
 const project = decodeURIComponent(m[1]);
 const path = m[2].split("/").map(decodeURIComponent).join("/");
+// The path is used in API URLs and sent with the viewer's token: it must be a stream
+// path by the naming rules (so "..", "%2F" tricks and the like never reach a request).
+const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9:_.-]*$/;
+function validStreamPath(p) {
+  const at = p.indexOf("/+/");
+  if (at < 0) return false;
+  const halves = [p.slice(0, at), p.slice(at + 3)];
+  return halves.every((h) => h.length > 0 && h.length <= 4096 && h.split("/").every((s) => SEGMENT.test(s)));
+}
+const validPath = /^[a-z][a-z0-9_-]{0,99}$/.test(project) && validStreamPath(path);
 const api = `/api/v1/projects/${encodeURIComponent(project)}`;
 const $ = (id) => document.getElementById(id);
 
@@ -407,6 +417,13 @@ function parseHash() {
 }
 
 async function start() {
+  if (!validPath) {
+    $("title").textContent = "invalid stream path";
+    document.title = "invalid stream path — logdog";
+    $("status").hidden = true;
+    showError(`not a stream path: ${location.pathname} (expected /logs/PROJECT/PREFIX/+/NAME)`);
+    return;
+  }
   $("title").textContent = `${project} / ${path}`;
   document.title = `${path} — logdog`;
   $("raw").href = `/logs/${encodeURIComponent(project)}/${path}?format=raw`;

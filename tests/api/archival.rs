@@ -131,7 +131,11 @@ async fn terminated_streams_are_tasked_sealed_and_archived(db: TestDb) {
     assert!(s["state"]["archive"]["stream_url"]
         .as_str()
         .unwrap()
-        .ends_with(&format!("/p/{}/{}/entries", t["id"].as_str().unwrap(), t["lease_id"].as_str().unwrap())));
+        .ends_with(&format!(
+            "/p/{}/{}/entries",
+            t["id"].as_str().unwrap(),
+            t["lease_id"].as_str().unwrap()
+        )));
     assert!(
         stored_entries(&db.url, "p", "a/+/s").is_empty(),
         "intermediate data is released"

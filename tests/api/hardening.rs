@@ -73,7 +73,9 @@ async fn hostile_globs_are_linear_and_invalid_ones_refused(db: TestDb) {
     let a = query("a/**/e".into()).await;
     assert_eq!(names(&a), ["a/b/c/d/e"]);
     for bad in ["_x", "a//b", "a/**b", "a/.b"] {
-        query(bad.into()).await.expect_error(400, "invalid_argument");
+        query(bad.into())
+            .await
+            .expect_error(400, "invalid_argument");
     }
     // Too many tag filters is a 400, not a database error.
     let tags = (0..1000).map(|i| format!("tag=k{i}")).collect::<Vec<_>>();
@@ -145,7 +147,10 @@ async fn scoped_tokens_stay_in_their_projects(db: TestDb) {
         let c = server.client("other").with_token(Some(token));
         for (verb, body) in [
             ("renew", json!({"lease_id": task["lease_id"]})),
-            ("complete", json!({"lease_id": task["lease_id"], "error": "x"})),
+            (
+                "complete",
+                json!({"lease_id": task["lease_id"], "error": "x"}),
+            ),
         ] {
             c.raw(
                 Method::POST,

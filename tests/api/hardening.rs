@@ -260,3 +260,401 @@ async fn bad_archive_reports_change_nothing(db: TestDb) {
     server.stop().await;
 }
 both!(bad_archive_reports_change_nothing);
+
+/// The real `logdog serve` in a process of its own, so its descriptors and memory can be
+/// counted; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts `logdog serve` on a free port with a SQLite file in a fresh folder, through
+    /// `sh -c` so `shell_prefix` (ulimits, traps) applies to it.
+    async fn start(shell_prefix: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let cmd = format!(
+            "{shell_prefix} exec \"$0\" serve --listen 127.0.0.1:{port} --database \"$1/logdog.db\" --archive \"$1/archive\" {}",
+            extra.join(" ")
+        );
+        let child = std::process::Command::new("sh")
+            .args(["-c", &cmd, env!("CARGO_BIN_EXE_logdog")])
+            .arg(dir.path())
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let served = Self {
+            child,
+            base,
+            _dir: dir,
+        };
+        let c = served.client("p");
+        for _ in 0..200 {
+            if let Ok(r) = c.http.get(format!("{}/healthz", served.base)).send().await {
+                if r.status() == 200 {
+                    return served;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("logdog serve did not start");
+    }
+
+    fn client(&self, project: &str) -> Client {
+        Client::new(&self.base, project)
+    }
+
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds (polling), or panics with `what`.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}");
+}
+
+/// A client that reads the start of a followed text response and closes its socket
+/// leaves nothing behind on the server: its descriptors come back at once, not when the
+/// stream next moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_that_leave_release_their_connections() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let served = Served::start("", &[]).await;
+    let c = served.client("pub");
+    let secret = c.text_stream("f", "s").await;
+    c.append("f/+/s", &secret, lines(0, 3)).await.expect(200);
+    let before = served.fds();
+    let addr = served.base.trim_start_matches("http://").to_owned();
+    for _ in 0..100 {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        sock.write_all(
+            b"GET /api/v1/projects/pub/logs/f/+/s?format=text&follow=true HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 256];
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        drop(sock);
+    }
+    eventually("the followers' descriptors were released", || {
+        served.fds() <= before + 4
+    })
+    .await;
+    // The server still serves, and the stream still follows to its end.
+    c.terminate("f/+/s", &secret, json!({})).await.expect(200);
+    let text = c.text(c.url("logs/f/+/s?format=text&follow=true")).await;
+    assert_eq!(text, "line 0\nline 1\nline 2\n");
+}
+
+/// Followers count as viewers: past the per-stream limit they get 429 with Retry-After.
+async fn followers_are_limited_like_viewers(db: TestDb) {
+    let mut config = db.config();
+    config.limits.max_viewers_per_stream = 2;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("lim", "s").await;
+    c.append("lim/+/s", &secret, lines(0, 1)).await.expect(200);
+    let url = c.url("logs/lim/+/s?format=text&follow=true");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let r = c.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let r = c.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted");
+    drop(held);
+    // Their places come back once they are gone.
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = c.http.get(&url).send().await.unwrap();
+        if r.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the followers' places were released");
+    server.stop().await;
+}
+both!(followers_are_limited_like_viewers);
+
+/// A text/plain body of nothing but newlines cannot blow memory up: past the entry cap
+/// it is 413 and stores nothing; the server's memory stays bounded and it serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newline_floods_are_bounded() {
+    let served = Served::start("", &[]).await;
+    let c = served.client("p");
+    let secret = c.text_stream("nl", "s").await;
+    let before = served.rss_kib();
+    let flood = vec![b'\n'; 8 << 20];
+    c.raw(
+        Method::POST,
+        &c.url("logs/nl/+/s"),
+        Some(&secret),
+        Some("text/plain"),
+        flood,
+    )
+    .await
+    .expect_error(413, "payload_too_large");
+    assert_eq!(c.load("nl/+/s").await.expect(200)["state"]["next_index"], 0);
+    // The cap itself (100,000 lines) is accepted, and costs little.
+    let a = c
+        .raw(
+            Method::POST,
+            &c.url("logs/nl/+/s"),
+            Some(&secret),
+            Some("text/plain"),
+            vec![b'\n'; 100_000],
+        )
+        .await;
+    assert_eq!(a.expect(200)["next_index"], 100_000);
+    let after = served.rss_kib();
+    assert!(
+        after < before + 200 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+/// Made-up methods do not become metric labels.
+async fn made_up_methods_are_one_metric_label(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let weird = "X".repeat(200);
+    for i in 0..20 {
+        let m = Method::from_bytes(format!("{weird}{i}").as_bytes()).unwrap();
+        let r = c
+            .http
+            .request(m, format!("{}/api/v1/projects", server.base()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let metrics = c.text(format!("{}/metrics", server.base())).await;
+    assert!(!metrics.contains(&weird), "a made-up method became a label");
+    assert!(metrics.contains("method=\"other\""));
+    server.stop().await;
+}
+both!(made_up_methods_are_one_metric_label);
+
+/// A body that trickles in is cut off after `limits.body_timeout`: 408 in the error
+/// shape, and the connection is closed.
+async fn slow_bodies_time_out(db: TestDb) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut config = db.config();
+    config.limits.body_timeout = 0.5;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("slow", "s").await;
+    let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/projects/p/logs/slow/+/s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nX-Prefix-Secret: {secret}\r\nContent-Length: 100\r\n\r\na"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut got))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert_eq!(
+        c.load("slow/+/s").await.expect(200)["state"]["next_index"],
+        0
+    );
+    server.stop().await;
+}
+both!(slow_bodies_time_out);
+
+/// Bodies and values the API cannot mean are refused, and nothing is stored.
+async fn meaningless_values_are_refused(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.text_stream("iv", "s").await;
+    let max = (1u64 << 53) - 1;
+    let bad_entries = [
+        json!([{"stream_index": 0, "sequence": u64::MAX, "text": {"lines": ["x"]}}]),
+        json!([{"stream_index": 0, "prefix_index": max + 1, "text": {"lines": ["x"]}}]),
+        json!([{"stream_index": 0, "text": {"lines": [{"value": "x", "delimiter": "EOL"}]}}]),
+        json!([{"stream_index": 0, "text": {"lines": ["two\nlines"]}}]),
+    ];
+    for entries in bad_entries {
+        c.append("iv/+/s", &secret, entries)
+            .await
+            .expect_error(400, "invalid_argument");
+    }
+    // Gzip is not decoded: 415, nothing stored.
+    let a = c
+        .http
+        .post(c.url("logs/iv/+/s"))
+        .header("X-Prefix-Secret", &secret)
+        .header("Content-Type", "text/plain")
+        .header("Content-Encoding", "gzip")
+        .body("x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 415);
+    let body: Value = a.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+    // Termination beyond what JSON can carry, and a body that is not an object.
+    for body in [
+        json!({"terminal_index": i64::MAX}),
+        json!({"terminal_index": max + 1}),
+        json!([]),
+    ] {
+        c.terminate("iv/+/s", &secret, body)
+            .await
+            .expect_error(400, "invalid_argument");
+    }
+    // A datagram piece that cannot be part of its datagram.
+    let dsecret = c.prefix("dg").await;
+    c.register("dg/+/d", &dsecret, json!({"stream_type": "datagram"}))
+        .await
+        .expect(201);
+    c.append(
+        "dg/+/d",
+        &dsecret,
+        json!([{"stream_index": 0, "datagram": {"data": "AAAA", "partial": {"index": 9, "size": 3, "last": false}}}]),
+    )
+    .await
+    .expect_error(400, "invalid_argument");
+    // Too many tags.
+    let tags: serde_json::Map<String, Value> =
+        (0..1000).map(|i| (format!("k{i}"), json!("v"))).collect();
+    c.register("iv/+/tagged", &secret, json!({"tags": tags}))
+        .await
+        .expect_error(400, "invalid_argument");
+    assert_eq!(c.load("iv/+/s").await.expect(200)["state"]["next_index"], 0);
+    assert_eq!(c.load("iv/+/s").await.body["state"]["terminal_index"], -1);
+    c.load("iv/+/tagged").await.expect_error(404, "not_found");
+    // Raw-text numbering stops at 2^53 - 1 like JSON does.
+    c.append(
+        "iv/+/s",
+        &secret,
+        json!([{"stream_index": max, "sequence": 0, "text": {"lines": ["last"]}}]),
+    )
+    .await
+    .expect(200);
+    c.raw(
+        Method::POST,
+        &c.url("logs/iv/+/s"),
+        Some(&secret),
+        Some("text/plain"),
+        b"one more\n".to_vec(),
+    )
+    .await
+    .expect_error(400, "invalid_argument");
+    server.stop().await;
+}
+both!(meaningless_values_are_refused);
+
+/// Reads of streams that do not exist answer 404 and start no stream actor.
+async fn reads_of_unknown_streams_start_no_actor(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("pub");
+    for i in 0..300 {
+        let a = c
+            .raw(
+                Method::GET,
+                &c.url(&format!("logs/x/+/missing{i}")),
+                None,
+                None,
+                vec![],
+            )
+            .await;
+        a.expect_error(404, "not_found");
+        c.load(&format!("x/+/gone{i}"))
+            .await
+            .expect_error(404, "not_found");
+    }
+    assert_eq!(server.metric("logdog_live_stream_actors").await, 0);
+    server.stop().await;
+}
+both!(reads_of_unknown_streams_start_no_actor);
+
+/// `access_token` works on the watch route only; `/api/v1/projects` refuses unknown
+/// tokens; pages cannot be framed and JSON is not sniffed.
+async fn tokens_and_headers(db: TestDb) {
+    let server = TestServer::start(private_project(db.config(), "reader-token", "reader"));
+    let c = server.client("p");
+    let r = c
+        .http
+        .get(c.url("logs/watch/+/watch/x?access_token=reader-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "access_token is not taken outside the watch route"
+    );
+    let a = c
+        .with_token(Some("made-up"))
+        .raw(
+            Method::GET,
+            &format!("{}/api/v1/projects", c.base),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    a.expect_error(401, "unauthenticated");
+    let page = c.http.get(format!("{}/", c.base)).send().await.unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("connect-src 'self';") && !csp.contains("ws:"),
+        "{csp}"
+    );
+    for url in [format!("{}/healthz", c.base), c.url("streams")] {
+        let r = c.http.get(url).send().await.unwrap();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    server.stop().await;
+}
+both!(tokens_and_headers);

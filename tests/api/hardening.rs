@@ -658,3 +658,163 @@ async fn tokens_and_headers(db: TestDb) {
     server.stop().await;
 }
 both!(tokens_and_headers);
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones
+/// refused) and restore: a real database outage for one server, without stopping the
+/// PostgreSQL other tests use.
+struct CuttableProxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl CuttableProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cut = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let cut = cut2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            self.cut.notify_waiters();
+        }
+    }
+}
+
+/// PostgreSQL away: within about a second appends answer 503 with Retry-After (never a
+/// 500, never a long hang) and `/readyz` is 503; once it is back, service resumes and
+/// every acknowledged entry is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_answered_503_at_once() {
+    let Some(db) = TestDb::postgres() else {
+        eprintln!("skipped: needs LOGDOG_TEST_DATABASE_URL (PostgreSQL)");
+        return;
+    };
+    let target: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = CuttableProxy::start(target).await;
+    let mut config = db.config();
+    config.database = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    assert_ne!(
+        config.database, db.url,
+        "the test database goes through the proxy"
+    );
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("out", "s").await;
+    c.append("out/+/s", &secret, lines(0, 10)).await.expect(200);
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = std::time::Instant::now();
+    let a = c.append("out/+/s", &secret, lines(10, 20)).await;
+    let waited = started.elapsed();
+    a.expect_error(503, "unavailable");
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    let ready = c
+        .http
+        .get(format!("{}/readyz", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.headers().contains_key("retry-after"));
+    proxy.set_up(true);
+    let mut back = false;
+    for _ in 0..100 {
+        let a = c.append("out/+/s", &secret, lines(10, 20)).await;
+        if a.status == 200 {
+            back = true;
+            break;
+        }
+        assert_eq!(a.status, 503, "{}", a.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "service came back with the database");
+    let got = c
+        .raw(
+            Method::GET,
+            &c.url("logs/out/+/s?count=100"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(got.expect(200)["entries"].as_array().unwrap().len(), 20);
+    server.stop().await;
+}
+
+/// A full disk (the SQLite file may not grow: `ulimit -f`) answers 503 with Retry-After
+/// on writes, never 500 and never a false 200; everything acknowledged before is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_answered_503() {
+    // SIGXFSZ ignored (so a write past the limit fails with EFBIG instead of killing the
+    // process); files limited to 4 MiB.
+    let served = Served::start("trap '' XFSZ; ulimit -f 4096;", &["--no-archivist"]).await;
+    let c = served.client("p");
+    let secret = c.text_stream("full", "s").await;
+    let line = "x".repeat(1000);
+    let mut acked = 0u64;
+    let mut refused = None;
+    for i in 0..200u64 {
+        let body: String = (0..100).map(|_| format!("{line}\n")).collect();
+        let a = c
+            .raw(
+                Method::POST,
+                &c.url("logs/full/+/s"),
+                Some(&secret),
+                Some("text/plain"),
+                body.into_bytes(),
+            )
+            .await;
+        match a.status.as_u16() {
+            200 => acked = a.body["next_index"].as_u64().unwrap(),
+            503 => {
+                refused = Some((i, a));
+                break;
+            }
+            other => panic!("append {i}: {other} {}", a.body),
+        }
+    }
+    let (_, a) = refused.expect("the disk filled up");
+    a.expect_error(503, "unavailable");
+    assert!(acked > 0);
+    let got = c
+        .raw(
+            Method::GET,
+            &c.url(&format!("logs/full/+/s?index={}&count=1", acked - 1)),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(got.expect(200)["entries"].as_array().unwrap().len(), 1);
+    let s = c.load("full/+/s").await;
+    assert_eq!(s.expect(200)["state"]["next_index"], acked);
+}

@@ -450,7 +450,7 @@ pub async fn text(
            ("format" = Option<String>, Query, description = "text or raw: always the text"),
            ("follow" = Option<bool>, Query, description = "Stream the text until the terminal entry")),
     responses((status = 200, description = "The viewer page for Accept: text/html, else the stream's text", content_type = "text/plain"),
-              (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {

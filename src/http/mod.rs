@@ -121,9 +121,21 @@ pub async fn authorize(
     })
 }
 
-/// The `{path}` of a stream route (400 when malformed).
+/// The `{path}` of a stream route (400 when malformed). Slashes may come verbatim or as
+/// `%2F` (as generated clients send a path parameter), and `+` as `%2B`: names hold no
+/// `%`, so decoding first is safe, and the result is checked by the naming rules.
 pub fn stream_path(req: &HttpRequest) -> Result<StreamPath, ApiError> {
-    Ok(StreamPath::parse(req.match_info().query("path"))?)
+    Ok(StreamPath::parse(&path_param(req, "path"))?)
+}
+
+/// A path parameter, percent-decoded (see `stream_path`); invalid UTF-8 stays encoded,
+/// for the naming rules to refuse.
+pub fn path_param(req: &HttpRequest, name: &str) -> String {
+    let raw = req.match_info().query(name);
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .unwrap_or_else(|_| raw.to_owned())
 }
 
 /// Parses the query string (400 when it does not fit `T`).

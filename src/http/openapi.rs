@@ -145,7 +145,8 @@ pub struct BundleRequest {
 #[derive(ToSchema)]
 pub struct BundleStreamResult {
     name: String,
-    next_index: u64,
+    /// Null when this stream failed (see `error`).
+    next_index: Option<u64>,
     accepted: u64,
     duplicates: u64,
     error: Option<ErrorDetail>,
@@ -309,6 +310,8 @@ impl Modify for Bearer {
         openapi_json,
         logs::web_text,
         webapp::index,
+        explorer,
+        webapp::asset,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, StreamJson, StreamStateJson, Descriptor, DescriptorRequest,
@@ -339,6 +342,10 @@ pub async fn openapi_json() -> HttpResponse {
 }
 
 /// `GET /explorer`: a page to try the API.
+#[utoipa::path(
+    get, path = "/explorer", tag = "Web",
+    responses((status = 200, description = "A page to try the API from the browser", content_type = "text/html"))
+)]
 pub async fn explorer() -> HttpResponse {
     webapp::explorer()
 }

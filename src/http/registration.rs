@@ -91,7 +91,7 @@ pub async fn register_prefix(
 #[utoipa::path(
     delete, path = "/api/v1/projects/{project}/prefixes/{prefix}", tag = "Registration",
     params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The prefix (slashes allowed)")),
-    responses((status = 204, description = "Expired; its streams, data and archives removed"), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 204, description = "Expired; its streams, data and archives removed"), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -99,7 +99,7 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
         caller, project, ..
     } = authorize(&state, &req, None).await?;
     state.require_admin(caller)?;
-    let prefix = req.match_info().query("prefix").to_owned();
+    let prefix = super::path_param(&req, "prefix");
     names::validate_prefix(&prefix)?;
     let (store, p, x) = (state.store.clone(), project.clone(), prefix.clone());
     let paths =

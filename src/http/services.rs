@@ -295,7 +295,7 @@ pub async fn terminate_stream(
 #[utoipa::path(
     delete, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
     params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
-    responses((status = 204, description = "Purged"), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 204, description = "Purged"), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {

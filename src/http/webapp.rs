@@ -99,6 +99,13 @@ pub fn wants_html(req: &HttpRequest) -> bool {
 }
 
 /// `GET /static/{name}`.
+#[utoipa::path(
+    get, path = "/static/{name}", tag = "Web",
+    params(("name" = String, Path, description = "An asset of the web app (e.g. viewer.js)")),
+    responses((status = 200, description = "The asset (JavaScript or CSS), with an ETag", content_type = "text/plain"),
+              (status = 304, description = "Not modified (If-None-Match)"),
+              (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody))
+)]
 pub async fn asset(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let name = req.match_info().get("name").unwrap_or_default();
     let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {

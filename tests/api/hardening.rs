@@ -818,3 +818,29 @@ async fn a_full_disk_is_answered_503() {
     let s = c.load("full/+/s").await;
     assert_eq!(s.expect(200)["state"]["next_index"], acked);
 }
+
+/// Generated clients escape path parameters: `%2F` in `{prefix}` and `{name}` means `/`.
+async fn escaped_path_parameters_are_decoded(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.prefix("a/b").await;
+    let a = c
+        .json(
+            Method::PUT,
+            "streams/a%2Fb/+/s%2Ft",
+            Some(&secret),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(a.expect(201)["path"], "a/b/+/s/t");
+    c.load("a/b/+/s/t").await.expect(200);
+    // Anything that decodes to a bad name is still a 400.
+    c.load("a%2F%2Fb/+/s")
+        .await
+        .expect_error(400, "invalid_argument");
+    c.load("a%252Fb/+/s")
+        .await
+        .expect_error(400, "invalid_argument");
+    server.stop().await;
+}
+both!(escaped_path_parameters_are_decoded);

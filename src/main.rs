@@ -57,7 +57,8 @@ enum Command {
         /// Lease to ask for, in seconds (1 to 3600).
         #[arg(long)]
         lease_seconds: Option<f64>,
-        /// Where archives go: a directory or file://PATH.
+        /// Where archives go: a directory or file://PATH. It must be the coordinator's own
+        /// archive location: the coordinator checks each archive there before it believes it.
         #[arg(long)]
         archive: Option<String>,
     },

@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use super::{authorize, load, params, stream_path, Authorized, Caller, State};
 use crate::errors::ApiError;
 
+/// The most streams one Query request looks at (a glob may match few of them).
+const QUERY_SCAN_BUDGET: usize = 10_000;
 /// Get's byte cap, default and maximum (16 MiB).
 const MAX_GET_BYTES: u64 = 16 << 20;
 /// Entries and bytes read per page while rendering text.
@@ -598,33 +600,35 @@ pub async fn query(state: State, req: HttpRequest) -> Result<HttpResponse, ApiEr
         limit,
     } = parse_query(&req, &project, caller)?;
     let store = state.store.clone();
-    let (rows, more) = blocking(move || {
-        // Fetch in batches; the name glob is checked here, everything else in SQL.
+    let (rows, resume) = blocking(move || {
+        // Fetch in batches; the name glob is checked here, everything else in SQL. At
+        // most QUERY_SCAN_BUDGET rows are looked at; past it the page goes out short,
+        // with a cursor after the last row looked at.
         let batch = (limit as i64 * 2).max(64);
-        let mut out = Vec::new();
+        let (mut out, mut scanned) = (Vec::new(), 0usize);
         loop {
             let rows = store.read(|c| store::query_streams(c, &filter, batch))?;
             let exhausted = (rows.len() as i64) < batch;
             for row in rows {
+                scanned += 1;
                 filter.after = Some(row.path.clone());
                 if glob.as_ref().is_none_or(|g| g.matches(&row.name)) {
                     out.push(row);
                     if out.len() == limit {
-                        return Ok((out, true));
+                        return Ok((out, filter.after));
                     }
                 }
             }
             if exhausted {
-                return Ok((out, false));
+                return Ok((out, None));
+            }
+            if scanned >= QUERY_SCAN_BUDGET {
+                return Ok((out, filter.after));
             }
         }
     })
     .await?;
-    let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(&r.path))
-    } else {
-        None
-    };
+    let next_cursor = resume.as_deref().map(encode_cursor);
     let streams = rows
         .iter()
         .map(|r| {

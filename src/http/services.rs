@@ -327,6 +327,9 @@ struct Bundle {
     streams: Vec<BundleStream>,
 }
 
+/// Most streams one bundle may name (they are handled concurrently).
+const MAX_BUNDLE_STREAMS: usize = 1000;
+
 /// Registers (on first sight), appends and terminates one stream of a bundle.
 async fn ingest_one(
     state: &State,
@@ -399,6 +402,12 @@ pub async fn bundle(
     let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let bundle: Bundle = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
     logdog_schema::names::validate_prefix(&bundle.prefix)?;
+    if bundle.streams.len() > MAX_BUNDLE_STREAMS {
+        return Err(ApiError::too_large(format!(
+            "the bundle names {} streams, over the {MAX_BUNDLE_STREAMS}-stream limit",
+            bundle.streams.len()
+        )));
+    }
     check_entry_count(
         bundle.streams.iter().map(|s| s.entries.len()).sum(),
         &state.config.limits,

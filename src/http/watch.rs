@@ -183,6 +183,31 @@ fn watchdog(live: Liveness, socket: PeerSocket, idle_timeout: Duration) {
     });
 }
 
+/// Browsers send `Origin` on websocket upgrades and let any page open one to any host:
+/// an upgrade from a page of another host than the one it asks is refused, so no other
+/// site can watch a stream with the user's access (cross-site websocket hijacking).
+fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) else {
+        return Ok(()); // not a browser
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or("");
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+        return Err(ApiError::permission_denied(format!(
+            "websocket from origin {origin:?} to host {host:?}: pages may only watch their own server"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WatchParams {
@@ -214,6 +239,7 @@ pub async fn watch(
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
     let p: WatchParams = params(&req)?;
+    check_origin(&req)?;
     let stream = load(&state, caller, &project, &path).await?;
     let from = match (p.from, p.tail) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give from or tail, not both")),

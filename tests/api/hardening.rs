@@ -844,3 +844,37 @@ async fn escaped_path_parameters_are_decoded(db: TestDb) {
     server.stop().await;
 }
 both!(escaped_path_parameters_are_decoded);
+
+/// A page of another site cannot open a watch on this server with the user's access.
+async fn cross_site_websockets_are_refused(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.text_stream("ws", "s").await;
+    c.append("ws/+/s", &secret, lines(0, 1)).await.expect(200);
+    let url = format!("{}/watch/ws/+/s", c.url("").trim_end_matches('/'));
+    let upgrade = |origin: Option<String>| {
+        let mut r = c
+            .http
+            .get(&url)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+        if let Some(o) = origin {
+            r = r.header("Origin", o);
+        }
+        r.send()
+    };
+    let r = upgrade(Some("http://evil.example".into())).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "permission_denied");
+    let r = upgrade(Some(format!("http://{}", server.addr)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 101);
+    let r = upgrade(None).await.unwrap();
+    assert_eq!(r.status(), 101);
+    server.stop().await;
+}
+both!(cross_site_websockets_are_refused);

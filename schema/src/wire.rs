@@ -64,19 +64,19 @@ impl StreamType {
 }
 
 /// A descriptor as a client sends it: everything but the type may be left out.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescriptorRequest {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_type: Option<StreamType>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub timestamp: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary_file_ext: Option<String>,
 }
 
@@ -246,7 +246,7 @@ impl utoipa::PartialSchema for Delimiter {
 impl utoipa::ToSchema for Delimiter {}
 
 /// A piece of a datagram too large for one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Partial {
     pub index: u32,
     pub size: u64,
@@ -319,47 +319,96 @@ pub struct IncomingEntry {
     pub content: Content,
 }
 
-#[derive(Debug, Deserialize)]
+/// A text line in JSON: a plain string is shorthand for `{"value": s, "delimiter": "\n"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum LineJson {
+pub enum LineJson {
     Short(String),
-    Full { value: String, delimiter: String },
+    Full {
+        value: String,
+        /// `"\n"`, `"\r\n"`, or `""`: the line continues in the next entry.
+        #[schema(value_type = Delimiter)]
+        delimiter: String,
+    },
 }
 
-#[derive(Debug, Deserialize)]
-struct TextJson {
-    lines: Vec<LineJson>,
+/// A text entry's content.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TextJson {
+    pub lines: Vec<LineJson>,
 }
 
-#[derive(Debug, Deserialize)]
-struct DataJson {
-    data: String,
+/// A binary entry's content.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DataJson {
+    /// base64.
+    pub data: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct DatagramJson {
-    data: String,
+/// A datagram entry's content.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DatagramJson {
+    /// base64.
+    pub data: String,
     #[serde(default)]
-    partial: Option<Partial>,
+    pub partial: Option<Partial>,
 }
 
-/// A LogEntry as a client sends it, before the checks of `IncomingEntry::from_request`.
-#[derive(Debug, Deserialize)]
+/// LogDog's `LogEntry` in JSON, as clients send it and read it back (`Get` answers carry
+/// every field explicitly, lines as objects: see `EntryJson`, which writes stored entries
+/// in this form). Exactly one of `text`, `binary`, `datagram`, matching the stream type;
+/// checked by `IncomingEntry::from_request`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EntryRequest {
-    stream_index: Option<u64>,
+pub struct LogEntry {
+    /// 0, 1, 2, … within the stream (at most 2^53 − 1). Required.
+    #[schema(value_type = u64)]
+    pub stream_index: Option<u64>,
     #[serde(default)]
-    prefix_index: Option<u64>,
-    #[serde(default)]
-    sequence: Option<u64>,
-    #[serde(default)]
-    time_offset: Option<f64>,
-    #[serde(default)]
-    text: Option<TextJson>,
-    #[serde(default)]
-    binary: Option<DataJson>,
-    #[serde(default)]
-    datagram: Option<DatagramJson>,
+    pub prefix_index: Option<u64>,
+    /// Defaults to the lines (text), bytes (binary) or datagrams before this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Seconds after the descriptor's timestamp; defaults to the arrival time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_offset: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<DataJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagram: Option<DatagramJson>,
+}
+
+impl LogEntry {
+    /// A text entry of `(value, delimiter)` lines.
+    pub fn text(stream_index: u64, lines: impl IntoIterator<Item = (String, Delimiter)>) -> Self {
+        Self {
+            stream_index: Some(stream_index),
+            text: Some(TextJson {
+                lines: lines
+                    .into_iter()
+                    .map(|(value, d)| LineJson::Full {
+                        value,
+                        delimiter: d.as_str().to_owned(),
+                    })
+                    .collect(),
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// The stored form of an entry the server sent (every field explicit).
+    pub fn into_entry(self) -> Result<Entry, String> {
+        let e = IncomingEntry::from_request(self)?;
+        Ok(Entry {
+            stream_index: e.stream_index,
+            prefix_index: e.prefix_index,
+            sequence: e.sequence.unwrap_or(0),
+            time_offset_us: e.time_offset_us.unwrap_or(0),
+            content: e.content,
+        })
+    }
 }
 
 fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
@@ -367,7 +416,7 @@ fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{field}.data is not valid base64: {e}"))
 }
 
-impl EntryRequest {
+impl LogEntry {
     /// How many lines the entry carries (1 for binary and datagram entries): what the
     /// ingest rate counts.
     pub fn line_count(&self) -> u64 {
@@ -378,13 +427,13 @@ impl EntryRequest {
 impl IncomingEntry {
     /// Parses one JSON entry, checking everything that does not depend on the stream.
     pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        let e: EntryRequest =
+        let e: LogEntry =
             serde_json::from_value(value).map_err(|e| format!("invalid entry: {e}"))?;
         Self::from_request(e)
     }
 
     /// Checks a parsed entry: everything that does not depend on the stream.
-    pub fn from_request(e: EntryRequest) -> Result<Self, String> {
+    pub fn from_request(e: LogEntry) -> Result<Self, String> {
         let stream_index = e.stream_index.ok_or("entry without stream_index")?;
         if stream_index > MAX_STREAM_INDEX {
             return Err(format!("stream_index {stream_index} is above 2^53 - 1"));
@@ -578,7 +627,7 @@ pub struct ArchiveInfo {
 }
 
 /// The `state` object of a Stream.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamStateJson {
     pub status: Status,
     pub created: String,
@@ -593,7 +642,7 @@ pub struct StreamStateJson {
 }
 
 /// The Stream object of API.md.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamJson {
     pub project: String,
     pub path: String,

@@ -5,18 +5,47 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use logdog_actors::dispatcher::{Complete, Lease, LeasedTask, Outcome, Renew};
 use logdog_schema::wire::{format_us, now_us, ArchiveInfo};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::{parse_json, read_body, State};
 use crate::errors::ApiError;
 
-fn task_json(t: &LeasedTask) -> Value {
-    json!({
-        "task_id": t.task_id, "lease_id": t.lease_id, "project": t.project, "path": t.path,
-        "id": t.id, "attempt": t.attempt, "reason": t.reason,
-        "lease_expires_at": format_us(t.lease_expires_us),
-    })
+/// A leased archive task, as lease and renew answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ArchiveTask {
+    pub task_id: String,
+    /// Renew and complete must carry it.
+    pub lease_id: String,
+    pub project: String,
+    pub path: String,
+    /// The stream's id (hex SHA-256 of its path).
+    pub id: String,
+    /// 1 on the first hand-out, one more on each later one.
+    pub attempt: u32,
+    /// terminated, incomplete or expired.
+    pub reason: String,
+    pub lease_expires_at: String,
+}
+
+impl From<&LeasedTask> for ArchiveTask {
+    fn from(t: &LeasedTask) -> Self {
+        Self {
+            task_id: t.task_id.clone(),
+            lease_id: t.lease_id.clone(),
+            project: t.project.clone(),
+            path: t.path.clone(),
+            id: t.id.clone(),
+            attempt: t.attempt.max(0) as u32,
+            reason: t.reason.clone(),
+            lease_expires_at: format_us(t.lease_expires_us),
+        }
+    }
+}
+
+/// lease's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeaseResponse {
+    pub tasks: Vec<ArchiveTask>,
 }
 
 fn lease_duration(seconds: f64) -> Result<Duration, ApiError> {
@@ -40,15 +69,19 @@ async fn service_body(
     Ok((body, scope.projects().map(<[String]>::to_vec)))
 }
 
-#[derive(Deserialize)]
+/// lease's request (an empty body takes every default).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LeaseRequest {
+pub struct LeaseRequest {
+    /// 1–100; default 1.
     #[serde(default = "one")]
-    max_tasks: usize,
+    pub max_tasks: usize,
+    /// 1–3600; default 600.
     #[serde(default = "default_lease")]
-    lease_seconds: f64,
+    pub lease_seconds: f64,
+    /// 0–60: how long to wait for a due task; default 0.
     #[serde(default)]
-    wait_seconds: f64,
+    pub wait_seconds: f64,
 }
 
 fn one() -> usize {
@@ -62,8 +95,8 @@ fn default_lease() -> f64 {
 /// `POST /api/v1/archive-tasks/lease`: due tasks, waiting up to `wait_seconds` for one.
 #[utoipa::path(
     post, path = "/api/v1/archive-tasks/lease", tag = "Archival",
-    request_body = crate::http::openapi::LeaseRequest,
-    responses((status = 200, description = "Due tasks (long poll); leasing seals their streams", body = crate::http::openapi::LeaseResponse), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    request_body = LeaseRequest,
+    responses((status = 200, description = "Due tasks (long poll); leasing seals their streams", body = LeaseResponse), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn lease(
@@ -90,22 +123,26 @@ pub async fn lease(
         .send(msg)
         .await
         .map_err(ApiError::internal)??;
-    Ok(HttpResponse::Ok().json(json!({"tasks": tasks.iter().map(task_json).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(LeaseResponse {
+        tasks: tasks.iter().map(ArchiveTask::from).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// renew's request.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RenewRequest {
-    lease_id: String,
+pub struct RenewRequest {
+    pub lease_id: String,
+    /// 1–3600; default 600.
     #[serde(default = "default_lease")]
-    lease_seconds: f64,
+    pub lease_seconds: f64,
 }
 
 /// `POST /api/v1/archive-tasks/{task_id}/renew`.
 #[utoipa::path(
     post, path = "/api/v1/archive-tasks/{task_id}/renew", tag = "Archival",
-    params(("task_id" = String, Path)), request_body = crate::http::openapi::RenewRequest,
-    responses((status = 200, description = "The task", body = crate::http::openapi::ArchiveTask), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody)),
+    params(("task_id" = String, Path)), request_body = RenewRequest,
+    responses((status = 200, description = "The task", body = ArchiveTask), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn renew(
@@ -127,39 +164,41 @@ pub async fn renew(
         .send(msg)
         .await
         .map_err(ApiError::internal)??;
-    Ok(HttpResponse::Ok().json(task_json(&task)))
+    Ok(HttpResponse::Ok().json(ArchiveTask::from(&task)))
 }
 
-#[derive(Deserialize)]
+/// ArchiveStream: a success carries the archive's URLs, sizes and entry count; a failure
+/// carries `error`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CompleteRequest {
-    lease_id: String,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    terminal_index: Option<i64>,
-    #[serde(default)]
-    log_entry_count: Option<u64>,
-    #[serde(default)]
-    stream_url: Option<String>,
-    #[serde(default)]
-    stream_size: Option<u64>,
-    #[serde(default)]
-    index_url: Option<String>,
-    #[serde(default)]
-    index_size: Option<u64>,
-    #[serde(default)]
-    data_url: Option<String>,
-    #[serde(default)]
-    data_size: Option<u64>,
+pub struct CompleteRequest {
+    pub lease_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_index: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_entry_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_size: Option<u64>,
 }
 
 /// `POST /api/v1/archive-tasks/{task_id}/complete`: ArchiveStream, success or failure.
 #[utoipa::path(
     post, path = "/api/v1/archive-tasks/{task_id}/complete", tag = "Archival",
-    params(("task_id" = String, Path)), request_body = crate::http::openapi::CompleteRequest,
+    params(("task_id" = String, Path)), request_body = CompleteRequest,
     responses((status = 200, description = "The stream (archived), or the failure recorded", body = logdog_schema::wire::StreamJson),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody)),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn complete(

@@ -9,11 +9,10 @@ use logdog_actors::stream::{Follow, Load, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
 use logdog_schema::wire::{
-    format_us, ArchiveInfo, Content, Entry, EntryJson, StreamJson, StreamType,
+    format_us, ArchiveInfo, Content, Entry, EntryJson, LogEntry, StreamJson, StreamType,
 };
 use logdog_schema::Store;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{authorize, load, params, stream_path, Authorized, Caller, State};
@@ -77,34 +76,65 @@ fn caps(state: &State, p: &ReadParams) -> (usize, u64) {
     (count.max(1) as usize, bytes)
 }
 
-/// Get's and Tail's body, serialised straight to the response.
-#[derive(serde::Serialize)]
-struct EntriesBody<'a> {
-    project: &'a str,
-    path: &'a str,
-    entries: Vec<EntryJson<'a>>,
-    next_index: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    descriptor: Option<&'a logdog_schema::wire::Descriptor>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'a logdog_schema::wire::StreamStateJson>,
+/// Get's and Tail's answer. `E` is how its entries are written: the server writes stored
+/// entries straight through `EntryJson` (no copies), clients read them as `LogEntry`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogsResponse<E> {
+    pub project: String,
+    pub path: String,
+    pub entries: Vec<E>,
+    /// One past the last entry returned (or `index` when none is): the index to ask next.
+    pub next_index: u64,
+    /// With `state=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptor: Option<logdog_schema::wire::Descriptor>,
+    /// With `state=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<logdog_schema::wire::StreamStateJson>,
 }
 
+/// The page of entries as clients read it.
+pub type LogsPage = LogsResponse<LogEntry>;
+
 fn entries_body<'a>(
-    project: &'a str,
-    stream: &'a StreamJson,
+    project: &str,
+    stream: &StreamJson,
     entries: &'a [Entry],
     next_index: u64,
     with_state: bool,
-) -> EntriesBody<'a> {
-    EntriesBody {
-        project,
-        path: &stream.path,
+) -> LogsResponse<EntryJson<'a>> {
+    LogsResponse {
+        project: project.to_owned(),
+        path: stream.path.clone(),
         entries: entries.iter().map(EntryJson).collect(),
         next_index,
-        descriptor: with_state.then_some(&stream.descriptor),
-        state: with_state.then_some(&stream.state),
+        descriptor: with_state.then(|| stream.descriptor.clone()),
+        state: with_state.then(|| stream.state.clone()),
     }
+}
+
+/// Query's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueryResponse {
+    pub streams: Vec<StreamJson>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A registered prefix, as the prefix listing shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PrefixListing {
+    pub prefix: String,
+    pub created: String,
+    pub expires_at: String,
+}
+
+/// The prefix listing's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PrefixList {
+    pub prefixes: Vec<PrefixListing>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
 }
 
 /// Reads a stream's entries from wherever they are: intermediate storage, or the archive
@@ -173,8 +203,8 @@ impl EntrySource {
            ("non_contiguous" = Option<bool>, Query, description = "Skip gaps"),
            ("format" = Option<String>, Query, description = "text or raw: the rendered text"),
            ("follow" = Option<bool>, Query, description = "With format: stream until the terminal entry")),
-    responses((status = 200, description = "Entries (JSON), or text with format", body = crate::http::openapi::LogsResponse),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "Entries (JSON), or text with format", body = LogsPage),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -216,7 +246,7 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
            ("count" = Option<u64>, Query, description = "The last N entries (default 1)"),
            ("state" = Option<bool>, Query, description = "Include descriptor and state"),
            ("format" = Option<String>, Query, description = "text or raw")),
-    responses((status = 200, description = "The last contiguous entries", body = crate::http::openapi::LogsResponse), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "The last contiguous entries", body = LogsPage), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -452,7 +482,7 @@ pub async fn text(
            ("format" = Option<String>, Query, description = "text or raw: always the text"),
            ("follow" = Option<bool>, Query, description = "Stream the text until the terminal entry")),
     responses((status = 200, description = "The viewer page for Accept: text/html, else the stream's text", content_type = "text/plain"),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -587,7 +617,7 @@ fn parse_query(req: &HttpRequest, project: &str, caller: Caller) -> Result<Query
            ("purged" = Option<String>, Query, description = "no (default), yes or both (admin)"),
            ("limit" = Option<u32>, Query, description = "Default 100, max 500"),
            ("cursor" = Option<String>, Query, description = "From next_cursor")),
-    responses((status = 200, description = "Streams ordered by path", body = crate::http::openapi::QueryResponse), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "Streams ordered by path", body = QueryResponse), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn query(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -637,7 +667,10 @@ pub async fn query(state: State, req: HttpRequest) -> Result<HttpResponse, ApiEr
                 .map_err(ApiError::internal)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(json!({ "streams": streams, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(QueryResponse {
+        streams,
+        next_cursor,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -654,7 +687,7 @@ struct PrefixParams {
     params(("project" = String, Path, description = "LUCI project name"), ("under" = Option<String>, Query, description = "Only this prefix and those below it"),
            ("limit" = Option<u32>, Query, description = "Default 100, max 500"),
            ("cursor" = Option<String>, Query, description = "From next_cursor")),
-    responses((status = 200, description = "Registered prefixes, ordered", body = crate::http::openapi::PrefixList), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "Registered prefixes, ordered", body = PrefixList), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn list_prefixes(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -682,9 +715,16 @@ pub async fn list_prefixes(state: State, req: HttpRequest) -> Result<HttpRespons
     } else {
         None
     };
-    let prefixes: Vec<Value> = rows
+    let prefixes = rows
         .iter()
-        .map(|r| json!({"prefix": r.prefix, "created": format_us(r.created_us), "expires_at": format_us(r.expires_us)}))
+        .map(|r| PrefixListing {
+            prefix: r.prefix.clone(),
+            created: format_us(r.created_us),
+            expires_at: format_us(r.expires_us),
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "prefixes": prefixes, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(PrefixList {
+        prefixes,
+        next_cursor,
+    }))
 }

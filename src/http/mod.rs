@@ -325,7 +325,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/logs/{project}/{path:.+}").route(web::get().to(logs::web_text)))
         .service(resource("/").route(web::get().to(webapp::index)))
         .service(resource("/api/v1/openapi.json").route(web::get().to(openapi::openapi_json)))
-        .service(resource("/explorer").route(web::get().to(openapi::explorer)))
+        .service(resource("/explorer").route(web::get().to(webapp::explorer)))
         .service(resource("/static/{name}").route(web::get().to(webapp::asset)))
         .service(
             resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)),

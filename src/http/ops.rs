@@ -2,28 +2,71 @@
 
 use actix_web::{web, HttpResponse};
 use prometheus::Encoder as _;
+use serde::{Deserialize, Serialize};
 
 use super::State;
 use crate::errors::ApiError;
 
+/// `/healthz`'s and `/readyz`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: String,
+}
+
+/// A project as `GET /api/v1/projects` and the config list it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectInfo {
+    pub name: String,
+    pub public: bool,
+    /// Its own prefix lifetime, when it has one (the config route only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_expiration: Option<f64>,
+}
+
+/// `GET /api/v1/projects`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectList {
+    pub projects: Vec<ProjectInfo>,
+}
+
+/// The effective public configuration (never tokens).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PublicConfig {
+    pub prefix_expiration: f64,
+    /// Where archives are kept.
+    pub archive: String,
+    #[schema(value_type = Object)]
+    pub archival: crate::config::ArchivalConfig,
+    #[schema(value_type = Object)]
+    pub limits: crate::config::Limits,
+    #[schema(value_type = Object)]
+    pub websocket: crate::config::WebsocketConfig,
+    pub projects: Vec<ProjectInfo>,
+}
+
 /// The process is up.
 #[utoipa::path(
     get, path = "/healthz", tag = "Operations",
-    responses((status = 200, description = "The process is up"))
+    responses((status = 200, description = "The process is up", body = Health))
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Storage answers and every migration is applied.
 #[utoipa::path(
     get, path = "/readyz", tag = "Operations",
-    responses((status = 200, description = "Storage reachable, migrations applied"), (status = 503, description = "unavailable", body = crate::http::openapi::ErrorBody))
+    responses((status = 200, description = "Storage reachable, migrations applied", body = Health), (status = 503, description = "unavailable", body = crate::errors::ErrorBody))
 )]
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
     match web::block(move || store.ready()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
+            status: "ready".into(),
+        })),
         Ok(Err(e)) => Err(ApiError::unavailable(format!("storage not ready: {e}"))),
         Err(e) => Err(ApiError::internal(e)),
     }
@@ -47,31 +90,35 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
 /// `GET /api/v1/config` (service): the effective public config, without tokens.
 #[utoipa::path(
     get, path = "/api/v1/config", tag = "Operations",
-    responses((status = 200, description = "The effective public config", body = crate::http::openapi::PublicConfig), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "The effective public config", body = PublicConfig), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn config(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
     state.require_service(&req)?;
     let c = &state.config;
-    let projects: Vec<_> = c
+    let projects = c
         .projects
         .iter()
-        .map(|p| serde_json::json!({"name": p.name, "public": p.public, "prefix_expiration": p.prefix_expiration}))
+        .map(|p| ProjectInfo {
+            name: p.name.clone(),
+            public: p.public,
+            prefix_expiration: p.prefix_expiration,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "prefix_expiration": c.prefix_expiration,
-        "archive": c.archive,
-        "archival": c.archival,
-        "limits": c.limits,
-        "websocket": c.websocket,
-        "projects": projects,
-    })))
+    Ok(HttpResponse::Ok().json(PublicConfig {
+        prefix_expiration: c.prefix_expiration,
+        archive: c.archive.clone(),
+        archival: c.archival.clone(),
+        limits: c.limits.clone(),
+        websocket: c.websocket.clone(),
+        projects,
+    }))
 }
 
 /// `GET /api/v1/projects`: the projects the caller may read.
 #[utoipa::path(
     get, path = "/api/v1/projects", tag = "Operations",
-    responses((status = 200, description = "Projects the caller may read", body = crate::http::openapi::ProjectList)),
+    responses((status = 200, description = "Projects the caller may read", body = ProjectList)),
     security((), ("bearer" = []))
 )]
 pub async fn projects(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -86,7 +133,11 @@ pub async fn projects(state: State, req: actix_web::HttpRequest) -> Result<HttpR
                 .check(&state.config, &req, &p.name, crate::auth::Access::Read)
                 .is_ok()
         })
-        .map(|p| serde_json::json!({"name": p.name, "public": p.public}))
+        .map(|p| ProjectInfo {
+            name: p.name.clone(),
+            public: p.public,
+            prefix_expiration: None,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "projects": visible })))
+    Ok(HttpResponse::Ok().json(ProjectList { projects: visible }))
 }

@@ -6,31 +6,44 @@ use base64::Engine as _;
 use logdog_actors::registry::{DeletePrefix, RegisterPrefix};
 use logdog_schema::names;
 use logdog_schema::wire::format_us;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{authorize, json_response, parse_json, Authorized, State};
 use crate::errors::ApiError;
 
-#[derive(Deserialize)]
+/// RegisterPrefix's request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterPrefixRequest {
-    prefix: String,
-    #[serde(default)]
-    expiration: Option<f64>,
-    #[serde(default)]
-    op_nonce: Option<String>,
-    #[serde(default)]
-    source_info: Vec<String>,
+pub struct RegisterPrefixRequest {
+    /// Segments `[A-Za-z0-9][A-Za-z0-9:_.-]*` joined by `/`.
+    pub prefix: String,
+    /// Seconds; the smallest positive of this, the project's and the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<f64>,
+    /// base64 of 32 bytes: a retry with the same nonce within 15 minutes gets the same secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_info: Vec<String>,
+}
+
+/// RegisterPrefix's answer: the secret, once.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PrefixRegistered {
+    pub project: String,
+    pub prefix: String,
+    /// base64 of 36 bytes; send it as `X-Prefix-Secret` on writes.
+    pub secret: String,
+    pub expires_at: String,
 }
 
 /// `POST /api/v1/projects/{project}/prefixes`: 201 with the secret; 200 for a nonce retry.
 #[utoipa::path(
     post, path = "/api/v1/projects/{project}/prefixes", tag = "Registration",
-    params(("project" = String, Path, description = "LUCI project name")), request_body = crate::http::openapi::RegisterPrefixRequest,
-    responses((status = 201, description = "Registered", body = crate::http::openapi::PrefixRegistered),
-              (status = 200, description = "A retry with the same op_nonce", body = crate::http::openapi::PrefixRegistered),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody)),
+    params(("project" = String, Path, description = "LUCI project name")), request_body = RegisterPrefixRequest,
+    responses((status = 201, description = "Registered", body = PrefixRegistered),
+              (status = 200, description = "A retry with the same op_nonce", body = PrefixRegistered),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn register_prefix(
@@ -78,12 +91,12 @@ pub async fn register_prefix(
         .map_err(ApiError::internal)??;
     Ok(json_response(
         grant.created,
-        &json!({
-            "project": grant.project,
-            "prefix": grant.prefix,
-            "secret": B64.encode(&grant.secret),
-            "expires_at": format_us(grant.expires_us),
-        }),
+        &PrefixRegistered {
+            project: grant.project,
+            prefix: grant.prefix,
+            secret: B64.encode(&grant.secret),
+            expires_at: format_us(grant.expires_us),
+        },
     ))
 }
 
@@ -91,7 +104,7 @@ pub async fn register_prefix(
 #[utoipa::path(
     delete, path = "/api/v1/projects/{project}/prefixes/{prefix}", tag = "Registration",
     params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The prefix (slashes allowed)")),
-    responses((status = 204, description = "Expired; its streams, data and archives removed"), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 204, description = "Expired; its streams, data and archives removed"), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {

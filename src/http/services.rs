@@ -7,24 +7,59 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use logdog_actors::stream::{Append, AppendOk, AppendText, Purge, Register, Terminate};
 use logdog_schema::names::StreamPath;
-use logdog_schema::wire::{
-    now_us, Delimiter, DescriptorRequest, EntryRequest, IncomingEntry, Line,
-};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use logdog_schema::wire::{now_us, Delimiter, DescriptorRequest, IncomingEntry, Line, LogEntry};
+use serde::{Deserialize, Serialize};
 
 use super::{
     authorize, json_response, media_type, parse_json, prefix_secret, stream_path, Authorized, State,
 };
 use crate::errors::ApiError;
 
-#[derive(Deserialize)]
+/// RegisterStream's request (an empty body means `{}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterStreamRequest {
-    #[serde(default)]
-    descriptor: Option<DescriptorRequest>,
-    #[serde(default)]
-    terminal_index: Option<i64>,
+pub struct RegisterStreamRequest {
+    /// Omitted: `{}` (a text stream with the default content type, timestamped now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptor: Option<DescriptorRequest>,
+    /// -1 or absent: not terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_index: Option<i64>,
+}
+
+/// append's JSON request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendRequest {
+    pub entries: Vec<LogEntry>,
+}
+
+/// append's answer, sent once the entries are durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppendResult {
+    /// Every entry below it is stored.
+    pub next_index: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+}
+
+impl From<AppendOk> for AppendResult {
+    fn from(r: AppendOk) -> Self {
+        Self {
+            next_index: r.next_index,
+            accepted: r.accepted,
+            duplicates: r.duplicates,
+        }
+    }
+}
+
+/// TerminateStream's request (an empty body means `{}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateRequest {
+    /// Omitted: the highest stored index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_index: Option<i64>,
 }
 
 fn register_message(
@@ -51,10 +86,10 @@ fn register_message(
 /// `PUT …/streams/{prefix}/+/{name}`: 201 new, 200 identical re-registration.
 #[utoipa::path(
     put, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = crate::http::openapi::RegisterStreamRequest,
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = RegisterStreamRequest,
     responses((status = 201, description = "Created", body = logdog_schema::wire::StreamJson),
               (status = 200, description = "Already registered with an equal descriptor", body = logdog_schema::wire::StreamJson),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody)),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn register_stream(
@@ -73,7 +108,7 @@ pub async fn register_stream(
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
     params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
-    responses((status = 200, description = "The stream", body = logdog_schema::wire::StreamJson), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "The stream", body = logdog_schema::wire::StreamJson), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn load_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -92,11 +127,6 @@ fn parse_entries(
     body: &[u8],
     limits: &crate::config::Limits,
 ) -> Result<Result<Vec<IncomingEntry>, String>, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct AppendRequest {
-        entries: Vec<EntryRequest>,
-    }
     let parsed: Result<AppendRequest, String> = parse_json(req, body, false);
     if let Ok(r) = &parsed {
         check_entry_count(r.entries.len(), limits)?;
@@ -185,18 +215,14 @@ pub fn split_lines(text: &str) -> Vec<Line> {
     lines
 }
 
-fn append_body(r: &AppendOk) -> Value {
-    json!({"next_index": r.next_index, "accepted": r.accepted, "duplicates": r.duplicates})
-}
-
 /// `POST …/logs/{prefix}/+/{name}`: JSON entries, or raw text with `text/plain`.
 #[utoipa::path(
     post, path = "/api/v1/projects/{project}/logs/{prefix}/+/{name}", tag = "Services",
     params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")),
-    request_body(content((crate::http::openapi::AppendRequest = "application/json"), (String = "text/plain")),
+    request_body(content((AppendRequest = "application/json"), (String = "text/plain")),
                  description = "JSON entries, or raw text split into one entry per line"),
-    responses((status = 200, description = "Durable", body = crate::http::openapi::AppendResult),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::http::openapi::ErrorBody)),
+    responses((status = 200, description = "Durable", body = AppendResult),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn append(
@@ -254,26 +280,20 @@ pub async fn append(
             )
             .await?
     };
-    Ok(HttpResponse::Ok().json(append_body(&result)))
+    Ok(HttpResponse::Ok().json(AppendResult::from(result)))
 }
 
 /// Reads `{"terminal_index": N}`; absent (or an empty body) means the highest stored index.
 fn parse_terminal(req: &HttpRequest, body: &[u8]) -> Result<Option<i64>, String> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct TerminateRequest {
-        #[serde(default)]
-        terminal_index: Option<i64>,
-    }
     parse_json::<TerminateRequest>(req, body, true).map(|r| r.terminal_index)
 }
 
 /// `PATCH …/streams/{prefix}/+/{name}`: terminate.
 #[utoipa::path(
     patch, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = crate::http::openapi::TerminateRequest,
+    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = TerminateRequest,
     responses((status = 200, description = "Terminated (the same index again is idempotent)", body = logdog_schema::wire::StreamJson),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody)),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn terminate_stream(
@@ -295,7 +315,7 @@ pub async fn terminate_stream(
 #[utoipa::path(
     delete, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
     params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
-    responses((status = 204, description = "Purged"), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody)),
+    responses((status = 204, description = "Purged"), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -308,23 +328,43 @@ pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+/// One stream of a bundle: registered on first sight, appended, terminated.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BundleStream {
-    name: String,
+pub struct BundleStream {
+    pub name: String,
+    /// Required the first time a stream is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptor: Option<DescriptorRequest>,
     #[serde(default)]
-    descriptor: Option<DescriptorRequest>,
-    #[serde(default)]
-    entries: Vec<EntryRequest>,
-    #[serde(default)]
-    terminal_index: Option<i64>,
+    pub entries: Vec<LogEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_index: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// A bundle (LogDog `ButlerLogBundle`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Bundle {
-    prefix: String,
-    streams: Vec<BundleStream>,
+pub struct BundleRequest {
+    pub prefix: String,
+    pub streams: Vec<BundleStream>,
+}
+
+/// One stream's outcome in a bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundleStreamResult {
+    pub name: String,
+    /// Null when this stream failed (see `error`).
+    pub next_index: Option<u64>,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub error: Option<crate::errors::ErrorDetail>,
+}
+
+/// The bundle's answer: one result per stream, in the request's order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BundleResult {
+    pub streams: Vec<BundleStreamResult>,
 }
 
 /// Most streams one bundle may name (they are handled concurrently).
@@ -389,9 +429,9 @@ async fn ingest_one(
 /// not fail the others.
 #[utoipa::path(
     post, path = "/api/v1/projects/{project}/bundles", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = crate::http::openapi::BundleRequest,
-    responses((status = 200, description = "Per-stream results; everything accepted is durable", body = crate::http::openapi::BundleResult),
-              (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 412, description = "failed_precondition", body = crate::http::openapi::ErrorBody), (status = 413, description = "payload_too_large", body = crate::http::openapi::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::http::openapi::ErrorBody)),
+    params(("project" = String, Path, description = "LUCI project name"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = BundleRequest,
+    responses((status = 200, description = "Per-stream results; everything accepted is durable", body = BundleResult),
+              (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn bundle(
@@ -400,7 +440,7 @@ pub async fn bundle(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
-    let bundle: Bundle = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
+    let bundle: BundleRequest = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
     logdog_schema::names::validate_prefix(&bundle.prefix)?;
     if bundle.streams.len() > MAX_BUNDLE_STREAMS {
         return Err(ApiError::too_large(format!(
@@ -416,7 +456,7 @@ pub async fn bundle(
         .streams
         .iter()
         .flat_map(|s| &s.entries)
-        .map(EntryRequest::line_count)
+        .map(LogEntry::line_count)
         .sum();
     state.rates.take(&project, &bundle.prefix, lines)?;
     let secret = prefix_secret(&req);
@@ -426,15 +466,25 @@ pub async fn bundle(
         async move {
             let name = s.name.clone();
             match ingest_one(state, project, prefix, secret, s, max_entry).await {
-                Ok(r) => json!({"name": name, "next_index": r.next_index, "accepted": r.accepted,
-                                "duplicates": r.duplicates, "error": null}),
-                Err(e) => json!({"name": name, "next_index": null, "accepted": 0, "duplicates": 0,
-                                 "error": e.body().error}),
+                Ok(r) => BundleStreamResult {
+                    name,
+                    next_index: Some(r.next_index),
+                    accepted: r.accepted,
+                    duplicates: r.duplicates,
+                    error: None,
+                },
+                Err(e) => BundleStreamResult {
+                    name,
+                    next_index: None,
+                    accepted: 0,
+                    duplicates: 0,
+                    error: Some(e.body().error),
+                },
             }
         }
     });
     let streams = futures::future::join_all(work).await;
-    Ok(HttpResponse::Ok().json(json!({ "streams": streams })))
+    Ok(HttpResponse::Ok().json(BundleResult { streams }))
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ struct WatchParams {
            ("from" = Option<u64>, Query, description = "First index to send (default 0)"),
            ("tail" = Option<u64>, Query, description = "Start at the last N contiguous entries"),
            ("access_token" = Option<String>, Query, description = "The token, for browsers (which cannot set headers on a websocket)")),
-    responses((status = 101, description = "Switching protocols"), (status = 400, description = "invalid_argument", body = crate::http::openapi::ErrorBody), (status = 401, description = "unauthenticated", body = crate::http::openapi::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::http::openapi::ErrorBody), (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::http::openapi::ErrorBody)),
+    responses((status = 101, description = "Switching protocols"), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn watch(

@@ -54,7 +54,7 @@ fn etag(body: &str) -> String {
     )
 }
 
-pub fn page(html: &'static str) -> HttpResponse {
+fn page(html: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -81,8 +81,12 @@ pub fn viewer() -> HttpResponse {
     page(VIEWER_HTML)
 }
 
-/// The API explorer page.
-pub fn explorer() -> HttpResponse {
+/// `GET /explorer`: a page to try the API.
+#[utoipa::path(
+    get, path = "/explorer", tag = "Web",
+    responses((status = 200, description = "A page to try the API from the browser", content_type = "text/html"))
+)]
+pub async fn explorer() -> HttpResponse {
     page(EXPLORER_HTML)
 }
 
@@ -104,7 +108,7 @@ pub fn wants_html(req: &HttpRequest) -> bool {
     params(("name" = String, Path, description = "An asset of the web app (e.g. viewer.js)")),
     responses((status = 200, description = "The asset (JavaScript or CSS), with an ETag", content_type = "text/plain"),
               (status = 304, description = "Not modified (If-None-Match)"),
-              (status = 404, description = "not_found", body = crate::http::openapi::ErrorBody))
+              (status = 404, description = "not_found", body = crate::errors::ErrorBody))
 )]
 pub async fn asset(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let name = req.match_info().get("name").unwrap_or_default();

@@ -124,17 +124,19 @@ impl Dispatcher {
 
     /// Serves the oldest waiters with whatever is due; answers expired ones with nothing.
     fn poll_waiters(&mut self, ctx: &mut Context<Self>) {
+        // Every waiter past its deadline is answered now, wherever it is in the queue: a
+        // short poll never waits out a longer one queued before it.
+        let now = Instant::now();
+        let (expired, waiting): (VecDeque<Waiter>, VecDeque<Waiter>) = self
+            .waiters
+            .drain(..)
+            .partition(|w| w.deadline <= now || w.reply.is_closed());
+        self.waiters = waiting;
+        for w in expired {
+            let _ = w.reply.send(Ok(Vec::new()));
+        }
         if self.polling || self.waiters.is_empty() {
             return;
-        }
-        let now = Instant::now();
-        while self
-            .waiters
-            .front()
-            .is_some_and(|w| w.deadline <= now || w.reply.is_closed())
-        {
-            let w = self.waiters.pop_front().expect("checked");
-            let _ = w.reply.send(Ok(Vec::new()));
         }
         let Some(w) = self.waiters.pop_front() else {
             return;
@@ -150,7 +152,9 @@ impl Dispatcher {
             .map(|(w, r), act, ctx| {
                 act.polling = false;
                 match r {
-                    Ok(tasks) if tasks.is_empty() => act.waiters.push_front(w),
+                    // To the back: the next tick polls for the next waiter (their scopes
+                    // may differ), so none is starved.
+                    Ok(tasks) if tasks.is_empty() => act.waiters.push_back(w),
                     other => {
                         let _ = w.reply.send(other);
                         // Others may be served by what is due too.

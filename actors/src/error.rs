@@ -44,6 +44,9 @@ impl ActorError {
 
 impl From<StoreError> for ActorError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::KeyTooLong(m) = e {
+            return ActorError::Invalid(m);
+        }
         if e.is_unavailable() {
             ActorError::Unavailable(e.to_string())
         } else {

@@ -102,9 +102,9 @@ pub struct StreamPath {
 impl StreamPath {
     /// Parses and validates `prefix/+/name`.
     pub fn parse(path: &str) -> Result<Self, NameError> {
-        if path.len() > MAX_NAME_BYTES {
+        if path.len() > 2 * MAX_NAME_BYTES + PATH_SEP.len() {
             return err(format!(
-                "invalid stream path: longer than {MAX_NAME_BYTES} bytes"
+                "invalid stream path: longer than a {MAX_NAME_BYTES}-byte prefix and name"
             ));
         }
         let Some((prefix, name)) = path.split_once(PATH_SEP) else {
@@ -119,16 +119,11 @@ impl StreamPath {
     pub fn new(prefix: &str, name: &str) -> Result<Self, NameError> {
         validate_prefix(prefix)?;
         validate_stream_name(name)?;
-        let path = Self {
+        // Each half is bounded on its own, as LogDog does: a whole path may be longer.
+        Ok(Self {
             prefix: prefix.to_owned(),
             name: name.to_owned(),
-        };
-        if path.to_string().len() > MAX_NAME_BYTES {
-            return err(format!(
-                "invalid stream path: longer than {MAX_NAME_BYTES} bytes"
-            ));
-        }
-        Ok(path)
+        })
     }
 
     /// The stream id: lowercase hex SHA-256 of the path.
@@ -357,9 +352,11 @@ mod tests {
         for bad in ["bb/123", "/+/name", "bb/+/", "bb/+/+/x", "bb//+/x", "+/x"] {
             assert!(StreamPath::parse(bad).is_err(), "{bad}");
         }
-        // The whole path is bounded too, not only each half.
-        let long = "a".repeat(3000);
-        assert!(StreamPath::new(&long, &long).is_err());
+        // Each half is bounded on its own (LogDog's rule): the whole may be longer.
+        let long = "a".repeat(4096);
+        assert!(StreamPath::new(&long, &long).is_ok());
+        assert!(StreamPath::parse(&format!("{long}/+/{long}")).is_ok());
+        assert!(StreamPath::new(&format!("{long}a"), "b").is_err());
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum StoreError {
     Query(diesel::result::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A key too long for the database's index (PostgreSQL's B-tree entries hold about
+    /// 2.7 KB): the request asks for something this backend cannot store.
+    #[error("{0}")]
+    KeyTooLong(String),
 }
 
 impl StoreError {
@@ -87,6 +91,16 @@ impl From<diesel::result::Error> for StoreError {
             }
             E::DatabaseError(_, info) if is_outage(info.message()) => {
                 StoreError::Unavailable(e.to_string())
+            }
+            E::DatabaseError(_, info)
+                if info.message().contains("index row size")
+                    || info.message().contains("index row requires") =>
+            {
+                StoreError::KeyTooLong(
+                    "the prefix or name is too long for this database's index (PostgreSQL \
+                     indexes keys of up to about 2,700 bytes); use a shorter one"
+                        .into(),
+                )
             }
             _ => StoreError::Query(e),
         }

@@ -75,12 +75,15 @@ async fn service_body(
 pub struct LeaseRequest {
     /// 1–100; default 1.
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_tasks: usize,
     /// 1–3600; default 600.
     #[serde(default = "default_lease")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: f64,
     /// 0–60: how long to wait for a due task; default 0.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60)]
     pub wait_seconds: f64,
 }
 
@@ -95,7 +98,7 @@ fn default_lease() -> f64 {
 /// `POST /api/v1/archive-tasks/lease`: due tasks, waiting up to `wait_seconds` for one.
 #[utoipa::path(
     post, path = "/api/v1/archive-tasks/lease", tag = "Archival",
-    request_body = LeaseRequest,
+    request_body(content = Option<LeaseRequest>, description = "May be empty: every field has a default"),
     responses((status = 200, description = "Due tasks (long poll); leasing seals their streams", body = LeaseResponse), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -135,6 +138,7 @@ pub struct RenewRequest {
     pub lease_id: String,
     /// 1–3600; default 600.
     #[serde(default = "default_lease")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: f64,
 }
 
@@ -167,30 +171,56 @@ pub async fn renew(
     Ok(HttpResponse::Ok().json(ArchiveTask::from(&task)))
 }
 
-/// ArchiveStream: a success carries the archive's URLs, sizes and entry count; a failure
-/// carries `error`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+/// ArchiveStream's request: the archive that was written, or why none could be.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CompleteRequest {
+    Failed(CompleteFailed),
+    Archived(CompleteArchived),
+}
+
+/// A failed attempt: retried with backoff, `failed` after `max_attempts`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompleteRequest {
+pub struct CompleteFailed {
     pub lease_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub terminal_index: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_entry_count: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_size: Option<u64>,
+    /// What went wrong, kept as the stream's `archive_error` on the last attempt.
+    pub error: String,
+}
+
+/// A written archive: its objects (this task's lease, in the coordinator's store), their
+/// sizes and the entries it holds. Checked against the store before it is believed.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteArchived {
+    pub lease_id: String,
+    /// The stream's terminal index (-1 for an empty stream).
+    #[schema(minimum = -1, maximum = 9007199254740991_i64)]
+    pub terminal_index: i64,
+    pub log_entry_count: u64,
+    pub stream_url: String,
+    pub stream_size: u64,
+    pub index_url: String,
+    pub index_size: u64,
+    pub data_url: String,
+    pub data_size: u64,
+}
+
+impl CompleteRequest {
+    /// Parses the body as the failure when it carries `error`, else as the archive, so a
+    /// mistake is reported by field rather than as "matches no variant".
+    fn parse(req: &HttpRequest, body: &[u8]) -> Result<Self, ApiError> {
+        let mut v: serde_json::Value = parse_json(req, body, false).map_err(ApiError::invalid)?;
+        super::integral_floats_to_integers(&mut v);
+        let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid JSON body: {e}"));
+        if v.get("error").is_some() {
+            serde_json::from_value(v).map(Self::Failed).map_err(invalid)
+        } else {
+            serde_json::from_value(v)
+                .map(Self::Archived)
+                .map_err(invalid)
+        }
+    }
 }
 
 /// `POST /api/v1/archive-tasks/{task_id}/complete`: ArchiveStream, success or failure.
@@ -207,30 +237,33 @@ pub async fn complete(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (body, projects) = service_body(&state, &req, payload).await?;
-    let r: CompleteRequest = parse_json(&req, &body, false).map_err(ApiError::invalid)?;
     let task_id = req.match_info().query("task_id").to_owned();
-    let outcome = match r.error {
-        Some(error) => Outcome::Failed { error },
-        None => {
-            let missing = |f: &str| ApiError::invalid(format!("a successful completion needs {f}"));
-            let terminal_index = r.terminal_index.ok_or_else(|| missing("terminal_index"))?;
-            if terminal_index < -1 {
-                return Err(ApiError::invalid("terminal_index must be -1 or more"));
+    let (lease_id, outcome) = match CompleteRequest::parse(&req, &body)? {
+        CompleteRequest::Failed(f) => (f.lease_id, Outcome::Failed { error: f.error }),
+        CompleteRequest::Archived(a) => {
+            if a.terminal_index < -1
+                || a.terminal_index > logdog_schema::wire::MAX_STREAM_INDEX as i64
+            {
+                return Err(ApiError::invalid(
+                    "terminal_index must be from -1 to 2^53 - 1",
+                ));
+            }
+            if a.log_entry_count > logdog_schema::wire::MAX_STREAM_INDEX + 1 {
+                return Err(ApiError::invalid("log_entry_count is above 2^53"));
             }
             let claim = crate::archive::Written {
-                stream_url: r.stream_url.ok_or_else(|| missing("stream_url"))?,
-                stream_size: r.stream_size.ok_or_else(|| missing("stream_size"))?,
-                index_url: r.index_url.ok_or_else(|| missing("index_url"))?,
-                index_size: r.index_size.ok_or_else(|| missing("index_size"))?,
-                data_url: r.data_url.ok_or_else(|| missing("data_url"))?,
-                data_size: r.data_size.ok_or_else(|| missing("data_size"))?,
-                log_entry_count: r
-                    .log_entry_count
-                    .ok_or_else(|| missing("log_entry_count"))?,
+                stream_url: a.stream_url,
+                stream_size: a.stream_size,
+                index_url: a.index_url,
+                index_size: a.index_size,
+                data_url: a.data_url,
+                data_size: a.data_size,
+                log_entry_count: a.log_entry_count,
             };
-            verify_archive(&state, &task_id, &r.lease_id, &claim, terminal_index).await?;
+            let terminal_index = a.terminal_index;
+            verify_archive(&state, &task_id, &a.lease_id, &claim, terminal_index).await?;
             let log_entry_count = claim.log_entry_count;
-            Outcome::Archived {
+            let outcome = Outcome::Archived {
                 terminal_index,
                 log_entry_count,
                 archive: ArchiveInfo {
@@ -241,14 +274,15 @@ pub async fn complete(
                     complete: log_entry_count as i64 == terminal_index + 1,
                     archived_at: format_us(now_us()),
                 },
-            }
+            };
+            (a.lease_id, outcome)
         }
     };
     let stream = state
         .dispatcher
         .send(Complete {
             task_id,
-            lease_id: r.lease_id,
+            lease_id,
             outcome,
             projects,
         })

@@ -36,9 +36,19 @@ pub struct ReadParams {
     state: bool,
     #[serde(default)]
     non_contiguous: bool,
-    format: Option<String>,
+    format: Option<ReadFormat>,
     #[serde(default)]
     follow: bool,
+}
+
+/// How Get, Tail and `/logs/…` answer: JSON entries (the default), or the rendered text
+/// (`text` and `raw` are the same, for every stream type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFormat {
+    Json,
+    Text,
+    Raw,
 }
 
 /// Blocking store work off the HTTP worker.
@@ -51,15 +61,28 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// 400 for an index or count above what JSON carries exactly (2^53 − 1).
+fn check_index(name: &str, v: Option<u64>) -> Result<(), ApiError> {
+    match v {
+        Some(v) if v > logdog_schema::wire::MAX_STREAM_INDEX => {
+            Err(ApiError::invalid(format!("{name} {v} is above 2^53 - 1")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `params` for Get and Tail, with the numbers checked.
+fn read_params(req: &HttpRequest) -> Result<ReadParams, ApiError> {
+    let p: ReadParams = params(req)?;
+    check_index("index", p.index)?;
+    check_index("count", p.count)?;
+    check_index("bytes", p.bytes)?;
+    Ok(p)
+}
+
 /// Is `format` a text rendering? `text` and `raw` both work for every stream type.
 fn text_format(p: &ReadParams) -> Result<bool, ApiError> {
-    match p.format.as_deref() {
-        None | Some("json") => Ok(false),
-        Some("text") | Some("raw") => Ok(true),
-        Some(other) => Err(ApiError::invalid(format!(
-            "unknown format {other:?}: use json, text or raw"
-        ))),
-    }
+    Ok(matches!(p.format, Some(ReadFormat::Text | ReadFormat::Raw)))
 }
 
 /// The caps Get applies: `count` (default and cap from the config) and `bytes`.
@@ -195,15 +218,15 @@ impl EntrySource {
 /// `GET …/logs/{prefix}/+/{name}`: entries from `index`.
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/logs/{prefix}/+/{name}", tag = "Logs",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
-           ("index" = Option<u64>, Query, description = "First entry (default 0)"),
-           ("count" = Option<u64>, Query, description = "Entries at most"),
-           ("bytes" = Option<u64>, Query, description = "Payload bytes at most (default and cap 16 MiB)"),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved),
+           ("index" = Option<u64>, Query, description = "First entry (default 0)", maximum = 9007199254740991.0),
+           ("count" = Option<u64>, Query, description = "Entries at most", maximum = 9007199254740991.0),
+           ("bytes" = Option<u64>, Query, description = "Payload bytes at most (default and cap 16 MiB)", maximum = 9007199254740991.0),
            ("state" = Option<bool>, Query, description = "Include descriptor and state"),
            ("non_contiguous" = Option<bool>, Query, description = "Skip gaps"),
-           ("format" = Option<String>, Query, description = "text or raw: the rendered text"),
+           ("format" = Option<ReadFormat>, Query, description = "text or raw: the rendered text"),
            ("follow" = Option<bool>, Query, description = "With format: stream until the terminal entry")),
-    responses((status = 200, description = "Entries (JSON), or text with format", body = LogsPage),
+    responses((status = 200, description = "Entries (JSON), or with format=text|raw the text (text/plain) or bytes (application/octet-stream)", content((LogsPage = "application/json"), (String = "text/plain"), (String = "application/octet-stream"))),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
@@ -212,7 +235,7 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
         caller, project, ..
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
-    let p: ReadParams = params(&req)?;
+    let p = read_params(&req)?;
     if text_format(&p)? {
         return text(&state, &req, caller, &project, &path, &p).await;
     }
@@ -242,11 +265,11 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
 /// `GET …/tail/{prefix}/+/{name}`: the last contiguous entry (`count=N`: the last N).
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/tail/{prefix}/+/{name}", tag = "Logs",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
-           ("count" = Option<u64>, Query, description = "The last N entries (default 1)"),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved),
+           ("count" = Option<u64>, Query, description = "The last N entries (default 1)", maximum = 9007199254740991.0),
            ("state" = Option<bool>, Query, description = "Include descriptor and state"),
-           ("format" = Option<String>, Query, description = "text or raw")),
-    responses((status = 200, description = "The last contiguous entries", body = LogsPage), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
+           ("format" = Option<ReadFormat>, Query, description = "text or raw")),
+    responses((status = 200, description = "The last contiguous entries (JSON), or with format=text|raw their text or bytes", content((LogsPage = "application/json"), (String = "text/plain"), (String = "application/octet-stream"))), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -254,7 +277,7 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
         caller, project, ..
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
-    let p: ReadParams = params(&req)?;
+    let p = read_params(&req)?;
     if p.index.is_some() || p.non_contiguous || p.follow {
         return Err(ApiError::invalid(
             "Tail takes count, bytes, state and format only",
@@ -478,8 +501,8 @@ pub async fn text(
 /// text/html`, no `format`), the stream's text for everything else.
 #[utoipa::path(
     get, path = "/logs/{project}/{prefix}/+/{name}", tag = "Web",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
-           ("format" = Option<String>, Query, description = "text or raw: always the text"),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved),
+           ("format" = Option<ReadFormat>, Query, description = "text or raw: always the text"),
            ("follow" = Option<bool>, Query, description = "Stream the text until the terminal entry")),
     responses((status = 200, description = "The viewer page for Accept: text/html, else the stream's text", content_type = "text/plain"),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
@@ -493,18 +516,28 @@ pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, Ap
         caller, project, ..
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
-    let p: ReadParams = params(&req)?;
+    let p = read_params(&req)?;
     text_format(&p)?;
     text(&state, &req, caller, &project, &path, &p).await
 }
 
+/// Query's `purged` filter (for the document; parsed with the other parameters).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgedFilter {
+    No,
+    Yes,
+    Both,
+}
+
 /// A Query or listing cursor: the last path (or prefix) returned, opaque to clients.
+/// Any decodable cursor is a place to continue from (paths after it), so bytes that are
+/// not UTF-8 are read leniently rather than refused.
 fn decode_cursor(c: &str) -> Result<String, ApiError> {
     B64URL
         .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::invalid("invalid cursor"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|_| ApiError::invalid("invalid cursor"))
 }
 
 fn encode_cursor(last: &str) -> String {
@@ -607,16 +640,16 @@ fn parse_query(req: &HttpRequest, project: &str, caller: Caller) -> Result<Query
 /// `GET /api/v1/projects/{project}/streams`: Query, ordered by path, a page at a time.
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/streams", tag = "Logs",
-    params(("project" = String, Path, description = "LUCI project name"),
-           ("prefix" = Option<String>, Query, description = "Exact prefix"),
-           ("name" = Option<String>, Query, description = "Glob: * within a segment, ** whole segments"),
-           ("tag" = Option<Vec<String>>, Query, description = "k=v or k (repeatable, all must match)"),
-           ("status" = Option<String>, Query, description = "streaming, terminated or archived"),
-           ("stream_type" = Option<String>, Query, description = "text, binary or datagram"),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"),
+           ("prefix" = Option<String>, Query, description = "Exact prefix", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$"),
+           ("name" = Option<String>, Query, description = "Glob: * within a segment, ** whole segments", pattern = r"^(\*\*|\*|([A-Za-z0-9]|\*[A-Za-z0-9:_.-])([A-Za-z0-9:_.-]|\*[A-Za-z0-9:_.-])*\*?)(/(\*\*|\*|([A-Za-z0-9]|\*[A-Za-z0-9:_.-])([A-Za-z0-9:_.-]|\*[A-Za-z0-9:_.-])*\*?))*$"),
+           ("tag" = Option<Vec<String>>, Query, description = "k=v or k (repeatable, all must match; at most 16); keys follow the name rules", pattern = r"^(?=[^=]{1,64}(=|$))[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*(=.{0,4096})?$"),
+           ("status" = Option<logdog_schema::wire::Status>, Query, description = "streaming, terminated or archived"),
+           ("stream_type" = Option<StreamType>, Query, description = "text, binary or datagram"),
            ("content_type" = Option<String>, Query, description = "Exact content type"),
-           ("purged" = Option<String>, Query, description = "no (default), yes or both (admin)"),
-           ("limit" = Option<u32>, Query, description = "Default 100, max 500"),
-           ("cursor" = Option<String>, Query, description = "From next_cursor")),
+           ("purged" = Option<PurgedFilter>, Query, description = "no (default), yes or both (admin)"),
+           ("limit" = Option<u32>, Query, description = "Default 100, max 500", minimum = 1, maximum = 500),
+           ("cursor" = Option<String>, Query, description = "From next_cursor (opaque, URL-safe base64)", pattern = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$")),
     responses((status = 200, description = "Streams ordered by path", body = QueryResponse), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
@@ -684,9 +717,9 @@ struct PrefixParams {
 /// `GET /api/v1/projects/{project}/prefixes`: registered prefixes, ordered.
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/prefixes", tag = "Registration",
-    params(("project" = String, Path, description = "LUCI project name"), ("under" = Option<String>, Query, description = "Only this prefix and those below it"),
-           ("limit" = Option<u32>, Query, description = "Default 100, max 500"),
-           ("cursor" = Option<String>, Query, description = "From next_cursor")),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("under" = Option<String>, Query, description = "Only this prefix and those below it", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$"),
+           ("limit" = Option<u32>, Query, description = "Default 100, max 500", minimum = 1, maximum = 500),
+           ("cursor" = Option<String>, Query, description = "From next_cursor (opaque, URL-safe base64)", pattern = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$")),
     responses((status = 200, description = "Registered prefixes, ordered", body = PrefixList), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]

@@ -240,16 +240,48 @@ pub fn parse_json<T: DeserializeOwned>(
             ))
         }
     }
-    let body = if body.iter().all(u8::is_ascii_whitespace) && empty_ok {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    let body =
+        if empty_ok && (body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null") {
+            b"{}".as_slice()
+        } else {
+            body
+        };
     // serde would read a struct from a JSON array too; every request body is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("invalid JSON body: expected a JSON object".into());
     }
-    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        // A JSON Schema integer may be written `3.0`: read integral floats as integers
+        // (the slow path, taken only when the fast one met such a number).
+        Err(e) if e.to_string().contains("invalid type: floating point") => {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+            integral_floats_to_integers(&mut v);
+            serde_json::from_value(v).map_err(|e| format!("invalid JSON body: {e}"))
+        }
+        Err(e) => Err(format!("invalid JSON body: {e}")),
+    }
+}
+
+/// Rewrites every number with no fractional part (and within i64/u64) as an integer.
+pub fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < u64::MAX as f64 {
+                *v = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// The prefix secret from `X-Prefix-Secret`; None when missing or not base64 (a 403 later).
@@ -262,14 +294,20 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::method_not_allowed(format!("{} is not allowed on {}", req.method(), req.path()))
-        .error_response()
-}
-
-/// A resource whose other methods answer 405 in the API's error shape.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose other methods answer 405 in the API's error shape, with `Allow`
+/// naming the methods it has.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        let mut res = ApiError::method_not_allowed(format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        ))
+        .error_response();
+        res.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        res
+    }))
 }
 
 /// The whole route table.
@@ -279,56 +317,67 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ApiError::invalid(format!("invalid query string: {e}")).into()
         };
     cfg.app_data(web::QueryConfig::default().error_handler(query_error))
-        .service(resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(resource("/readyz").route(web::get().to(ops::readyz)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/api/v1/config").route(web::get().to(ops::config)))
-        .service(resource("/api/v1/projects").route(web::get().to(ops::projects)))
+        .service(resource("/healthz", "GET").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+        .service(resource("/api/v1/config", "GET").route(web::get().to(ops::config)))
+        .service(resource("/api/v1/projects", "GET").route(web::get().to(ops::projects)))
         .service(
-            resource("/api/v1/projects/{project}/prefixes")
+            resource("/api/v1/projects/{project}/prefixes", "POST, GET")
                 .route(web::post().to(registration::register_prefix))
                 .route(web::get().to(logs::list_prefixes)),
         )
-        .service(resource("/api/v1/archive-tasks/lease").route(web::post().to(archival::lease)))
         .service(
-            resource("/api/v1/archive-tasks/{task_id}/renew")
+            resource("/api/v1/archive-tasks/lease", "POST").route(web::post().to(archival::lease)),
+        )
+        .service(
+            resource("/api/v1/archive-tasks/{task_id}/renew", "POST")
                 .route(web::post().to(archival::renew)),
         )
         .service(
-            resource("/api/v1/archive-tasks/{task_id}/complete")
+            resource("/api/v1/archive-tasks/{task_id}/complete", "POST")
                 .route(web::post().to(archival::complete)),
         )
-        .service(resource("/api/v1/projects/{project}/streams").route(web::get().to(logs::query)))
         .service(
-            resource("/api/v1/projects/{project}/prefixes/{prefix:.+}")
+            resource("/api/v1/projects/{project}/streams", "GET").route(web::get().to(logs::query)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/prefixes/{prefix:.+}", "DELETE")
                 .route(web::delete().to(registration::delete_prefix)),
         )
         .service(
-            resource("/api/v1/projects/{project}/streams/{path:.+}")
-                .route(web::put().to(services::register_stream))
-                .route(web::get().to(services::load_stream))
-                .route(web::patch().to(services::terminate_stream))
-                .route(web::delete().to(services::purge_stream)),
+            resource(
+                "/api/v1/projects/{project}/streams/{path:.+}",
+                "PUT, GET, PATCH, DELETE",
+            )
+            .route(web::put().to(services::register_stream))
+            .route(web::get().to(services::load_stream))
+            .route(web::patch().to(services::terminate_stream))
+            .route(web::delete().to(services::purge_stream)),
         )
         .service(
-            resource("/api/v1/projects/{project}/logs/{path:.+}")
+            resource("/api/v1/projects/{project}/logs/{path:.+}", "POST, GET")
                 .route(web::post().to(services::append))
                 .route(web::get().to(logs::get)),
         )
         .service(
-            resource("/api/v1/projects/{project}/tail/{path:.+}").route(web::get().to(logs::tail)),
+            resource("/api/v1/projects/{project}/tail/{path:.+}", "GET")
+                .route(web::get().to(logs::tail)),
         )
         .service(
-            resource("/api/v1/projects/{project}/watch/{path:.+}")
+            resource("/api/v1/projects/{project}/watch/{path:.+}", "GET")
                 .route(web::get().to(watch::watch)),
         )
-        .service(resource("/logs/{project}/{path:.+}").route(web::get().to(logs::web_text)))
-        .service(resource("/").route(web::get().to(webapp::index)))
-        .service(resource("/api/v1/openapi.json").route(web::get().to(openapi::openapi_json)))
-        .service(resource("/explorer").route(web::get().to(webapp::explorer)))
-        .service(resource("/static/{name}").route(web::get().to(webapp::asset)))
+        .service(resource("/logs/{project}/{path:.+}", "GET").route(web::get().to(logs::web_text)))
+        .service(resource("/", "GET").route(web::get().to(webapp::index)))
         .service(
-            resource("/api/v1/projects/{project}/bundles").route(web::post().to(services::bundle)),
+            resource("/api/v1/openapi.json", "GET").route(web::get().to(openapi::openapi_json)),
+        )
+        .service(resource("/explorer", "GET").route(web::get().to(webapp::explorer)))
+        .service(resource("/static/{name}", "GET").route(web::get().to(webapp::asset)))
+        .service(
+            resource("/api/v1/projects/{project}/bundles", "POST")
+                .route(web::post().to(services::bundle)),
         )
         .default_service(web::to(not_found));
 }

@@ -64,7 +64,8 @@ impl Modify for Bearer {
     components(schemas(
         ErrorBody, ErrorDetail, ErrorCode, StreamJson, StreamStateJson, Descriptor,
         DescriptorRequest, StreamType, Status, Archival, ArchiveInfo, LogEntry, LineJson,
-        TextJson, DataJson, DatagramJson, Partial, Delimiter, logs::LogsPage
+        TextJson, DataJson, DatagramJson, Partial, Delimiter, logs::LogsPage, logs::ReadFormat,
+        logs::PurgedFilter
     )),
     modifiers(&Bearer),
     tags(

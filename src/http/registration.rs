@@ -16,12 +16,17 @@ use crate::errors::ApiError;
 #[serde(deny_unknown_fields)]
 pub struct RegisterPrefixRequest {
     /// Segments `[A-Za-z0-9][A-Za-z0-9:_.-]*` joined by `/`.
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$",
+        max_length = 4096
+    )]
     pub prefix: String,
     /// Seconds; the smallest positive of this, the project's and the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<f64>,
     /// base64 of 32 bytes: a retry with the same nonce within 15 minutes gets the same secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub op_nonce: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_info: Vec<String>,
@@ -40,7 +45,7 @@ pub struct PrefixRegistered {
 /// `POST /api/v1/projects/{project}/prefixes`: 201 with the secret; 200 for a nonce retry.
 #[utoipa::path(
     post, path = "/api/v1/projects/{project}/prefixes", tag = "Registration",
-    params(("project" = String, Path, description = "LUCI project name")), request_body = RegisterPrefixRequest,
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$")), request_body = RegisterPrefixRequest,
     responses((status = 201, description = "Registered", body = PrefixRegistered),
               (status = 200, description = "A retry with the same op_nonce", body = PrefixRegistered),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody)),
@@ -103,7 +108,7 @@ pub async fn register_prefix(
 /// `DELETE /api/v1/projects/{project}/prefixes/{prefix}` (admin): 204.
 #[utoipa::path(
     delete, path = "/api/v1/projects/{project}/prefixes/{prefix}", tag = "Registration",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The prefix (slashes allowed)")),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved)),
     responses((status = 204, description = "Expired; its streams, data and archives removed"), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]

@@ -86,7 +86,7 @@ fn register_message(
 /// `PUT …/streams/{prefix}/+/{name}`: 201 new, 200 identical re-registration.
 #[utoipa::path(
     put, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = RegisterStreamRequest,
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("X-Prefix-Secret" = Option<String>, Header, description = "The prefix secret (base64); writes need it (403 when missing or wrong, after the prefix check)")), request_body = RegisterStreamRequest,
     responses((status = 201, description = "Created", body = logdog_schema::wire::StreamJson),
               (status = 200, description = "Already registered with an equal descriptor", body = logdog_schema::wire::StreamJson),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody)),
@@ -107,7 +107,7 @@ pub async fn register_stream(
 /// `GET …/streams/{prefix}/+/{name}`: the Stream.
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved)),
     responses((status = 200, description = "The stream", body = logdog_schema::wire::StreamJson), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
@@ -218,7 +218,7 @@ pub fn split_lines(text: &str) -> Vec<Line> {
 /// `POST …/logs/{prefix}/+/{name}`: JSON entries, or raw text with `text/plain`.
 #[utoipa::path(
     post, path = "/api/v1/projects/{project}/logs/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("X-Prefix-Secret" = Option<String>, Header, description = "The prefix secret (base64); writes need it (403 when missing or wrong, after the prefix check)")),
     request_body(content((AppendRequest = "application/json"), (String = "text/plain")),
                  description = "JSON entries, or raw text split into one entry per line"),
     responses((status = 200, description = "Durable", body = AppendResult),
@@ -291,7 +291,7 @@ fn parse_terminal(req: &HttpRequest, body: &[u8]) -> Result<Option<i64>, String>
 /// `PATCH …/streams/{prefix}/+/{name}`: terminate.
 #[utoipa::path(
     patch, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = TerminateRequest,
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("X-Prefix-Secret" = Option<String>, Header, description = "The prefix secret (base64); writes need it (403 when missing or wrong, after the prefix check)")), request_body = TerminateRequest,
     responses((status = 200, description = "Terminated (the same index again is idempotent)", body = logdog_schema::wire::StreamJson),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 409, description = "already_exists or conflict", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
@@ -314,7 +314,7 @@ pub async fn terminate_stream(
 /// `DELETE …/streams/{prefix}/+/{name}` (admin): purge, 204.
 #[utoipa::path(
     delete, path = "/api/v1/projects/{project}/streams/{prefix}/+/{name}", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)")),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved)),
     responses((status = 204, description = "Purged"), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -346,6 +346,10 @@ pub struct BundleStream {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleRequest {
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$",
+        max_length = 4096
+    )]
     pub prefix: String,
     pub streams: Vec<BundleStream>,
 }
@@ -429,7 +433,7 @@ async fn ingest_one(
 /// not fail the others.
 #[utoipa::path(
     post, path = "/api/v1/projects/{project}/bundles", tag = "Services",
-    params(("project" = String, Path, description = "LUCI project name"), ("X-Prefix-Secret" = String, Header, description = "The prefix secret (base64)")), request_body = BundleRequest,
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("X-Prefix-Secret" = Option<String>, Header, description = "The prefix secret (base64). Each stream needs it: without it (or with a wrong one) every stream's `error` is permission_denied, in a 200")), request_body = BundleRequest,
     responses((status = 200, description = "Per-stream results; everything accepted is durable", body = BundleResult),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition", body = crate::errors::ErrorBody), (status = 413, description = "payload_too_large", body = crate::errors::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::errors::ErrorBody)),
     security(("bearer" = []))

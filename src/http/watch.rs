@@ -222,9 +222,9 @@ struct WatchParams {
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/watch/{prefix}/+/{name}", tag = "Logs",
     description = "Upgrades to a websocket. Frames (JSON text): {\"type\": \"state\", \"stream\"} first and on every lifecycle change; {\"type\": \"entries\", \"entries\"} contiguous from `from`; {\"type\": \"end\", \"terminal_index\"} then a 1000 close. A lagging viewer is closed with 1013 and `lagged; resume from=N`.",
-    params(("project" = String, Path, description = "LUCI project name"), ("prefix" = String, Path, description = "The stream's prefix (slashes allowed)"), ("name" = String, Path, description = "The stream's name (slashes allowed)"),
-           ("from" = Option<u64>, Query, description = "First index to send (default 0)"),
-           ("tail" = Option<u64>, Query, description = "Start at the last N contiguous entries"),
+    params(("project" = String, Path, description = "LUCI project name", pattern = r"^[a-z][a-z0-9_-]{0,99}$"), ("prefix" = String, Path, description = "The stream's prefix: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved), ("name" = String, Path, description = "The stream's name: segments joined by `/`, sent unescaped (`%2F` is decoded too)", pattern = r"^[A-Za-z0-9][A-Za-z0-9:_.-]*(/[A-Za-z0-9][A-Za-z0-9:_.-]*)*$", allow_reserved),
+           ("from" = Option<u64>, Query, description = "First index to send (default 0)", maximum = 9007199254740991.0),
+           ("tail" = Option<u64>, Query, description = "Start at the last N contiguous entries", maximum = 9007199254740991.0),
            ("access_token" = Option<String>, Query, description = "The token, for browsers (which cannot set headers on a websocket)")),
     responses((status = 101, description = "Switching protocols"), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody), (status = 429, description = "resource_exhausted (Retry-After)", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
@@ -239,6 +239,11 @@ pub async fn watch(
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
     let p: WatchParams = params(&req)?;
+    for (name, v) in [("from", p.from), ("tail", p.tail)] {
+        if v.is_some_and(|v| v > logdog_schema::wire::MAX_STREAM_INDEX) {
+            return Err(ApiError::invalid(format!("{name} is above 2^53 - 1")));
+        }
+    }
     check_origin(&req)?;
     let stream = load(&state, caller, &project, &path).await?;
     let from = match (p.from, p.tail) {

@@ -10,7 +10,8 @@
 use std::io::Write as _;
 
 use futures::StreamExt as _;
-use serde_json::Value;
+use logdog::client::read;
+use logdog::http::watch::WatchFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::main(flavor = "current_thread")]
@@ -36,22 +37,18 @@ async fn main() {
         let mut resume = None;
         while let Some(msg) = ws.next().await {
             match msg {
-                Ok(Message::Text(t)) => {
-                    let v: Value = serde_json::from_str(&t).expect("frames are JSON");
-                    match v["type"].as_str() {
-                        Some("entries") => {
-                            for e in v["entries"].as_array().into_iter().flatten() {
-                                let _ = logdog::client::read::write_entry(&mut stdout, e);
-                            }
-                            let _ = stdout.flush();
+                Ok(Message::Text(t)) => match serde_json::from_str(&t).expect("frames are JSON") {
+                    WatchFrame::Entries { entries } => {
+                        for e in read::entries_of(entries).expect("entries from the server") {
+                            let _ = read::write_entry(&mut stdout, &e);
                         }
-                        Some("state") => {
-                            eprintln!("follow: stream is {}", v["stream"]["state"]["status"])
-                        }
-                        Some("end") => return,
-                        _ => {}
+                        let _ = stdout.flush();
                     }
-                }
+                    WatchFrame::State { stream } => {
+                        eprintln!("follow: stream is {}", stream.state.status.as_str())
+                    }
+                    WatchFrame::End { .. } => return,
+                },
                 Ok(Message::Close(Some(c))) => {
                     resume = c
                         .reason

@@ -342,6 +342,7 @@ pub struct TextJson {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataJson {
     /// base64.
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub data: String,
 }
 
@@ -349,6 +350,7 @@ pub struct DataJson {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatagramJson {
     /// base64.
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub data: String,
     #[serde(default)]
     pub partial: Option<Partial>,
@@ -362,15 +364,18 @@ pub struct DatagramJson {
 #[serde(deny_unknown_fields)]
 pub struct LogEntry {
     /// 0, 1, 2, … within the stream (at most 2^53 − 1). Required.
-    #[schema(value_type = u64)]
+    #[schema(value_type = u64, maximum = 9007199254740991_u64)]
     pub stream_index: Option<u64>,
     #[serde(default)]
+    #[schema(maximum = 9007199254740991_u64)]
     pub prefix_index: Option<u64>,
     /// Defaults to the lines (text), bytes (binary) or datagrams before this entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 9007199254740991_u64)]
     pub sequence: Option<u64>,
-    /// Seconds after the descriptor's timestamp; defaults to the arrival time.
+    /// Seconds after the descriptor's timestamp (0 to 10^12); defaults to the arrival time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, exclusive_maximum = 1e12)]
     pub time_offset: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextJson>,
@@ -381,6 +386,45 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The first way this entry breaks its documented schema (number ranges, delimiter
+    /// values, base64), if any: what makes a request malformed as a whole. The other checks
+    /// of `IncomingEntry::from_request` (exactly one content, line values) are the entry's
+    /// own.
+    pub fn schema_violation(&self) -> Option<String> {
+        let index = self.stream_index.unwrap_or(0);
+        for (field, v) in [
+            ("stream_index", self.stream_index),
+            ("sequence", self.sequence),
+            ("prefix_index", self.prefix_index),
+        ] {
+            if v.is_some_and(|v| v > MAX_STREAM_INDEX) {
+                return Some(format!("entry {index}: {field} is above 2^53 - 1"));
+            }
+        }
+        if self.time_offset.is_some_and(|t| !(0.0..1e12).contains(&t)) {
+            return Some(format!("entry {index}: invalid time_offset"));
+        }
+        if let Some(t) = &self.text {
+            for l in &t.lines {
+                if let LineJson::Full { delimiter, .. } = l {
+                    if Delimiter::parse(delimiter).is_none() {
+                        return Some(format!("entry {index}: invalid delimiter {delimiter:?}"));
+                    }
+                }
+            }
+        }
+        let data = [
+            self.binary.as_ref().map(|b| ("binary", &b.data)),
+            self.datagram.as_ref().map(|d| ("datagram", &d.data)),
+        ];
+        for (field, d) in data.into_iter().flatten() {
+            if let Err(e) = decode_b64(field, d) {
+                return Some(format!("entry {index}: {e}"));
+            }
+        }
+        None
+    }
+
     /// A text entry of `(value, delimiter)` lines.
     pub fn text(stream_index: u64, lines: impl IntoIterator<Item = (String, Delimiter)>) -> Self {
         Self {
@@ -411,8 +455,15 @@ impl LogEntry {
     }
 }
 
+/// Standard base64 with padding; stray bits after the last byte are ignored.
 fn decode_b64(field: &str, s: &str) -> Result<Vec<u8>, String> {
-    B64.decode(s)
+    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    LENIENT
+        .decode(s)
         .map_err(|e| format!("{field}.data is not valid base64: {e}"))
 }
 
@@ -579,6 +630,16 @@ pub enum Status {
     Streaming,
     Terminated,
     Archived,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Streaming => "streaming",
+            Status::Terminated => "terminated",
+            Status::Archived => "archived",
+        }
+    }
 }
 
 /// Archival progress of a stream.

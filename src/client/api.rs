@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+
+use crate::errors::ErrorBody;
 
 /// What a call can end with, other than success.
 #[derive(Debug, Clone)]
-pub enum ApiError {
+pub enum ClientError {
     /// The coordinator answered with an error status.
     Status {
         status: StatusCode,
@@ -21,13 +23,32 @@ pub enum ApiError {
     Network(String),
 }
 
-impl ApiError {
+impl ClientError {
+    /// The error an answer of `status` carries: its `ErrorBody`, or the start of its text
+    /// when it has none (answers from something other than the coordinator).
+    pub fn from_answer(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> Self {
+        match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(b) => ClientError::Status {
+                status,
+                code: b.error.code.as_str().to_owned(),
+                message: b.error.message,
+                retry_after,
+            },
+            Err(_) => ClientError::Status {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+                retry_after,
+            },
+        }
+    }
+
     /// Whether the same call may succeed later: the coordinator was unreachable, busy or
     /// failing, as opposed to refusing the request.
     pub fn retryable(&self) -> bool {
         match self {
-            ApiError::Network(_) => true,
-            ApiError::Status { status, .. } => {
+            ClientError::Network(_) => true,
+            ClientError::Status { status, .. } => {
                 status.is_server_error()
                     || *status == StatusCode::TOO_MANY_REQUESTS
                     || *status == StatusCode::REQUEST_TIMEOUT
@@ -37,27 +58,27 @@ impl ApiError {
 
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            ApiError::Status { status, .. } => Some(*status),
-            ApiError::Network(_) => None,
+            ClientError::Status { status, .. } => Some(*status),
+            ClientError::Network(_) => None,
         }
     }
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiError::Status {
+            ClientError::Status {
                 status,
                 code,
                 message,
                 ..
             } => write!(f, "{} {code}: {message}", status.as_u16()),
-            ApiError::Network(e) => write!(f, "coordinator unreachable: {e}"),
+            ClientError::Network(e) => write!(f, "coordinator unreachable: {e}"),
         }
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ClientError {}
 
 /// The coordinator at `base` (e.g. `http://127.0.0.1:8080`), called with `token`.
 #[derive(Clone)]
@@ -113,11 +134,16 @@ impl Api {
     }
 
     /// Sends `r` and decodes a JSON answer (`Value::Null` for an empty one).
-    pub async fn call(&self, r: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+    /// Sends `r` and reads the answer as `T` (the very type the handler sends); an error
+    /// answer is read as the API's `ErrorBody`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        r: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let res = r
             .send()
             .await
-            .map_err(|e| ApiError::Network(describe(&e)))?;
+            .map_err(|e| ClientError::Network(describe(&e)))?;
         let status = res.status();
         let retry_after = res
             .headers()
@@ -129,30 +155,18 @@ impl Api {
         let bytes = res
             .bytes()
             .await
-            .map_err(|e| ApiError::Network(describe(&e)))?;
-        let body: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
+            .map_err(|e| ClientError::Network(describe(&e)))?;
         if status.is_success() {
-            return Ok(body);
+            // 204 and other empty answers read as JSON null (for `()` and `Option`s).
+            let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(body).map_err(|e| {
+                ClientError::Network(format!("the coordinator's answer is not understood: {e}"))
+            });
         }
-        Err(ApiError::Status {
-            status,
-            code: body["error"]["code"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            message: body["error"]["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-            retry_after,
-        })
+        Err(ClientError::from_answer(status, &bytes, retry_after))
     }
 
-    pub async fn get(&self, url: &str) -> Result<Value, ApiError> {
+    pub async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
         self.call(self.request(Method::GET, url)).await
     }
 }
@@ -185,9 +199,9 @@ impl Backoff {
     }
 
     /// The wait before the next attempt after `err`.
-    pub fn delay(&mut self, err: &ApiError) -> Duration {
+    pub fn delay(&mut self, err: &ClientError) -> Duration {
         let d = match err {
-            ApiError::Status {
+            ClientError::Status {
                 retry_after: Some(r),
                 ..
             } => (*r).max(self.next),
@@ -204,10 +218,10 @@ impl Backoff {
 
 /// Calls `f` until it succeeds or fails in a way retrying cannot fix. The first failure
 /// and the recovery are reported on stderr as `what`.
-pub async fn retry<T, F, Fut>(what: &str, max_backoff: Duration, mut f: F) -> Result<T, ApiError>
+pub async fn retry<T, F, Fut>(what: &str, max_backoff: Duration, mut f: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
     let mut backoff = Backoff::new(max_backoff);
     let mut failures = 0u32;
@@ -238,11 +252,11 @@ mod tests {
     #[test]
     fn backoff_doubles_to_its_cap_and_honours_retry_after() {
         let mut b = Backoff::new(Duration::from_secs(1));
-        let net = ApiError::Network("refused".into());
+        let net = ClientError::Network("refused".into());
         let waits: Vec<_> = (0..6).map(|_| b.delay(&net).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
         b.reset();
-        let busy = ApiError::Status {
+        let busy = ClientError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "resource_exhausted".into(),
             message: String::new(),
@@ -250,7 +264,7 @@ mod tests {
         };
         assert_eq!(b.delay(&busy).as_millis(), 700);
         assert!(busy.retryable());
-        let refused = ApiError::Status {
+        let refused = ClientError::Status {
             status: StatusCode::CONFLICT,
             code: "conflict".into(),
             message: String::new(),

@@ -6,11 +6,16 @@
 
 use std::time::Duration;
 
-use logdog_schema::wire::{Descriptor, Entry, IncomingEntry};
-use serde_json::{json, Value};
+use logdog_schema::wire::StreamJson;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::archive::{ArchiveStore, Written};
+use crate::http::archival::{
+    ArchiveTask, CompleteArchived, CompleteFailed, CompleteRequest, LeaseRequest, LeaseResponse,
+    RenewRequest,
+};
+use crate::http::logs::LogsPage;
 
 #[derive(Debug, Clone)]
 pub struct ArchivistConfig {
@@ -126,30 +131,35 @@ fn request(
     }
 }
 
-async fn call(r: reqwest::RequestBuilder) -> Result<Value, String> {
+/// Sends `r` and reads the answer as `T`; an error answer becomes its message.
+async fn call<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, String> {
     let res = r.send().await.map_err(|e| e.to_string())?;
     let status = res.status();
-    let body: Value = res.json().await.map_err(|e| e.to_string())?;
+    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
-        return Err(format!(
-            "{status}: {}",
-            body["error"]["message"].as_str().unwrap_or("")
-        ));
+        return Err(super::api::ClientError::from_answer(status, &bytes, None).to_string());
     }
-    Ok(body)
+    serde_json::from_slice(&bytes).map_err(|e| format!("the coordinator's answer: {e}"))
 }
 
-async fn lease(http: &reqwest::Client, config: &ArchivistConfig) -> Result<Vec<Value>, String> {
+async fn lease(
+    http: &reqwest::Client,
+    config: &ArchivistConfig,
+) -> Result<Vec<ArchiveTask>, String> {
     let url = format!("{}/api/v1/archive-tasks/lease", config.coordinator);
-    let body = json!({"max_tasks": 1, "lease_seconds": config.lease_seconds, "wait_seconds": 20});
-    let v = call(request(http, config, reqwest::Method::POST, url).json(&body)).await?;
-    Ok(v["tasks"].as_array().cloned().unwrap_or_default())
+    let body = LeaseRequest {
+        max_tasks: 1,
+        lease_seconds: config.lease_seconds,
+        wait_seconds: 20.0,
+    };
+    let r: LeaseResponse =
+        call(request(http, config, reqwest::Method::POST, url).json(&body)).await?;
+    Ok(r.tasks)
 }
 
 /// Archives one task, renewing its lease meanwhile, and reports the outcome.
-async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &Value) {
-    let task_id = task["task_id"].as_str().unwrap_or_default().to_owned();
-    let lease_id = task["lease_id"].as_str().unwrap_or_default().to_owned();
+async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &ArchiveTask) {
+    let (task_id, lease_id) = (task.task_id.clone(), task.lease_id.clone());
     let renew = {
         let (http, config, task_id, lease_id) = (
             http.clone(),
@@ -165,9 +175,14 @@ async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &Value) {
                     "{}/api/v1/archive-tasks/{task_id}/renew",
                     config.coordinator
                 );
-                let body = json!({"lease_id": lease_id, "lease_seconds": config.lease_seconds});
-                if let Err(e) =
-                    call(request(&http, &config, reqwest::Method::POST, url).json(&body)).await
+                let body = RenewRequest {
+                    lease_id: lease_id.clone(),
+                    lease_seconds: config.lease_seconds,
+                };
+                if let Err(e) = call::<ArchiveTask>(
+                    request(&http, &config, reqwest::Method::POST, url).json(&body),
+                )
+                .await
                 {
                     tracing::warn!(error = %e, task = %task_id, "archivist: renewing the lease failed");
                 }
@@ -177,21 +192,30 @@ async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &Value) {
     let outcome = archive_stream(http, config, task).await;
     renew.abort();
     let body = match &outcome {
-        Ok((terminal_index, w)) => json!({
-            "lease_id": lease_id, "terminal_index": terminal_index, "log_entry_count": w.log_entry_count,
-            "stream_url": w.stream_url, "stream_size": w.stream_size, "index_url": w.index_url,
-            "index_size": w.index_size, "data_url": w.data_url, "data_size": w.data_size,
+        Ok((terminal_index, w)) => CompleteRequest::Archived(CompleteArchived {
+            lease_id: lease_id.clone(),
+            terminal_index: *terminal_index,
+            log_entry_count: w.log_entry_count,
+            stream_url: w.stream_url.clone(),
+            stream_size: w.stream_size,
+            index_url: w.index_url.clone(),
+            index_size: w.index_size,
+            data_url: w.data_url.clone(),
+            data_size: w.data_size,
         }),
-        Err(e) => json!({"lease_id": lease_id, "error": e}),
+        Err(e) => CompleteRequest::Failed(CompleteFailed {
+            lease_id: lease_id.clone(),
+            error: e.clone(),
+        }),
     };
     let url = format!(
         "{}/api/v1/archive-tasks/{task_id}/complete",
         config.coordinator
     );
-    match call(request(http, config, reqwest::Method::POST, url).json(&body)).await {
+    match call::<StreamJson>(request(http, config, reqwest::Method::POST, url).json(&body)).await {
         Ok(_) => match outcome {
             Ok((_, w)) => {
-                tracing::info!(task = %task_id, path = ?task["path"], entries = w.log_entry_count, "archived")
+                tracing::info!(task = %task_id, path = %task.path, entries = w.log_entry_count, "archived")
             }
             Err(e) => tracing::warn!(task = %task_id, error = %e, "archiving failed; reported"),
         },
@@ -201,47 +225,34 @@ async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &Value) {
     }
 }
 
-/// Turns an entry as Get returns it back into the stored form.
-fn entry_from_json(v: Value) -> Result<Entry, String> {
-    let e = IncomingEntry::from_json(v)?;
-    Ok(Entry {
-        stream_index: e.stream_index,
-        prefix_index: e.prefix_index,
-        sequence: e.sequence.unwrap_or(0),
-        time_offset_us: e.time_offset_us.unwrap_or(0),
-        content: e.content,
-    })
-}
-
 /// Reads the stream through the Logs API and writes its archive; returns the terminal
 /// index it archived up to and what was written.
 async fn archive_stream(
     http: &reqwest::Client,
     config: &ArchivistConfig,
-    task: &Value,
+    task: &ArchiveTask,
 ) -> Result<(i64, Written), String> {
     let (project, path, id, lease_id) = (
-        task["project"].as_str().ok_or("task without project")?,
-        task["path"].as_str().ok_or("task without path")?,
-        task["id"].as_str().ok_or("task without id")?,
-        task["lease_id"].as_str().ok_or("task without lease")?,
+        task.project.as_str(),
+        task.path.as_str(),
+        task.id.as_str(),
+        task.lease_id.as_str(),
     );
     let logs = format!(
         "{}/api/v1/projects/{project}/logs/{path}",
         config.coordinator
     );
-    let first = call(request(
+    let first: LogsPage = call(request(
         http,
         config,
         reqwest::Method::GET,
         format!("{logs}?state=true&count=1"),
     ))
     .await?;
-    let descriptor: Descriptor =
-        serde_json::from_value(first["descriptor"].clone()).map_err(|e| e.to_string())?;
-    let terminal_index = first["state"]["terminal_index"]
-        .as_i64()
-        .ok_or("stream without terminal index")?;
+    let (Some(descriptor), Some(state)) = (first.descriptor, first.state) else {
+        return Err("Get with state=true answered without the state".into());
+    };
+    let terminal_index = state.terminal_index;
     let mut writer = config
         .archive
         .writer(project, id, lease_id, &descriptor, config.index_every)
@@ -252,19 +263,14 @@ async fn archive_stream(
             "{logs}?index={index}&count={}&non_contiguous=true",
             config.page
         );
-        let page = call(request(http, config, reqwest::Method::GET, url)).await?;
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
-        if entries.is_empty() {
+        let page: LogsPage = call(request(http, config, reqwest::Method::GET, url)).await?;
+        if page.entries.is_empty() {
             break;
         }
-        for e in entries {
-            writer
-                .push(&entry_from_json(e)?)
-                .map_err(|e| e.to_string())?;
+        for e in page.entries {
+            writer.push(&e.into_entry()?).map_err(|e| e.to_string())?;
         }
-        index = page["next_index"]
-            .as_u64()
-            .ok_or("page without next_index")?;
+        index = page.next_index;
     }
     let written = tokio::task::spawn_blocking(move || writer.finish())
         .await

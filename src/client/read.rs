@@ -6,13 +6,14 @@
 use std::io::Write;
 use std::time::Duration;
 
-use base64::Engine as _;
 use futures::StreamExt as _;
-use serde_json::Value;
+use logdog_schema::wire::{Content, Entry, LogEntry, StreamJson};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::api::{retry, Api, ApiError, Backoff};
+use super::api::{retry, Api, Backoff, ClientError};
+use crate::http::logs::{LogsPage, PrefixList, QueryResponse};
+use crate::http::watch::WatchFrame;
 
 /// One stream: where it lives and its path.
 pub struct Target {
@@ -92,26 +93,29 @@ const PAGE_BYTES: u64 = 2 << 20;
 
 /// Writes an entry's content: text lines with their delimiters, binary and datagram data
 /// as is.
-pub fn write_entry(out: &mut impl Write, e: &Value) -> std::io::Result<()> {
-    if let Some(lines) = e["text"]["lines"].as_array() {
-        for l in lines {
-            out.write_all(l["value"].as_str().unwrap_or("").as_bytes())?;
-            out.write_all(l["delimiter"].as_str().unwrap_or("").as_bytes())?;
+pub fn write_entry(out: &mut impl Write, e: &Entry) -> std::io::Result<()> {
+    match &e.content {
+        Content::Text(lines) => {
+            for l in lines {
+                out.write_all(l.value.as_bytes())?;
+                out.write_all(l.delimiter.as_bytes())?;
+            }
         }
-    } else if let Some(data) = e["binary"]["data"]
-        .as_str()
-        .or(e["datagram"]["data"].as_str())
-    {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap_or_default();
-        out.write_all(&bytes)?;
+        Content::Binary(data) | Content::Datagram { data, .. } => out.write_all(data)?,
     }
     Ok(())
 }
 
-fn index_of(e: &Value) -> u64 {
-    e["stream_index"].as_u64().unwrap_or(0)
+/// The stored form of the entries of a page or frame (what the server sends is checked
+/// as any entry is: a malformed one is an error, not a silent skip).
+pub fn entries_of(entries: Vec<LogEntry>) -> anyhow::Result<Vec<Entry>> {
+    entries
+        .into_iter()
+        .map(|e| {
+            e.into_entry()
+                .map_err(|e| anyhow::anyhow!("the coordinator sent a bad entry: {e}"))
+        })
+        .collect()
 }
 
 /// `logdog cat`: the stream's contiguous entries from `from`, then, with `follow`, live
@@ -126,8 +130,8 @@ pub async fn cat(t: &Target, from: u64, follow: bool, out: &mut impl Write) -> a
             "logs",
             &format!("index={index}&count=10000&bytes={PAGE_BYTES}"),
         );
-        let page = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let page: LogsPage = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
+        let entries = entries_of(page.entries)?;
         if entries.is_empty() {
             return Ok(());
         }
@@ -135,7 +139,7 @@ pub async fn cat(t: &Target, from: u64, follow: bool, out: &mut impl Write) -> a
             write_entry(out, e)?;
         }
         out.flush()?;
-        index = entries.last().map_or(index, |e| index_of(e) + 1);
+        index = entries.last().map_or(index, |e| e.stream_index + 1);
     }
 }
 
@@ -148,8 +152,9 @@ pub async fn tail(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let url = t.url("tail", &format!("count={}", lines.max(1)));
-    let page = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
-    let entries = page["entries"].as_array().cloned().unwrap_or_default();
+    let page: LogsPage = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
+    let next = page.next_index;
+    let entries = entries_of(page.entries)?;
     let mut text = Vec::new();
     for e in &entries {
         write_entry(&mut text, e)?;
@@ -168,7 +173,6 @@ pub async fn tail(
     }
     out.flush()?;
     if follow {
-        let next = page["next_index"].as_u64().unwrap_or(0);
         watch(t, next, out).await?;
     }
     Ok(())
@@ -191,17 +195,8 @@ async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Resul
             Ok((ws, _)) => ws,
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
                 let status = reqwest::StatusCode::from_u16(res.status().as_u16())?;
-                let body: Value = res
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or(Value::Null);
-                let err = ApiError::Status {
-                    status,
-                    code: body["error"]["code"].as_str().unwrap_or("").to_owned(),
-                    message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
-                    retry_after: None,
-                };
+                let err =
+                    ClientError::from_answer(status, res.body().as_deref().unwrap_or(&[]), None);
                 if !err.retryable() {
                     return Err(err.into());
                 }
@@ -212,7 +207,7 @@ async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Resul
                 wait(
                     &mut backoff,
                     &mut failing,
-                    &ApiError::Network(e.to_string()),
+                    &ClientError::Network(e.to_string()),
                 )
                 .await;
                 continue;
@@ -225,23 +220,20 @@ async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Resul
         backoff.reset();
         while let Some(msg) = ws.next().await {
             match msg {
-                Ok(Message::Text(text)) => {
-                    let v: Value = serde_json::from_str(&text)?;
-                    match v["type"].as_str() {
-                        Some("entries") => {
-                            for e in v["entries"].as_array().into_iter().flatten() {
-                                // Frames start exactly at `from`; never print twice.
-                                if index_of(e) >= from {
-                                    write_entry(out, e)?;
-                                    from = index_of(e) + 1;
-                                }
+                Ok(Message::Text(text)) => match serde_json::from_str::<WatchFrame>(&text)? {
+                    WatchFrame::Entries { entries } => {
+                        for e in entries_of(entries)? {
+                            // Frames start exactly at `from`; never print twice.
+                            if e.stream_index >= from {
+                                write_entry(out, &e)?;
+                                from = e.stream_index + 1;
                             }
-                            out.flush()?;
                         }
-                        Some("end") => return Ok(()),
-                        _ => {}
+                        out.flush()?;
                     }
-                }
+                    WatchFrame::End { .. } => return Ok(()),
+                    WatchFrame::State { .. } => {}
+                },
                 Ok(Message::Close(frame)) => {
                     if let Some(n) = frame.as_ref().and_then(|c| {
                         c.reason
@@ -257,12 +249,12 @@ async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Resul
             }
         }
         // Closed without `end`: the server restarted or the network dropped; resume.
-        let err = ApiError::Network("the watch connection closed".into());
+        let err = ClientError::Network("the watch connection closed".into());
         wait(&mut backoff, &mut failing, &err).await;
     }
 }
 
-async fn wait(backoff: &mut Backoff, failing: &mut bool, err: &ApiError) {
+async fn wait(backoff: &mut Backoff, failing: &mut bool, err: &ClientError) {
     if !*failing {
         eprintln!("logdog: {err}; reconnecting");
         *failing = true;
@@ -284,7 +276,7 @@ pub struct QueryOptions {
 }
 
 /// `logdog query`: the matching streams, every page of them up to `limit`.
-pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result<Vec<Value>> {
+pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result<Vec<StreamJson>> {
     let mut params = form_urlencoded::Serializer::new(String::new());
     for (k, v) in [
         ("prefix", &q.prefix),
@@ -314,9 +306,9 @@ pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result
             url.push_str("&cursor=");
             url.push_str(&form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>());
         }
-        let page = retry("querying", MAX_BACKOFF, || api.get(&url)).await?;
-        streams.extend(page["streams"].as_array().cloned().unwrap_or_default());
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        let page: QueryResponse = retry("querying", MAX_BACKOFF, || api.get(&url)).await?;
+        streams.extend(page.streams);
+        cursor = page.next_cursor;
         if cursor.is_none() || (q.limit > 0 && streams.len() >= q.limit) {
             return Ok(streams);
         }
@@ -324,21 +316,18 @@ pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result
 }
 
 /// Streams as a table: path, type, status, entries, archival, last update.
-pub fn write_table(out: &mut impl Write, streams: &[Value]) -> std::io::Result<()> {
+pub fn write_table(out: &mut impl Write, streams: &[StreamJson]) -> std::io::Result<()> {
     let rows: Vec<[String; 6]> = streams
         .iter()
         .map(|s| {
-            let st = &s["state"];
+            let st = &s.state;
             [
-                s["path"].as_str().unwrap_or("").to_owned(),
-                s["descriptor"]["stream_type"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-                st["status"].as_str().unwrap_or("").to_owned(),
-                st["next_index"].to_string(),
-                st["archival"].as_str().unwrap_or("").to_owned(),
-                st["updated"].as_str().unwrap_or("").to_owned(),
+                s.path.clone(),
+                s.descriptor.stream_type.as_str().to_owned(),
+                st.status.as_str().to_owned(),
+                st.next_index.to_string(),
+                st.archival.as_str().to_owned(),
+                st.updated.clone(),
             ]
         })
         .collect();
@@ -383,18 +372,13 @@ pub async fn ls(
             url.push_str("&cursor=");
             url.extend(form_urlencoded::byte_serialize(c.as_bytes()));
         }
-        let page = retry("listing prefixes", MAX_BACKOFF, || api.get(&url)).await?;
-        for p in page["prefixes"].as_array().into_iter().flatten() {
-            let name = p["prefix"].as_str().unwrap_or("");
-            if Some(name) != prefix {
-                writeln!(
-                    out,
-                    "{name}/\texpires {}",
-                    p["expires_at"].as_str().unwrap_or("")
-                )?;
+        let page: PrefixList = retry("listing prefixes", MAX_BACKOFF, || api.get(&url)).await?;
+        for p in &page.prefixes {
+            if Some(p.prefix.as_str()) != prefix {
+                writeln!(out, "{}/\texpires {}", p.prefix, p.expires_at)?;
             }
         }
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        cursor = page.next_cursor;
         if cursor.is_none() {
             break;
         }
@@ -408,9 +392,9 @@ pub async fn ls(
             writeln!(
                 out,
                 "{}\t{}\t{} entries",
-                s["path"].as_str().unwrap_or(""),
-                s["state"]["status"].as_str().unwrap_or(""),
-                s["state"]["next_index"]
+                s.path,
+                s.state.status.as_str(),
+                s.state.next_index
             )?;
         }
     }

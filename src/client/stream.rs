@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use logdog_schema::wire::{Delimiter, DescriptorRequest, LogEntry, StreamJson, StreamType};
 use reqwest::Method;
-use serde_json::{json, Value};
+
+use crate::http::registration::{PrefixRegistered, RegisterPrefixRequest};
+use crate::http::services::{AppendResult, RegisterStreamRequest, TerminateRequest};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OnceCell};
 
-use super::api::{retry, Api, ApiError};
+use super::api::{retry, Api, ClientError};
 use super::outbox::{Outbox, PushError, Record};
 
 /// What `logdog stream` was asked to do.
@@ -68,32 +71,30 @@ struct Shared {
     secret: OnceCell<String>,
     /// The descriptor timestamp: entries' `time_offset`s count from here.
     started: Instant,
-    started_rfc3339: String,
-    tags: Value,
+    started_at: chrono::DateTime<chrono::Utc>,
+    tags: std::collections::BTreeMap<String, String>,
     max_backoff: Duration,
 }
 
 impl Shared {
-    async fn register_prefix_once(&self) -> Result<String, ApiError> {
-        let mut body = json!({"prefix": self.prefix, "op_nonce": self.nonce,
-                              "source_info": ["logdog stream"]});
-        if let Some(e) = self.expiration {
-            body["expiration"] = json!(e);
-        }
+    async fn register_prefix_once(&self) -> Result<String, ClientError> {
+        let body = RegisterPrefixRequest {
+            prefix: self.prefix.clone(),
+            expiration: self.expiration,
+            op_nonce: Some(self.nonce.clone()),
+            source_info: vec!["logdog stream".into()],
+        };
         let url = self.api.project_url(&self.project, "prefixes");
-        let v = self
+        let registered: PrefixRegistered = self
             .api
             .call(self.api.request(Method::POST, &url).json(&body))
             .await?;
-        v["secret"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::Network("RegisterPrefix answered without a secret".into()))
+        Ok(registered.secret)
     }
 
     /// The prefix secret, registering the prefix first (retried: the op_nonce makes a
     /// repeated registration answer with the same secret).
-    async fn secret(&self) -> Result<&str, ApiError> {
+    async fn secret(&self) -> Result<&str, ClientError> {
         self.secret
             .get_or_try_init(|| {
                 retry("registering the prefix", self.max_backoff, || {
@@ -108,14 +109,21 @@ impl Shared {
         format!("{}/+/{stream}", self.prefix)
     }
 
-    async fn register_stream_once(&self, secret: &str, stream: &str) -> Result<(), ApiError> {
+    async fn register_stream_once(&self, secret: &str, stream: &str) -> Result<(), ClientError> {
         let url = self
             .api
             .project_url(&self.project, &format!("streams/{}", self.path(stream)));
-        let body = json!({"descriptor": {"stream_type": "text",
-            "timestamp": self.started_rfc3339, "tags": self.tags}});
+        let body = RegisterStreamRequest {
+            descriptor: Some(DescriptorRequest {
+                stream_type: Some(StreamType::Text),
+                timestamp: Some(self.started_at),
+                tags: Some(self.tags.clone()),
+                ..DescriptorRequest::default()
+            }),
+            terminal_index: None,
+        };
         self.api
-            .call(
+            .call::<StreamJson>(
                 self.api
                     .request(Method::PUT, &url)
                     .header("X-Prefix-Secret", secret)
@@ -153,10 +161,7 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
     };
     logdog_schema::names::StreamPath::new(&prefix, &format!("{}/stdout", opts.name))
         .map_err(|e| anyhow::anyhow!("--prefix/--name: {e}"))?;
-    let mut tags = serde_json::Map::new();
-    for (k, v) in &opts.tags {
-        tags.insert(k.clone(), json!(v));
-    }
+    let tags: std::collections::BTreeMap<String, String> = opts.tags.iter().cloned().collect();
     let nonce: [u8; 32] = rand::random();
     let shared = Arc::new(Shared {
         api: opts.api.clone(),
@@ -166,8 +171,8 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
         expiration: opts.expiration,
         secret: OnceCell::new(),
         started: Instant::now(),
-        started_rfc3339: logdog_schema::wire::format_us(logdog_schema::wire::now_us()),
-        tags: Value::Object(tags),
+        started_at: chrono::Utc::now(),
+        tags,
         max_backoff: opts.max_backoff,
     });
     let names: Vec<String> = if opts.command.is_empty() {
@@ -443,14 +448,16 @@ struct Framing {
 
 /// One text entry as JSON: `lines` are (value, delimiter).
 fn entry_json(index: u64, sequence: u64, started: Instant, lines: &[(String, &str)]) -> Record {
-    let lines: Vec<Value> = lines
-        .iter()
-        .map(|(v, d)| json!({"value": v, "delimiter": d}))
-        .collect();
-    let offset = started.elapsed().as_micros() as f64 / 1e6;
-    serde_json::to_vec(&json!({"stream_index": index, "sequence": sequence,
-        "time_offset": offset, "text": {"lines": lines}}))
-    .expect("JSON")
+    let lines = lines.iter().map(|(v, d)| {
+        let d = Delimiter::parse(d).expect("the framer only makes real delimiters");
+        (v.clone(), d)
+    });
+    let entry = LogEntry {
+        sequence: Some(sequence),
+        time_offset: Some(started.elapsed().as_micros() as f64 / 1e6),
+        ..LogEntry::text(index, lines)
+    };
+    serde_json::to_vec(&entry).expect("entries serialise")
 }
 
 /// Queues `records`, waiting for room when the outbox is full. Err(n): the spool file
@@ -774,8 +781,9 @@ async fn upload_all(
         }
         body.extend_from_slice(b"]}");
         let body = bytes::Bytes::from(body);
+        // The records are serialised LogEntries: this is an AppendRequest, written in place.
         retry(&format!("appending to {path}"), max_backoff, || {
-            api.call(
+            api.call::<AppendResult>(
                 api.request(Method::POST, &logs)
                     .header("X-Prefix-Secret", &secret)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -787,14 +795,12 @@ async fn upload_all(
         pipe.uploaded.fetch_add(n, Ordering::Relaxed);
     }
     let total = pipe.state.lock().unwrap().total.unwrap_or(0);
-    let body = if total == 0 {
-        json!({})
-    } else {
-        json!({"terminal_index": total - 1})
+    let body = TerminateRequest {
+        terminal_index: total.checked_sub(1).map(|t| t as i64),
     };
     let url = api.project_url(&shared.project, &format!("streams/{path}"));
     retry(&format!("terminating {path}"), max_backoff, || {
-        api.call(
+        api.call::<StreamJson>(
             api.request(Method::PATCH, &url)
                 .header("X-Prefix-Secret", &secret)
                 .json(&body),
@@ -823,23 +829,18 @@ mod tests {
         records
             .iter()
             .map(|r| {
-                let v: Value = serde_json::from_slice(r).unwrap();
-                let ls = v["text"]["lines"]
-                    .as_array()
+                let e = serde_json::from_slice::<LogEntry>(r)
                     .unwrap()
-                    .iter()
-                    .map(|l| {
-                        (
-                            l["value"].as_str().unwrap().to_owned(),
-                            l["delimiter"].as_str().unwrap().to_owned(),
-                        )
-                    })
+                    .into_entry()
+                    .unwrap();
+                let logdog_schema::wire::Content::Text(ls) = e.content else {
+                    panic!("a text entry")
+                };
+                let ls = ls
+                    .into_iter()
+                    .map(|l| (l.value, l.delimiter.as_str().to_owned()))
                     .collect();
-                (
-                    v["stream_index"].as_u64().unwrap(),
-                    v["sequence"].as_u64().unwrap(),
-                    ls,
-                )
+                (e.stream_index, e.sequence, ls)
             })
             .collect()
     }

@@ -108,6 +108,12 @@ pub async fn lease(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (body, projects) = service_body(&state, &req, payload).await?;
+    // The body is optional (every field has a default): empty or `null` means `{}`.
+    let body = if body.trim_ascii() == b"null" {
+        bytes::Bytes::new()
+    } else {
+        body
+    };
     let r: LeaseRequest = parse_json(&req, &body, true).map_err(ApiError::invalid)?;
     if !(1..=100).contains(&r.max_tasks) {
         return Err(ApiError::invalid("max_tasks must be from 1 to 100"));
@@ -197,6 +203,7 @@ pub struct CompleteArchived {
     /// The stream's terminal index (-1 for an empty stream).
     #[schema(minimum = -1, maximum = 9007199254740991_i64)]
     pub terminal_index: i64,
+    #[schema(maximum = 9007199254740992_u64)]
     pub log_entry_count: u64,
     pub stream_url: String,
     pub stream_size: u64,

@@ -223,7 +223,7 @@ impl EntrySource {
            ("count" = Option<u64>, Query, description = "Entries at most", maximum = 9007199254740991.0),
            ("bytes" = Option<u64>, Query, description = "Payload bytes at most (default and cap 16 MiB)", maximum = 9007199254740991.0),
            ("state" = Option<bool>, Query, description = "Include descriptor and state"),
-           ("non_contiguous" = Option<bool>, Query, description = "Skip gaps"),
+           ("non_contiguous" = Option<bool>, Query, description = "Skip gaps (JSON and text alike)"),
            ("format" = Option<ReadFormat>, Query, description = "text or raw: the rendered text"),
            ("follow" = Option<bool>, Query, description = "With format: stream until the terminal entry")),
     responses((status = 200, description = "Entries (JSON), or with format=text|raw the text (text/plain) or bytes (application/octet-stream)", content((LogsPage = "application/json"), (String = "text/plain"), (String = "application/octet-stream"))),
@@ -340,8 +340,11 @@ fn render(entries: &[Entry]) -> Bytes {
 struct TextCursor {
     source: EntrySource,
     next: u64,
-    /// Without follow: the contiguous end when the request came.
+    /// Without follow: the contiguous end when the request came (or no end, skipping
+    /// gaps, with non_contiguous).
     end: u64,
+    /// Stop at the first missing entry (the default), or skip gaps.
+    contiguous: bool,
     count_left: Option<usize>,
     bytes_left: Option<u64>,
     /// With follow: the stream's progress.
@@ -404,7 +407,7 @@ impl TextCursor {
                 end,
                 count,
                 bytes,
-                contiguous: true,
+                contiguous: self.contiguous,
             };
             let page = match self.source.read(range).await {
                 Ok(p) => p,
@@ -452,11 +455,6 @@ pub async fn text(
     } else {
         (load(state, caller, project, path).await?, None)
     };
-    if p.non_contiguous {
-        return Err(ApiError::invalid(
-            "the text form is contiguous; non_contiguous is for JSON",
-        ));
-    }
     // A follower counts as a viewer: the same limits, the same 429.
     let slot = match follow {
         Some(_) => {
@@ -478,7 +476,13 @@ pub async fn text(
         _slot: slot,
         source: EntrySource::new(state, project, path, &stream),
         next: p.index.unwrap_or(0),
-        end: stream.state.next_index as u64,
+        // With non_contiguous, what is stored is rendered, skipping gaps.
+        end: if p.non_contiguous {
+            i64::MAX as u64
+        } else {
+            stream.state.next_index as u64
+        },
+        contiguous: !p.non_contiguous,
         count_left: p.count.filter(|c| *c > 0).map(|c| c as usize),
         bytes_left: p.bytes.filter(|b| *b > 0),
         follow,
@@ -534,7 +538,14 @@ pub enum PurgedFilter {
 /// Any decodable cursor is a place to continue from (paths after it), so bytes that are
 /// not UTF-8 are read leniently rather than refused.
 fn decode_cursor(c: &str) -> Result<String, ApiError> {
-    B64URL
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT
         .decode(c)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .map_err(|_| ApiError::invalid("invalid cursor"))

@@ -240,12 +240,11 @@ pub fn parse_json<T: DeserializeOwned>(
             ))
         }
     }
-    let body =
-        if empty_ok && (body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null") {
-            b"{}".as_slice()
-        } else {
-            body
-        };
+    let body = if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
     // serde would read a struct from a JSON array too; every request body is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("invalid JSON body: expected a JSON object".into());

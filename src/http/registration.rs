@@ -23,6 +23,7 @@ pub struct RegisterPrefixRequest {
     pub prefix: String,
     /// Seconds; the smallest positive of this, the project's and the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1e12)]
     pub expiration: Option<f64>,
     /// base64 of 32 bytes: a retry with the same nonce within 15 minutes gets the same secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,9 +71,9 @@ pub async fn register_prefix(
             }
         },
     };
-    if r.expiration.is_some_and(|e| !e.is_finite() || e < 0.0) {
+    if r.expiration.is_some_and(|e| !(0.0..=1e12).contains(&e)) {
         return Err(ApiError::invalid(
-            "expiration must be a positive number of seconds",
+            "expiration must be a number of seconds from 0 to 10^12",
         ));
     }
     let expiration = state

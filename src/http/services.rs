@@ -465,6 +465,16 @@ pub async fn bundle(
     state.rates.take(&project, &bundle.prefix, lines)?;
     let secret = prefix_secret(&req);
     let max_entry = state.config.limits.max_entry_bytes as u64;
+    // An entry that breaks the LogEntry schema (ranges, delimiters, base64) makes the
+    // bundle malformed: 400 as a whole. Every other refusal is its stream's own `error`.
+    if let Some((name, why)) = bundle.streams.iter().find_map(|s| {
+        s.entries
+            .iter()
+            .find_map(LogEntry::schema_violation)
+            .map(|why| (&s.name, why))
+    }) {
+        return Err(ApiError::invalid(format!("stream {name:?}: {why}")));
+    }
     let work = bundle.streams.into_iter().map(|s| {
         let (state, project, prefix, secret) = (&state, &project, &bundle.prefix, secret.clone());
         async move {

@@ -29,6 +29,21 @@ use super::{authorize, load, params, stream_path, Authorized, Caller, State};
 use crate::config::secs;
 use crate::errors::ApiError;
 
+/// A frame the watch route sends (JSON text): what clients read. The server writes the
+/// same shapes, the `entries` frame encoded once for every viewer (`entries_frame`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum WatchFrame {
+    /// First after the upgrade, then on every lifecycle change.
+    State { stream: Box<StreamJson> },
+    /// Strictly increasing, contiguous entries.
+    Entries {
+        entries: Vec<logdog_schema::wire::LogEntry>,
+    },
+    /// After the terminal entry; a normal close follows.
+    End { terminal_index: i64 },
+}
+
 /// Entries per backlog page (each page is one frame, also capped by `max_frame_bytes`).
 const PAGE_ENTRIES: usize = 1000;
 

@@ -1004,3 +1004,26 @@ async fn archive_task_edges(db: TestDb) {
     server.stop().await;
 }
 both!(archive_task_edges);
+
+/// `format=text&non_contiguous=true` renders what is stored, skipping gaps (the document
+/// allows the combination, so the server serves it).
+async fn text_skips_gaps_when_asked(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.text_stream("gap", "s").await;
+    c.append(
+        "gap/+/s",
+        &secret,
+        json!([{"stream_index": 0, "text": {"lines": ["a"]}}, {"stream_index": 2, "sequence": 2, "text": {"lines": ["c"]}}]),
+    )
+    .await
+    .expect(200);
+    assert_eq!(c.text(c.url("logs/gap/+/s?format=text")).await, "a\n");
+    assert_eq!(
+        c.text(c.url("logs/gap/+/s?format=text&non_contiguous=true"))
+            .await,
+        "a\nc\n"
+    );
+    server.stop().await;
+}
+both!(text_skips_gaps_when_asked);

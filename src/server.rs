@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::Actor as _;
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use anyhow::Context as _;
 use logdog_actors::dispatcher::{DispatchConfig, Dispatcher, Drain};
 use logdog_actors::metrics::ActorMetrics;
@@ -185,20 +185,10 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         viewers: Default::default(),
         shutdown: shutdown.clone(),
     });
-    let server = HttpServer::new(move || http::app(state.clone()))
-        .on_connect(http::watch::keep_peer_socket)
-        .workers(HTTP_WORKERS)
-        .shutdown_timeout(30)
-        .disable_signals()
-        .bind(listen)
-        .with_context(|| format!("binding {listen}"))?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .context("no bound address")?;
+    let server = http_server(state, listen)?;
+    let addr = server.0;
     tracing::info!(%addr, "logdog coordinator listening");
-    let server = server.run();
+    let server = server.1.run();
     let archivist = embedded.map(|mut a| {
         a.coordinator = loopback_url(addr);
         archivist::spawn(a)
@@ -211,6 +201,69 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         dispatcher,
         shutdown,
     })
+}
+
+/// The HTTP server: actix-web's app behind actix-http's HTTP/1 service, built by hand (as
+/// `HttpServer` does) so each accepted socket can be wrapped in `JsonErrors`, which gives
+/// the errors actix-http answers by itself (malformed or oversized request heads) the API's
+/// JSON error body.
+fn http_server(
+    state: web::Data<AppState>,
+    listen: SocketAddr,
+) -> anyhow::Result<(SocketAddr, actix_server::ServerBuilder)> {
+    use actix_http::{error::DispatchError, HttpService, Protocol};
+    use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
+    use actix_web::dev::AppConfig;
+
+    let socket = match listen {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .context("creating the listening socket")?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(listen)
+        .with_context(|| format!("binding {listen}"))?;
+    let listener = socket
+        .listen(1024)
+        .with_context(|| format!("binding {listen}"))?
+        .into_std()?;
+    let addr = listener.local_addr().context("no bound address")?;
+    let builder = actix_server::Server::build();
+    // What HttpServer wires into every connection, so a graceful stop drains keep-alive ones.
+    let drain = builder.graceful_shutdown_signal();
+    let builder = builder
+        .workers(HTTP_WORKERS)
+        .shutdown_timeout(30)
+        .disable_signals()
+        .listen("logdog-http", listener, move || {
+            let drain = drain.clone();
+            let app = http::app(state.clone())
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            let service = HttpService::build()
+                // HttpServer's own values.
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .local_addr(addr)
+                .graceful_shutdown_signal(move || {
+                    let drain = drain.clone();
+                    async move { drain.notified().await }
+                })
+                .on_connect_ext(
+                    |io: &http::protocol_errors::JsonErrors, ext: &mut actix_http::Extensions| {
+                        http::watch::keep_peer_socket(io.get_ref(), ext)
+                    },
+                )
+                .finish(map_config(app, |_: ()| AppConfig::default()));
+            fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((http::protocol_errors::JsonErrors::new(io), Protocol::Http1, peer))
+            })
+            .and_then(service)
+        })
+        .with_context(|| format!("binding {listen}"))?;
+    Ok((addr, builder))
 }
 
 /// A coordinator running on a thread of its own, with its own actix System: for

@@ -10,6 +10,7 @@ pub mod registration;
 pub mod services;
 pub mod watch;
 pub mod webapp;
+pub mod protocol_errors;
 
 use std::sync::Arc;
 use std::time::Instant;

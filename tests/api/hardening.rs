@@ -1027,3 +1027,50 @@ async fn text_skips_gaps_when_asked(db: TestDb) {
     server.stop().await;
 }
 both!(text_skips_gaps_when_asked);
+
+/// Requests the HTTP layer refuses before any route runs still get the JSON error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_the_error_shape() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let long_url = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(1 << 20)
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(), "400"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "400"),
+        (long_url.into_bytes(), "400"),
+        (big_header.into_bytes(), "431"),
+    ];
+    for (request, status) in cases {
+        let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let _ = sock.write_all(&request).await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_argument", "{body}");
+    }
+    // The server still serves.
+    let c = server.client("p");
+    assert_eq!(
+        c.http
+            .get(format!("{}/healthz", c.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+}

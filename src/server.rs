@@ -258,7 +258,11 @@ fn http_server(
                 .finish(map_config(app, |_: ()| AppConfig::default()));
             fn_service(|io: actix_web::rt::net::TcpStream| async move {
                 let peer = io.peer_addr().ok();
-                Ok::<_, DispatchError>((http::protocol_errors::JsonErrors::new(io), Protocol::Http1, peer))
+                Ok::<_, DispatchError>((
+                    http::protocol_errors::JsonErrors::new(io),
+                    Protocol::Http1,
+                    peer,
+                ))
             })
             .and_then(service)
         })

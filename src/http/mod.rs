@@ -5,12 +5,12 @@ pub mod archival;
 pub mod logs;
 pub mod openapi;
 pub mod ops;
+pub mod protocol_errors;
 pub mod ratelimit;
 pub mod registration;
 pub mod services;
 pub mod watch;
 pub mod webapp;
-pub mod protocol_errors;
 
 use std::sync::Arc;
 use std::time::Instant;

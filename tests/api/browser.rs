@@ -441,6 +441,37 @@ async fn browser_lists_and_filters_streams() {
         )
         .await;
     assert_eq!(err, "404 not_found: stream \"b/1/+/missing\" not found");
+    // A path that is not a stream path (here one that would climb into another project once
+    // decoded) is refused by the viewer before it makes any request with it.
+    b.goto(&format!("{base}/logs/victim/..%2F..%2Fdemo%2Fx/+/s"))
+        .await;
+    let err = b
+        .until(
+            "the refusal",
+            "const e = document.getElementById('error'); return !e.hidden && e.textContent",
+        )
+        .await;
+    assert!(
+        err.as_str().unwrap().starts_with("not a stream path"),
+        "{err}"
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('title').textContent",
+            json!([])
+        )
+        .await,
+        "invalid stream path"
+    );
+    assert_eq!(
+        b.js(
+            "return performance.getEntriesByType('resource').filter(r => r.name.includes('/api/')).length",
+            json!([])
+        )
+        .await,
+        0,
+        "no API request was made with the bad path"
+    );
     b.goto(&format!("{base}/?project=p")).await;
     b.until("streams", "return window.__indexReady").await;
     // A stream's link opens its viewer.

@@ -10,6 +10,18 @@ use serde_json::{json, Value};
 use crate::both;
 use crate::common::*;
 
+/// POSTs `body` to `/api/v1/archive-tasks/{rest}` (lease, renew, complete).
+async fn task_call(c: &Client, rest: &str, body: Value) -> Answer {
+    c.raw(
+        Method::POST,
+        &format!("{}/api/v1/archive-tasks/{rest}", c.base),
+        None,
+        Some("application/json"),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await
+}
+
 /// Two private projects and tokens limited to one of them, in every role.
 fn scoped(db: &TestDb) -> logdog::config::Config {
     use logdog::config::{ProjectConfig, TokenConfig};
@@ -119,27 +131,16 @@ async fn scoped_tokens_stay_in_their_projects(db: TestDb) {
             .expect(200);
         // The task of `other` is due, but invisible to this token.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let lease = c
-            .raw(
-                Method::POST,
-                &format!("{}/api/v1/archive-tasks/lease", c.base),
-                None,
-                Some("application/json"),
-                br#"{"max_tasks": 10, "lease_seconds": 30, "wait_seconds": 0.2}"#.to_vec(),
-            )
-            .await;
+        let lease = task_call(
+            &c,
+            "lease",
+            json!({"max_tasks": 10, "lease_seconds": 30, "wait_seconds": 0.2}),
+        )
+        .await;
         assert_eq!(lease.expect(200)["tasks"], json!([]), "{token}");
     }
     // The unscoped admin leases it; the scoped tokens cannot renew or complete it.
-    let lease = all
-        .raw(
-            Method::POST,
-            &format!("{}/api/v1/archive-tasks/lease", all.base),
-            None,
-            Some("application/json"),
-            br#"{"max_tasks": 10, "lease_seconds": 30}"#.to_vec(),
-        )
-        .await;
+    let lease = task_call(&all, "lease", json!({"max_tasks": 10, "lease_seconds": 30})).await;
     let task = lease.expect(200)["tasks"][0].clone();
     assert_eq!(task["project"], "other");
     let id = task["task_id"].as_str().unwrap();
@@ -152,15 +153,9 @@ async fn scoped_tokens_stay_in_their_projects(db: TestDb) {
                 json!({"lease_id": task["lease_id"], "error": "x"}),
             ),
         ] {
-            c.raw(
-                Method::POST,
-                &format!("{}/api/v1/archive-tasks/{id}/{verb}", c.base),
-                None,
-                Some("application/json"),
-                serde_json::to_vec(&body).unwrap(),
-            )
-            .await
-            .expect_error(412, "failed_precondition");
+            task_call(&c, &format!("{id}/{verb}"), body)
+                .await
+                .expect_error(412, "failed_precondition");
         }
     }
     assert_eq!(
@@ -182,15 +177,12 @@ async fn bad_archive_reports_change_nothing(db: TestDb) {
     c.append("bad/+/s", &secret, lines(0, 5)).await.expect(200);
     c.terminate("bad/+/s", &secret, json!({})).await.expect(200);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let lease = c
-        .raw(
-            Method::POST,
-            &format!("{}/api/v1/archive-tasks/lease", c.base),
-            None,
-            Some("application/json"),
-            br#"{"max_tasks": 1, "lease_seconds": 30, "wait_seconds": 2}"#.to_vec(),
-        )
-        .await;
+    let lease = task_call(
+        &c,
+        "lease",
+        json!({"max_tasks": 1, "lease_seconds": 30, "wait_seconds": 2}),
+    )
+    .await;
     let task = lease.expect(200)["tasks"][0].clone();
     let (project, id, lease_id) = (
         task["project"].as_str().unwrap(),
@@ -266,7 +258,10 @@ both!(bad_archive_reports_change_nothing);
 struct Served {
     child: std::process::Child,
     base: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    shell_prefix: String,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Served {
@@ -275,34 +270,59 @@ impl Served {
     async fn start(shell_prefix: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
+        let child = Self::spawn(shell_prefix, extra, dir.path(), port);
+        let served = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            shell_prefix: shell_prefix.into(),
+            extra: extra.iter().map(|e| e.to_string()).collect(),
+            dir,
+        };
+        served.wait_healthy().await;
+        served
+    }
+
+    fn spawn(
+        shell_prefix: &str,
+        extra: &[impl AsRef<str>],
+        dir: &std::path::Path,
+        port: u16,
+    ) -> std::process::Child {
+        let extra: Vec<&str> = extra.iter().map(AsRef::as_ref).collect();
         let cmd = format!(
             "{shell_prefix} exec \"$0\" serve --listen 127.0.0.1:{port} --database \"$1/logdog.db\" --archive \"$1/archive\" {}",
             extra.join(" ")
         );
-        let child = std::process::Command::new("sh")
+        std::process::Command::new("sh")
             .args(["-c", &cmd, env!("CARGO_BIN_EXE_logdog")])
-            .arg(dir.path())
+            .arg(dir)
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
-        let served = Self {
-            child,
-            base,
-            _dir: dir,
-        };
-        let c = served.client("p");
+            .unwrap()
+    }
+
+    async fn wait_healthy(&self) {
+        let c = self.client("p");
         for _ in 0..200 {
-            if let Ok(r) = c.http.get(format!("{}/healthz", served.base)).send().await {
+            if let Ok(r) = c.http.get(format!("{}/healthz", self.base)).send().await {
                 if r.status() == 200 {
-                    return served;
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("logdog serve did not start");
+    }
+
+    /// kill -9, then the same server again on the same storage and port.
+    async fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.shell_prefix, &self.extra, self.dir.path(), self.port);
+        self.wait_healthy().await;
     }
 
     fn client(&self, project: &str) -> Client {
@@ -1073,4 +1093,70 @@ async fn malformed_requests_get_the_error_shape() {
         200
     );
     server.stop().await;
+}
+
+/// The embedded archivist's leases do not outlive its process: after a kill -9 in the
+/// middle of archiving, the restarted server archives the stream within seconds, not after
+/// the 600 s `archivist_lease`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_servers_archive_tasks_come_back_quickly() {
+    let mut served = Served::start("LOGDOG_ARCHIVAL_COMPLETE_DELAY=0.1", &[]).await;
+    let c = served.client("p");
+    let secret = c.text_stream("crash", "s").await;
+    let body: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+    for _ in 0..3 {
+        c.raw(
+            Method::POST,
+            &c.url("logs/crash/+/s"),
+            Some(&secret),
+            Some("text/plain"),
+            body.clone().into_bytes(),
+        )
+        .await
+        .expect(200);
+    }
+    c.terminate("crash/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    // Wait for the embedded archivist to take the task's lease (read from the database
+    // file), then kill the server while it archives.
+    let db = served.dir.path().join("logdog.db").display().to_string();
+    let store = logdog_schema::Store::open(&db, 1).unwrap();
+    let id = logdog_schema::names::stream_id("crash/+/s");
+    let mut leased = false;
+    for _ in 0..500 {
+        let task = store
+            .read(|conn| logdog_schema::store::get_task(conn, "p", &id))
+            .unwrap()
+            .unwrap();
+        if task.due_us == logdog_schema::store::TASK_DONE {
+            break;
+        }
+        if task.lease_expires_us.is_some() {
+            leased = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(leased, "the archivist took the lease before finishing");
+    drop(store);
+    served.crash_and_restart().await;
+    let c = served.client("p");
+    let started = std::time::Instant::now();
+    let mut archival = Value::Null;
+    while started.elapsed() < Duration::from_secs(60) {
+        archival = c.load("crash/+/s").await.expect(200)["state"]["archival"].clone();
+        if archival == "complete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        archival, "complete",
+        "archived again well before a 600 s lease ran out"
+    );
+    let got = c
+        .raw(Method::GET, &c.url("tail/crash/+/s"), None, None, vec![])
+        .await;
+    assert_eq!(got.expect(200)["next_index"], 300_000);
 }

@@ -97,8 +97,8 @@ impl From<diesel::result::Error> for StoreError {
                     || info.message().contains("index row requires") =>
             {
                 StoreError::KeyTooLong(
-                    "the prefix or name is too long for this database's index (PostgreSQL \
-                     indexes keys of up to about 2,700 bytes); use a shorter one"
+                    "a prefix, name or tag value is too long for this database's index \
+                     (PostgreSQL indexes keys of up to about 2,700 bytes); use a shorter one"
                         .into(),
                 )
             }

@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     config.validate()?;
     let listen: SocketAddr = config.listen.parse().context("listen address")?;
     check_startup(&config, listen)?;
+    let listener = bind(listen)?;
     if config.local_mode() {
         tracing::warn!("no tokens configured: local mode, every caller has every role");
     }
@@ -185,7 +186,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         viewers: Default::default(),
         shutdown: shutdown.clone(),
     });
-    let server = http_server(state, listen)?;
+    let server = http_server(state, listener)?;
     let addr = server.0;
     tracing::info!(%addr, "logdog coordinator listening");
     let server = server.1.run();
@@ -203,18 +204,9 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     })
 }
 
-/// The HTTP server: actix-web's app behind actix-http's HTTP/1 service, built by hand (as
-/// `HttpServer` does) so each accepted socket can be wrapped in `JsonErrors`, which gives
-/// the errors actix-http answers by itself (malformed or oversized request heads) the API's
-/// JSON error body.
-fn http_server(
-    state: web::Data<AppState>,
-    listen: SocketAddr,
-) -> anyhow::Result<(SocketAddr, actix_server::ServerBuilder)> {
-    use actix_http::{error::DispatchError, HttpService, Protocol};
-    use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
-    use actix_web::dev::AppConfig;
-
+/// Binds the listening socket: first thing at start-up, so a taken port is one clear
+/// error before any storage or actor exists.
+fn bind(listen: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let socket = match listen {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
@@ -224,10 +216,24 @@ fn http_server(
     socket
         .bind(listen)
         .with_context(|| format!("binding {listen}"))?;
-    let listener = socket
+    Ok(socket
         .listen(1024)
         .with_context(|| format!("binding {listen}"))?
-        .into_std()?;
+        .into_std()?)
+}
+
+/// The HTTP server: actix-web's app behind actix-http's HTTP/1 service, built by hand (as
+/// `HttpServer` does) so each accepted socket can be wrapped in `JsonErrors`, which gives
+/// the errors actix-http answers by itself (malformed or oversized request heads) the API's
+/// JSON error body.
+fn http_server(
+    state: web::Data<AppState>,
+    listener: std::net::TcpListener,
+) -> anyhow::Result<(SocketAddr, actix_server::ServerBuilder)> {
+    use actix_http::{error::DispatchError, HttpService, Protocol};
+    use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
+    use actix_web::dev::AppConfig;
+
     let addr = listener.local_addr().context("no bound address")?;
     let builder = actix_server::Server::build();
     // What HttpServer wires into every connection, so a graceful stop drains keep-alive ones.
@@ -266,7 +272,7 @@ fn http_server(
             })
             .and_then(service)
         })
-        .with_context(|| format!("binding {listen}"))?;
+        .with_context(|| format!("serving {addr}"))?;
     Ok((addr, builder))
 }
 

@@ -638,3 +638,29 @@ async fn an_unwritable_spool_ends_the_stream_after_what_was_queued() {
     assert_eq!(lines, want, "a clean prefix of the output");
     server.stop().await;
 }
+
+/// `serve` on a port that is taken says so in one line and exits 1, before it creates or
+/// migrates any storage.
+#[test]
+fn serve_on_a_taken_port_fails_cleanly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["serve", "--listen", &addr])
+        .current_dir(cwd.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("logdog: binding {addr}: Address already in use (os error 98)"),
+        "{stderr}"
+    );
+    assert!(
+        !cwd.path().join("logdog-data").exists(),
+        "nothing is created before the port is bound"
+    );
+}

@@ -260,8 +260,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // `logdog cat … | head` closing the pipe early is not an error.
             let broken_pipe = e.chain().any(|c| {
+                let pipe = std::io::ErrorKind::BrokenPipe;
                 c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    .is_some_and(|io| io.kind() == pipe)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .is_some_and(|j| j.io_error_kind() == Some(pipe))
             });
             if broken_pipe {
                 return ExitCode::SUCCESS;

@@ -664,3 +664,32 @@ fn serve_on_a_taken_port_fails_cleanly() {
         "nothing is created before the port is bound"
     );
 }
+
+/// `logdog query --json | head -1`: a reader that closes the pipe early ends the command
+/// quietly, like `cat`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_quietly() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.prefix("pipe").await;
+    for i in 0..300 {
+        c.register(&format!("pipe/+/s{i}"), &secret, json!({}))
+            .await
+            .expect(201);
+    }
+    let script = format!(
+        "\"$0\" query --coordinator {} --project p --json 2>\"$1\" | head -c 100 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        server.base()
+    );
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_logdog")])
+        .arg(err.path())
+        .env_remove("LOGDOG_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert_eq!(std::fs::read_to_string(err.path()).unwrap(), "");
+    server.stop().await;
+}

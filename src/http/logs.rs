@@ -81,8 +81,8 @@ fn read_params(req: &HttpRequest) -> Result<ReadParams, ApiError> {
 }
 
 /// Is `format` a text rendering? `text` and `raw` both work for every stream type.
-fn text_format(p: &ReadParams) -> Result<bool, ApiError> {
-    Ok(matches!(p.format, Some(ReadFormat::Text | ReadFormat::Raw)))
+fn text_format(p: &ReadParams) -> bool {
+    matches!(p.format, Some(ReadFormat::Text | ReadFormat::Raw))
 }
 
 /// The caps Get applies: `count` (default and cap from the config) and `bytes`.
@@ -236,7 +236,7 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
     let p = read_params(&req)?;
-    if text_format(&p)? {
+    if text_format(&p) {
         return text(&state, &req, caller, &project, &path, &p).await;
     }
     let stream = load(&state, caller, &project, &path).await?;
@@ -290,7 +290,7 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
         Some(c) => c.min(state.config.limits.get_max_count as u64),
     };
     let from = next.saturating_sub(count);
-    if text_format(&p)? {
+    if text_format(&p) {
         let p = ReadParams {
             index: Some(from),
             count: Some(count),
@@ -377,15 +377,9 @@ impl TextCursor {
                         // Wait for more; a closed channel means the stream went away.
                         let peer = self.peer.clone();
                         let peer_gone = async move {
-                            let Some(peer) = peer else {
-                                return futures::future::pending().await;
-                            };
-                            loop {
-                                tokio::time::sleep(super::watch::PEER_CHECK).await;
-                                if peer.peer_gone() {
-                                    peer.disconnect();
-                                    return;
-                                }
+                            match peer {
+                                Some(peer) => peer.closed().await,
+                                None => futures::future::pending().await,
                             }
                         };
                         tokio::select! {
@@ -521,7 +515,6 @@ pub async fn web_text(state: State, req: HttpRequest) -> Result<HttpResponse, Ap
     } = authorize(&state, &req, None).await?;
     let path = stream_path(&req)?;
     let p = read_params(&req)?;
-    text_format(&p)?;
     text(&state, &req, caller, &project, &path, &p).await
 }
 

@@ -124,6 +124,18 @@ impl PeerSocket {
         }
     }
 
+    /// Resolves once the peer has gone (checked every `PEER_CHECK`), after ending the
+    /// connection: what a response waiting for entries selects on.
+    pub async fn closed(&self) {
+        loop {
+            tokio::time::sleep(PEER_CHECK).await;
+            if self.peer_gone() {
+                self.disconnect();
+                return;
+            }
+        }
+    }
+
     /// Ends the connection at once, whatever its session or response is doing.
     pub fn disconnect(&self) {
         let _ = self.0.shutdown(std::net::Shutdown::Both);

@@ -24,6 +24,81 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations
 /// How long a SQLite writer waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
+// ---------------------------------------------------------------------------------------
+// Long keys on PostgreSQL
+//
+// PostgreSQL's B-tree entries hold about 2.7 KB; paths, prefixes and tag values may be
+// 4 KB. Its indexes hold the first 2,000 characters of a path or prefix and the first 500
+// of a tag value (migrations/postgres/…_long_keys), so every query
+// on those columns also states its condition on the truncated key: an equality as an
+// equality of truncations, a range as the (wider) range of truncations, and an order as
+// (truncation, full value), which is the same order. SQLite indexes whole values; the
+// equalities are added there too (a check on rows already found), ranges and orders only
+// on PostgreSQL.
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    matches!(conn, AnyConnection::Postgresql(_))
+}
+
+type Key = diesel::expression::SqlLiteral<diesel::sql_types::Text>;
+
+/// A column PostgreSQL indexes by its first `chars` characters.
+struct LongKey {
+    column: &'static str,
+    chars: usize,
+}
+
+impl LongKey {
+    /// The indexed expression, spelled as the migration spells it (literal constants, so
+    /// the planner matches the index).
+    fn indexed(&self) -> Key {
+        diesel::dsl::sql(&format!("substr({}, 1, {})", self.column, self.chars))
+    }
+
+    /// `value` cut as the column is cut.
+    fn cut(&self, value: &str) -> String {
+        value.chars().take(self.chars).collect()
+    }
+
+    /// `column = value` implies this.
+    fn eq(&self, value: &str) -> diesel::dsl::Eq<Key, String> {
+        self.indexed().eq(self.cut(value))
+    }
+
+    /// `column >= value` (or `>`) implies this.
+    fn ge(&self, value: &str) -> diesel::dsl::GtEq<Key, String> {
+        self.indexed().ge(self.cut(value))
+    }
+
+    /// `column < value` (or `<=`) implies this.
+    fn le(&self, value: &str) -> diesel::dsl::LtEq<Key, String> {
+        self.indexed().le(self.cut(value))
+    }
+
+    /// `column` starting with `start` (an ASCII name) implies this.
+    fn starts_with(
+        &self,
+        start: &str,
+    ) -> diesel::dsl::And<diesel::dsl::GtEq<Key, String>, diesel::dsl::LtEq<Key, String>> {
+        self.ge(start).and(self.le(&prefix_upper_bound(start)))
+    }
+}
+
+/// Prefixes and paths are ASCII: 2,000 bytes.
+const PREFIX_KEY: LongKey = LongKey {
+    column: "\"prefixes\".\"prefix\"",
+    chars: 2000,
+};
+const PATH_KEY: LongKey = LongKey {
+    column: "\"streams\".\"path\"",
+    chars: 2000,
+};
+/// Tag values are UTF-8, up to four bytes a character.
+const TAG_VALUE_KEY: LongKey = LongKey {
+    column: "\"stream_tags\".\"value\"",
+    chars: 500,
+};
+
 /// A connection to either backend; queries written once with diesel's DSL run on both.
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {
@@ -343,6 +418,7 @@ pub fn get_prefix(
 ) -> Result<Option<PrefixRow>, StoreError> {
     Ok(prefixes::table
         .find((project, prefix))
+        .filter(PREFIX_KEY.eq(prefix))
         .select(PrefixRow::as_select())
         .first(conn)
         .optional()?)
@@ -374,19 +450,21 @@ pub fn delete_prefix(
     prefix: &str,
     now_us: i64,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    let updated = diesel::update(prefixes::table.find((project, prefix)))
-        .set((
-            prefixes::expires_us.eq(now_us),
-            prefixes::secret.eq(None::<Vec<u8>>),
-            prefixes::op_nonce.eq(None::<Vec<u8>>),
-        ))
-        .execute(conn)?;
+    let updated = diesel::update(
+        prefixes::table
+            .find((project, prefix))
+            .filter(PREFIX_KEY.eq(prefix)),
+    )
+    .set((
+        prefixes::expires_us.eq(now_us),
+        prefixes::secret.eq(None::<Vec<u8>>),
+        prefixes::op_nonce.eq(None::<Vec<u8>>),
+    ))
+    .execute(conn)?;
     if updated == 0 {
         return Ok(None);
     }
-    let ids: Vec<String> = streams::table
-        .filter(streams::project.eq(project))
-        .filter(streams::prefix.eq(prefix))
+    let ids: Vec<String> = streams_of_prefix(conn, project, prefix)
         .select(streams::id)
         .load(conn)?;
     for chunk in ids.chunks(500) {
@@ -688,11 +766,26 @@ pub fn stream_paths_under(
     project: &str,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(streams::table
-        .filter(streams::project.eq(project))
-        .filter(streams::prefix.eq(prefix))
+    Ok(streams_of_prefix(conn, project, prefix)
         .select(streams::path)
         .load(conn)?)
+}
+
+/// The streams of one prefix: on PostgreSQL a range of indexed paths (`prefix/+/…`).
+fn streams_of_prefix<'a>(
+    conn: &AnyConnection,
+    project: &'a str,
+    prefix: &'a str,
+) -> streams::BoxedQuery<'a, <AnyConnection as Connection>::Backend> {
+    let mut q = streams::table
+        .filter(streams::project.eq(project))
+        .filter(streams::prefix.eq(prefix))
+        .into_boxed();
+    if is_postgres(conn) {
+        let start = format!("{prefix}{}", crate::names::PATH_SEP);
+        q = q.filter(PATH_KEY.starts_with(&start));
+    }
+    q
 }
 
 pub fn stream_tags(
@@ -969,16 +1062,27 @@ pub fn query_streams(
         .filter(streams::project.eq(&f.project))
         .select(StreamRow::as_select())
         .into_boxed();
+    let postgres = is_postgres(conn);
     if let Some(p) = &f.prefix {
         q = q.filter(streams::prefix.eq(p));
+        if postgres {
+            let start = format!("{p}{}", crate::names::PATH_SEP);
+            q = q.filter(PATH_KEY.starts_with(&start));
+        }
     }
     if let Some(start) = &f.path_starts_with {
         q = q
             .filter(streams::path.ge(start.clone()))
             .filter(streams::path.lt(prefix_upper_bound(start)));
+        if postgres {
+            q = q.filter(PATH_KEY.starts_with(start));
+        }
     }
     if let Some(after) = &f.after {
         q = q.filter(streams::path.gt(after.clone()));
+        if postgres {
+            q = q.filter(PATH_KEY.ge(after));
+        }
     }
     for (key, value) in &f.tags {
         let with_key = stream_tags::table
@@ -989,6 +1093,7 @@ pub fn query_streams(
                 streams::id.eq_any(
                     with_key
                         .filter(stream_tags::value.eq(v.clone()))
+                        .filter(TAG_VALUE_KEY.eq(v))
                         .select(stream_tags::stream_id),
                 ),
             ),
@@ -1018,7 +1123,12 @@ pub fn query_streams(
     if let Some(p) = f.purged {
         q = q.filter(streams::purged.eq(p));
     }
-    Ok(q.order(streams::path.asc()).limit(limit).load(conn)?)
+    let q = if postgres {
+        q.order((PATH_KEY.indexed().asc(), streams::path.asc()))
+    } else {
+        q.order(streams::path.asc())
+    };
+    Ok(q.limit(limit).load(conn)?)
 }
 
 /// Registered prefixes equal to `under` or below `under/` (all when None), after `after`,
@@ -1034,6 +1144,7 @@ pub fn list_prefixes(
         .filter(prefixes::project.eq(project))
         .select(PrefixRow::as_select())
         .into_boxed();
+    let postgres = is_postgres(conn);
     if let Some(u) = under {
         let below = format!("{u}/");
         q = q.filter(
@@ -1041,11 +1152,23 @@ pub fn list_prefixes(
                 .ge(below.clone())
                 .and(prefixes::prefix.lt(prefix_upper_bound(&below)))),
         );
+        if postgres {
+            // `u` itself and `u/…` all start with `u`.
+            q = q.filter(PREFIX_KEY.starts_with(u));
+        }
     }
     if let Some(a) = after {
         q = q.filter(prefixes::prefix.gt(a.to_owned()));
+        if postgres {
+            q = q.filter(PREFIX_KEY.ge(a));
+        }
     }
-    Ok(q.order(prefixes::prefix.asc()).limit(limit).load(conn)?)
+    let q = if postgres {
+        q.order((PREFIX_KEY.indexed().asc(), prefixes::prefix.asc()))
+    } else {
+        q.order(prefixes::prefix.asc())
+    };
+    Ok(q.limit(limit).load(conn)?)
 }
 
 // ---------------------------------------------------------------------------------------

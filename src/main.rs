@@ -139,6 +139,8 @@ enum Command {
     Cat {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        retrying: Retrying,
         /// The project; then STREAM is PREFIX/+/NAME.
         #[arg(long, env = "LOGDOG_PROJECT")]
         project: Option<String>,
@@ -155,6 +157,8 @@ enum Command {
     Tail {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        retrying: Retrying,
         /// The project; then STREAM is PREFIX/+/NAME.
         #[arg(long, env = "LOGDOG_PROJECT")]
         project: Option<String>,
@@ -171,6 +175,9 @@ enum Command {
     Query {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        retrying: Retrying,
+        /// The project to search (default: $LOGDOG_PROJECT, else "default").
         #[arg(long, env = "LOGDOG_PROJECT", default_value = "default")]
         project: String,
         /// Streams of this prefix only (exact).
@@ -202,6 +209,9 @@ enum Command {
     Ls {
         #[command(flatten)]
         conn: Conn,
+        #[command(flatten)]
+        retrying: Retrying,
+        /// The project to list (default: $LOGDOG_PROJECT, else "default").
         #[arg(long, env = "LOGDOG_PROJECT", default_value = "default")]
         project: String,
         /// A prefix, e.g. build/1 (lists everything when omitted).
@@ -222,6 +232,28 @@ struct Conn {
     /// A token (sent as a Bearer token); none in local mode.
     #[arg(long, env = "LOGDOG_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+/// How long a read command waits for a coordinator that cannot be reached.
+#[derive(Args)]
+struct Retrying {
+    /// Retry an unreachable or failing coordinator for this many seconds, then fail with
+    /// exit code 1 (0: do not retry). A follow that was connected once keeps retrying.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    retry_for: f64,
+}
+
+impl Retrying {
+    fn limit(&self) -> anyhow::Result<Duration> {
+        secs("--retry-for", self.retry_for)
+    }
+
+    fn patience(&self) -> anyhow::Result<logdog::client::api::Patience> {
+        Ok(logdog::client::api::Patience::bounded(
+            logdog::client::read::MAX_BACKOFF,
+            self.limit()?,
+        ))
+    }
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -404,30 +436,45 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Cat {
             conn,
+            retrying,
             project,
             follow,
             from,
             stream,
         } => {
-            let t = Target::parse(&stream, &conn.coordinator, conn.token, project.as_deref())?;
+            let t = Target::parse(
+                &stream,
+                &conn.coordinator,
+                conn.token,
+                project.as_deref(),
+                retrying.limit()?,
+            )?;
             let mut out = std::io::stdout().lock();
             client_runtime()?.block_on(logdog::client::read::cat(&t, from, follow, &mut out))?;
             Ok(0)
         }
         Command::Tail {
             conn,
+            retrying,
             project,
             lines,
             follow,
             stream,
         } => {
-            let t = Target::parse(&stream, &conn.coordinator, conn.token, project.as_deref())?;
+            let t = Target::parse(
+                &stream,
+                &conn.coordinator,
+                conn.token,
+                project.as_deref(),
+                retrying.limit()?,
+            )?;
             let mut out = std::io::stdout().lock();
             client_runtime()?.block_on(logdog::client::read::tail(&t, lines, follow, &mut out))?;
             Ok(0)
         }
         Command::Query {
             conn,
+            retrying,
             project,
             prefix,
             name,
@@ -449,8 +496,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 purged,
                 limit,
             };
-            let streams =
-                client_runtime()?.block_on(logdog::client::read::query(&api, &project, &q))?;
+            let streams = client_runtime()?.block_on(logdog::client::read::query(
+                &api,
+                &project,
+                &q,
+                retrying.patience()?,
+            ))?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &streams)?;
@@ -462,6 +513,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Ls {
             conn,
+            retrying,
             project,
             prefix,
         } => {
@@ -472,6 +524,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 &api,
                 &project,
                 prefix.as_deref(),
+                retrying.patience()?,
                 &mut out,
             ))?;
             Ok(0)

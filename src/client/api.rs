@@ -2,7 +2,7 @@
 //! Bearer token, API errors decoded from the `{"error": {"code", "message"}}` body, and a
 //! retry loop for what is worth retrying (network errors, 408, 429 and 5xx).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -21,6 +21,12 @@ pub enum ClientError {
     },
     /// No answer: connection refused or reset, timeout, a body cut short.
     Network(String),
+    /// Retried for as long as allowed (`--retry-for`); `last` is the last failure.
+    GaveUp {
+        what: String,
+        after: Duration,
+        last: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -48,6 +54,7 @@ impl ClientError {
     pub fn retryable(&self) -> bool {
         match self {
             ClientError::Network(_) => true,
+            ClientError::GaveUp { .. } => false,
             ClientError::Status { status, .. } => {
                 status.is_server_error()
                     || *status == StatusCode::TOO_MANY_REQUESTS
@@ -60,6 +67,7 @@ impl ClientError {
         match self {
             ClientError::Status { status, .. } => Some(*status),
             ClientError::Network(_) => None,
+            ClientError::GaveUp { last, .. } => last.status(),
         }
     }
 }
@@ -74,6 +82,14 @@ impl std::fmt::Display for ClientError {
                 ..
             } => write!(f, "{} {code}: {message}", status.as_u16()),
             ClientError::Network(e) => write!(f, "coordinator unreachable: {e}"),
+            ClientError::GaveUp { what, after, last } if after.is_zero() => {
+                write!(f, "{what}: {last} (not retried: --retry-for 0)")
+            }
+            ClientError::GaveUp { what, after, last } => write!(
+                f,
+                "{what}: {last}; gave up after retrying for {} (--retry-for)",
+                seconds(*after)
+            ),
         }
     }
 }
@@ -171,16 +187,21 @@ impl Api {
     }
 }
 
-/// reqwest's error with its causes, which hold the useful part ("connection refused").
+/// reqwest's error with its causes, which hold the useful part ("connection refused"); a
+/// failed connection says only where to and why.
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
+    let mut causes = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        causes.push(cause.to_string());
         source = cause.source();
     }
-    s
+    if e.is_connect() {
+        if let (Some(url), Some(root)) = (e.url(), causes.last()) {
+            return format!("cannot connect to {}: {root}", url.origin().ascii_serialization());
+        }
+    }
+    std::iter::once(e.to_string()).chain(causes).collect::<Vec<_>>().join(": ")
 }
 
 /// Exponential backoff for retries: 100 ms doubling to `max`, or what Retry-After says.
@@ -216,30 +237,139 @@ impl Backoff {
     }
 }
 
-/// Calls `f` until it succeeds or fails in a way retrying cannot fix. The first failure
-/// and the recovery are reported on stderr as `what`.
-pub async fn retry<T, F, Fut>(what: &str, max_backoff: Duration, mut f: F) -> Result<T, ClientError>
+/// How long a client keeps retrying what is worth retrying.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Give up once this long has passed since the first failure (None: never).
+    pub give_up_after: Option<Duration>,
+    /// Say so at every attempt, not only at the first failure and the recovery.
+    pub each_attempt: bool,
+}
+
+impl Patience {
+    /// Retries until it works (uploads: nothing acknowledged may be dropped).
+    pub fn forever(max_backoff: Duration) -> Self {
+        Self {
+            max_backoff,
+            give_up_after: None,
+            each_attempt: false,
+        }
+    }
+
+    /// Retries for `limit` at most (`--retry-for`), then fails.
+    pub fn bounded(max_backoff: Duration, limit: Duration) -> Self {
+        Self {
+            max_backoff,
+            give_up_after: Some(limit),
+            each_attempt: false,
+        }
+    }
+}
+
+/// One retry loop's state: the backoff, when failing started, how often it failed; what
+/// it says on stderr as `what`.
+pub struct Retrier {
+    what: String,
+    pub patience: Patience,
+    backoff: Backoff,
+    failing_since: Option<Instant>,
+    failures: u32,
+}
+
+impl Retrier {
+    pub fn new(what: impl Into<String>, patience: Patience) -> Self {
+        Self {
+            what: what.into(),
+            patience,
+            backoff: Backoff::new(patience.max_backoff),
+            failing_since: None,
+            failures: 0,
+        }
+    }
+
+    /// After a retryable failure: waits before the next attempt, or, when the patience is
+    /// spent, gives up with `ClientError::GaveUp`.
+    pub async fn wait(&mut self, err: ClientError) -> Result<(), ClientError> {
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        self.failures += 1;
+        let mut delay = self.backoff.delay(&err);
+        let what = &self.what;
+        match self.patience.give_up_after {
+            Some(limit) => {
+                let spent = since.elapsed();
+                if spent >= limit {
+                    return Err(ClientError::GaveUp {
+                        what: what.clone(),
+                        after: limit,
+                        last: Box::new(err),
+                    });
+                }
+                delay = delay.min(limit - spent);
+                if self.failures == 1 {
+                    eprintln!(
+                        "logdog: {what}: {err}; retrying for up to {} (--retry-for)",
+                        seconds(limit)
+                    );
+                } else if self.patience.each_attempt {
+                    eprintln!("logdog: {what}: {err}; attempt {}", self.failures + 1);
+                }
+            }
+            None if self.failures == 1 || self.patience.each_attempt => {
+                eprintln!(
+                    "logdog: {what}: {err}; retrying in {} (attempt {})",
+                    seconds(delay),
+                    self.failures + 1
+                );
+            }
+            None => {}
+        }
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// After a success: reports the recovery and starts afresh.
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            let n = self.failures;
+            let what = &self.what;
+            eprintln!(
+                "logdog: {what}: succeeded after {n} {}",
+                if n == 1 { "retry" } else { "retries" }
+            );
+        }
+        self.failures = 0;
+        self.failing_since = None;
+        self.backoff.reset();
+    }
+}
+
+/// `1.5 s`, `30 s`.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// Calls `f` until it succeeds, fails in a way retrying cannot fix, or `patience` is
+/// spent. The first failure and the recovery are reported on stderr as `what`.
+pub async fn retry<T, F, Fut>(what: &str, patience: Patience, mut f: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
-    let mut backoff = Backoff::new(max_backoff);
-    let mut failures = 0u32;
+    let mut r = Retrier::new(what, patience);
     loop {
         match f().await {
             Ok(v) => {
-                if failures > 0 {
-                    eprintln!("logdog: {what}: succeeded after {failures} retries");
-                }
+                r.succeeded();
                 return Ok(v);
             }
-            Err(e) if e.retryable() => {
-                if failures == 0 {
-                    eprintln!("logdog: {what}: {e}; retrying");
-                }
-                failures += 1;
-                tokio::time::sleep(backoff.delay(&e)).await;
-            }
+            Err(e) if e.retryable() => r.wait(e).await?,
             Err(e) => return Err(e),
         }
     }

@@ -11,7 +11,7 @@ use logdog_schema::wire::{Content, Entry, LogEntry, StreamJson};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::api::{retry, Api, Backoff, ClientError};
+use super::api::{retry, Api, ClientError, Patience, Retrier};
 use crate::http::logs::{LogsPage, PrefixList, QueryResponse};
 use crate::http::watch::WatchFrame;
 
@@ -20,6 +20,8 @@ pub struct Target {
     pub api: Api,
     pub project: String,
     pub path: String,
+    /// How long a coordinator that cannot be reached (or fails) is retried.
+    pub patience: Patience,
 }
 
 impl Target {
@@ -32,6 +34,7 @@ impl Target {
         coordinator: &str,
         token: Option<String>,
         project: Option<&str>,
+        retry_for: Duration,
     ) -> anyhow::Result<Self> {
         let (base, project, path) = if let Some((scheme, rest)) = arg.split_once("://") {
             let scheme = match scheme {
@@ -77,6 +80,7 @@ impl Target {
             api: Api::new(&base, token)?,
             project,
             path,
+            patience: Patience::bounded(MAX_BACKOFF, retry_for),
         })
     }
 
@@ -86,7 +90,8 @@ impl Target {
     }
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Text per Get page for `cat`: enough to be fast, small enough to keep memory low.
 const PAGE_BYTES: u64 = 2 << 20;
@@ -130,7 +135,7 @@ pub async fn cat(t: &Target, from: u64, follow: bool, out: &mut impl Write) -> a
             "logs",
             &format!("index={index}&count=10000&bytes={PAGE_BYTES}"),
         );
-        let page: LogsPage = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
+        let page: LogsPage = retry("reading", t.patience, || t.api.get(&url)).await?;
         let entries = entries_of(page.entries)?;
         if entries.is_empty() {
             return Ok(());
@@ -152,7 +157,7 @@ pub async fn tail(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let url = t.url("tail", &format!("count={}", lines.max(1)));
-    let page: LogsPage = retry("reading", MAX_BACKOFF, || t.api.get(&url)).await?;
+    let page: LogsPage = retry("reading", t.patience, || t.api.get(&url)).await?;
     let next = page.next_index;
     let entries = entries_of(page.entries)?;
     let mut text = Vec::new();
@@ -178,10 +183,12 @@ pub async fn tail(
     Ok(())
 }
 
-/// Follows the stream over the websocket from `from` until its `end` frame.
+/// Follows the stream over the websocket from `from` until its `end` frame. Until the
+/// first connection the coordinator is retried for `--retry-for`; once it was reachable,
+/// for as long as it takes, saying so at every attempt.
 async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new(MAX_BACKOFF);
-    let mut failing = false;
+    let mut retrier = Retrier::new("following", t.patience);
+    let mut connected = false;
     loop {
         let mut req = t
             .api
@@ -200,24 +207,33 @@ async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Resul
                 if !err.retryable() {
                     return Err(err.into());
                 }
-                wait(&mut backoff, &mut failing, &err).await;
+                retrier.wait(err).await?;
+                continue;
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Io(e)) => {
+                let base = &t.api.base;
+                let err = ClientError::Network(format!("cannot connect to {base}: {e}"));
+                retrier.wait(err).await?;
                 continue;
             }
             Err(e) => {
-                wait(
-                    &mut backoff,
-                    &mut failing,
-                    &ClientError::Network(e.to_string()),
-                )
-                .await;
+                retrier.wait(ClientError::Network(e.to_string())).await?;
                 continue;
             }
         };
-        if failing {
-            eprintln!("logdog: following again from index {from}");
-            failing = false;
+        if connected {
+            retrier.succeeded();
+        } else {
+            connected = true;
+            retrier = Retrier::new(
+                "following",
+                Patience {
+                    give_up_after: None,
+                    each_attempt: true,
+                    ..t.patience
+                },
+            );
         }
-        backoff.reset();
         while let Some(msg) = ws.next().await {
             match msg {
                 Ok(Message::Text(text)) => match serde_json::from_str::<WatchFrame>(&text)? {
@@ -249,17 +265,9 @@ async fn watch(t: &Target, mut from: u64, out: &mut impl Write) -> anyhow::Resul
             }
         }
         // Closed without `end`: the server restarted or the network dropped; resume.
-        let err = ClientError::Network("the watch connection closed".into());
-        wait(&mut backoff, &mut failing, &err).await;
+        let err = ClientError::Network(format!("the watch connection closed (at index {from})"));
+        retrier.wait(err).await?;
     }
-}
-
-async fn wait(backoff: &mut Backoff, failing: &mut bool, err: &ClientError) {
-    if !*failing {
-        eprintln!("logdog: {err}; reconnecting");
-        *failing = true;
-    }
-    tokio::time::sleep(backoff.delay(err)).await;
 }
 
 /// What `logdog query` filters by.
@@ -276,7 +284,12 @@ pub struct QueryOptions {
 }
 
 /// `logdog query`: the matching streams, every page of them up to `limit`.
-pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result<Vec<StreamJson>> {
+pub async fn query(
+    api: &Api,
+    project: &str,
+    q: &QueryOptions,
+    patience: Patience,
+) -> anyhow::Result<Vec<StreamJson>> {
     let mut params = form_urlencoded::Serializer::new(String::new());
     for (k, v) in [
         ("prefix", &q.prefix),
@@ -306,7 +319,7 @@ pub async fn query(api: &Api, project: &str, q: &QueryOptions) -> anyhow::Result
             url.push_str("&cursor=");
             url.push_str(&form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>());
         }
-        let page: QueryResponse = retry("querying", MAX_BACKOFF, || api.get(&url)).await?;
+        let page: QueryResponse = retry("querying", patience, || api.get(&url)).await?;
         streams.extend(page.streams);
         cursor = page.next_cursor;
         if cursor.is_none() || (q.limit > 0 && streams.len() >= q.limit) {
@@ -358,6 +371,7 @@ pub async fn ls(
     api: &Api,
     project: &str,
     prefix: Option<&str>,
+    patience: Patience,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let prefix = prefix.map(|p| p.trim_end_matches('/'));
@@ -372,7 +386,7 @@ pub async fn ls(
             url.push_str("&cursor=");
             url.extend(form_urlencoded::byte_serialize(c.as_bytes()));
         }
-        let page: PrefixList = retry("listing prefixes", MAX_BACKOFF, || api.get(&url)).await?;
+        let page: PrefixList = retry("listing prefixes", patience, || api.get(&url)).await?;
         for p in &page.prefixes {
             if Some(p.prefix.as_str()) != prefix {
                 writeln!(out, "{}/\texpires {}", p.prefix, p.expires_at)?;
@@ -388,7 +402,7 @@ pub async fn ls(
             prefix: Some(p.to_owned()),
             ..Default::default()
         };
-        for s in query(api, project, &q).await? {
+        for s in query(api, project, &q, patience).await? {
             writeln!(
                 out,
                 "{}\t{}\t{} entries",
@@ -407,7 +421,7 @@ mod tests {
     use super::*;
 
     fn parse(arg: &str, project: Option<&str>) -> (String, String, String) {
-        let t = Target::parse(arg, "http://127.0.0.1:8080", None, project).unwrap();
+        let t = Target::parse(arg, "http://127.0.0.1:8080", None, project, Duration::ZERO).unwrap();
         (t.api.base, t.project, t.path)
     }
 
@@ -441,7 +455,7 @@ mod tests {
             "Demo/b/+/c",
         ] {
             assert!(
-                Target::parse(bad, "http://127.0.0.1:8080", None, None).is_err(),
+                Target::parse(bad, "http://127.0.0.1:8080", None, None, Duration::ZERO).is_err(),
                 "{bad}"
             );
         }

@@ -24,7 +24,7 @@ use crate::http::services::{AppendResult, RegisterStreamRequest, TerminateReques
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OnceCell};
 
-use super::api::{retry, Api, ClientError};
+use super::api::{retry, Api, ClientError, Patience};
 use super::outbox::{Outbox, PushError, Record};
 
 /// What `logdog stream` was asked to do.
@@ -97,7 +97,7 @@ impl Shared {
     async fn secret(&self) -> Result<&str, ClientError> {
         self.secret
             .get_or_try_init(|| {
-                retry("registering the prefix", self.max_backoff, || {
+                retry("registering the prefix", Patience::forever(self.max_backoff), || {
                     self.register_prefix_once()
                 })
             })
@@ -744,7 +744,7 @@ async fn upload_all(
         .map_err(|e| format!("registering prefix {:?}: {e}", shared.prefix))?
         .to_owned();
     if !registered {
-        retry(&format!("registering {path}"), max_backoff, || {
+        retry(&format!("registering {path}"), Patience::forever(max_backoff), || {
             shared.register_stream_once(&secret, &pipe.name)
         })
         .await
@@ -782,7 +782,7 @@ async fn upload_all(
         body.extend_from_slice(b"]}");
         let body = bytes::Bytes::from(body);
         // The records are serialised LogEntries: this is an AppendRequest, written in place.
-        retry(&format!("appending to {path}"), max_backoff, || {
+        retry(&format!("appending to {path}"), Patience::forever(max_backoff), || {
             api.call::<AppendResult>(
                 api.request(Method::POST, &logs)
                     .header("X-Prefix-Secret", &secret)
@@ -799,7 +799,7 @@ async fn upload_all(
         terminal_index: total.checked_sub(1).map(|t| t as i64),
     };
     let url = api.project_url(&shared.project, &format!("streams/{path}"));
-    retry(&format!("terminating {path}"), max_backoff, || {
+    retry(&format!("terminating {path}"), Patience::forever(max_backoff), || {
         api.call::<StreamJson>(
             api.request(Method::PATCH, &url)
                 .header("X-Prefix-Secret", &secret)

@@ -693,3 +693,95 @@ async fn a_closed_stdout_ends_quietly() {
     assert_eq!(std::fs::read_to_string(err.path()).unwrap(), "");
     server.stop().await;
 }
+
+/// `cat`, `tail`, `query` and `ls` against a coordinator that is not there: one line that
+/// says how long they retry, one that they gave up, exit 1, within `--retry-for`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_clients_give_up_on_an_absent_coordinator() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    for (args, what) in [
+        (vec!["cat", "p/a/+/b"], "reading"),
+        (vec!["tail", "p/a/+/b"], "reading"),
+        (vec!["cat", "--follow", "p/a/+/b"], "following"),
+        (vec!["query", "--project", "p"], "querying"),
+        (vec!["ls", "--project", "p"], "listing prefixes"),
+    ] {
+        let started = std::time::Instant::now();
+        let mut a = args.clone();
+        a.extend(["--retry-for", "1.5"]);
+        let r = run(&base, &a).await;
+        let took = started.elapsed();
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        let refused = format!("cannot connect to {base}: Connection refused");
+        assert_eq!(lines.len(), 2, "{args:?}: {}", r.stderr);
+        assert!(
+            lines[0].starts_with(&format!("logdog: {what}: coordinator unreachable: {refused}"))
+                && lines[0].ends_with("; retrying for up to 1.5 s (--retry-for)"),
+            "{args:?}: {}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with("; gave up after retrying for 1.5 s (--retry-for)"),
+            "{args:?}: {}",
+            lines[1]
+        );
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+            "{args:?} took {took:?}"
+        );
+    }
+    // 0: no retry at all.
+    let r = run(&base, &["query", "--retry-for", "0"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.trim_end().ends_with("(not retried: --retry-for 0)"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A follow that was connected once keeps retrying a coordinator that went away, saying so
+/// at each attempt, and carries on where it was when the coordinator is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_outlasts_a_restart_and_says_so() {
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let mut config = db.config();
+    config.listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start(config.clone());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.text_stream("fol", "s").await;
+    c.append("fol/+/s", &secret, lines(0, 2)).await.expect(200);
+    let child = logdog(&base, &["cat", "--follow", "--retry-for", "1", "p/fol/+/s"])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.stop().await;
+    // Longer than --retry-for: once connected, a follow does not give up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    c.append("fol/+/s", &secret, lines(2, 4)).await.expect(200);
+    c.terminate("fol/+/s", &secret, json!({"terminal_index": 3}))
+        .await
+        .expect(200);
+    let r = finish(child).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "line 0\nline 1\nline 2\nline 3\n");
+    let attempts = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("logdog: following: ") && l.contains("(attempt "))
+        .count();
+    assert!(attempts >= 3, "one line per attempt: {}", r.stderr);
+    assert!(
+        r.stderr.contains("logdog: following: succeeded after"),
+        "{}",
+        r.stderr
+    );
+    server.stop().await;
+}

@@ -82,9 +82,10 @@ enum Command {
     /// Registers a prefix, then uploads the command's stdout and stderr as the text streams
     /// NAME/stdout and NAME/stderr (stdin alone: NAME/stdout), copying them to this terminal
     /// too. Both streams are terminated when the command ends, and logdog exits with the
-    /// command's exit code. The viewer URLs are printed (to stderr) first. Uploads are
-    /// retried with backoff until they succeed; while the coordinator is unreachable the
-    /// command keeps running and its output waits in memory, then in a spool file on disk.
+    /// command's exit code. The viewer URLs are printed (to stderr) once the registration
+    /// succeeded. Uploads are retried with backoff until they succeed; while the
+    /// coordinator is unreachable the command keeps running and its output waits in
+    /// memory, then in a spool file on disk.
     #[command(
         after_help = "Examples:\n  logdog stream --project demo -- make -j8\n  \
         ./test.sh 2>&1 | logdog stream --project demo --name tests"

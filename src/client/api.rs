@@ -198,10 +198,16 @@ fn describe(e: &reqwest::Error) -> String {
     }
     if e.is_connect() {
         if let (Some(url), Some(root)) = (e.url(), causes.last()) {
-            return format!("cannot connect to {}: {root}", url.origin().ascii_serialization());
+            return format!(
+                "cannot connect to {}: {root}",
+                url.origin().ascii_serialization()
+            );
         }
     }
-    std::iter::once(e.to_string()).chain(causes).collect::<Vec<_>>().join(": ")
+    std::iter::once(e.to_string())
+        .chain(causes)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Exponential backoff for retries: 100 ms doubling to `max`, or what Retry-After says.

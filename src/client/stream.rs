@@ -74,6 +74,9 @@ struct Shared {
     started_at: chrono::DateTime<chrono::Utc>,
     tags: std::collections::BTreeMap<String, String>,
     max_backoff: Duration,
+    /// The streams' names, and whether their viewer URLs were printed.
+    names: Vec<String>,
+    announced: std::sync::Once,
 }
 
 impl Shared {
@@ -95,14 +98,33 @@ impl Shared {
     /// The prefix secret, registering the prefix first (retried: the op_nonce makes a
     /// repeated registration answer with the same secret).
     async fn secret(&self) -> Result<&str, ClientError> {
-        self.secret
+        let secret = self
+            .secret
             .get_or_try_init(|| {
-                retry("registering the prefix", Patience::forever(self.max_backoff), || {
-                    self.register_prefix_once()
-                })
+                retry(
+                    "registering the prefix",
+                    Patience::forever(self.max_backoff),
+                    || self.register_prefix_once(),
+                )
             })
-            .await
-            .map(String::as_str)
+            .await?;
+        self.announce();
+        Ok(secret)
+    }
+
+    /// Prints the viewer URLs, once the prefix is ours (never links to a refused
+    /// registration, or to someone else's streams under a taken prefix).
+    fn announce(&self) {
+        self.announced.call_once(|| {
+            for n in &self.names {
+                eprintln!(
+                    "logdog: {n}: {}/logs/{}/{}",
+                    self.api.base,
+                    self.project,
+                    self.path(n)
+                );
+            }
+        });
     }
 
     fn path(&self, stream: &str) -> String {
@@ -162,6 +184,14 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
     logdog_schema::names::StreamPath::new(&prefix, &format!("{}/stdout", opts.name))
         .map_err(|e| anyhow::anyhow!("--prefix/--name: {e}"))?;
     let tags: std::collections::BTreeMap<String, String> = opts.tags.iter().cloned().collect();
+    let names: Vec<String> = if opts.command.is_empty() {
+        vec![format!("{}/stdout", opts.name)]
+    } else {
+        vec![
+            format!("{}/stdout", opts.name),
+            format!("{}/stderr", opts.name),
+        ]
+    };
     let nonce: [u8; 32] = rand::random();
     let shared = Arc::new(Shared {
         api: opts.api.clone(),
@@ -174,23 +204,9 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
         started_at: chrono::Utc::now(),
         tags,
         max_backoff: opts.max_backoff,
+        names: names.clone(),
+        announced: std::sync::Once::new(),
     });
-    let names: Vec<String> = if opts.command.is_empty() {
-        vec![format!("{}/stdout", opts.name)]
-    } else {
-        vec![
-            format!("{}/stdout", opts.name),
-            format!("{}/stderr", opts.name),
-        ]
-    };
-    for n in &names {
-        eprintln!(
-            "logdog: {n}: {}/logs/{}/{}",
-            opts.api.base,
-            opts.project,
-            shared.path(n)
-        );
-    }
 
     // Register before the command starts when the coordinator is there; a refusal (bad
     // token, unknown project, prefix taken) stops here. If it cannot be reached, the
@@ -206,6 +222,7 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
                     Err(e) => anyhow::bail!("registering {}: {e}", shared.path(n)),
                 }
             }
+            shared.announce();
         }
         Err(e) if e.retryable() => eprintln!(
             "logdog: {e}; running the command anyway, its output is kept until the coordinator answers"
@@ -744,9 +761,11 @@ async fn upload_all(
         .map_err(|e| format!("registering prefix {:?}: {e}", shared.prefix))?
         .to_owned();
     if !registered {
-        retry(&format!("registering {path}"), Patience::forever(max_backoff), || {
-            shared.register_stream_once(&secret, &pipe.name)
-        })
+        retry(
+            &format!("registering {path}"),
+            Patience::forever(max_backoff),
+            || shared.register_stream_once(&secret, &pipe.name),
+        )
         .await
         .map_err(|e| format!("registering {path}: {e}"))?;
     }
@@ -782,14 +801,18 @@ async fn upload_all(
         body.extend_from_slice(b"]}");
         let body = bytes::Bytes::from(body);
         // The records are serialised LogEntries: this is an AppendRequest, written in place.
-        retry(&format!("appending to {path}"), Patience::forever(max_backoff), || {
-            api.call::<AppendResult>(
-                api.request(Method::POST, &logs)
-                    .header("X-Prefix-Secret", &secret)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()),
-            )
-        })
+        retry(
+            &format!("appending to {path}"),
+            Patience::forever(max_backoff),
+            || {
+                api.call::<AppendResult>(
+                    api.request(Method::POST, &logs)
+                        .header("X-Prefix-Secret", &secret)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone()),
+                )
+            },
+        )
         .await
         .map_err(|e| format!("appending to {path}: {e}"))?;
         pipe.uploaded.fetch_add(n, Ordering::Relaxed);
@@ -799,13 +822,17 @@ async fn upload_all(
         terminal_index: total.checked_sub(1).map(|t| t as i64),
     };
     let url = api.project_url(&shared.project, &format!("streams/{path}"));
-    retry(&format!("terminating {path}"), Patience::forever(max_backoff), || {
-        api.call::<StreamJson>(
-            api.request(Method::PATCH, &url)
-                .header("X-Prefix-Secret", &secret)
-                .json(&body),
-        )
-    })
+    retry(
+        &format!("terminating {path}"),
+        Patience::forever(max_backoff),
+        || {
+            api.call::<StreamJson>(
+                api.request(Method::PATCH, &url)
+                    .header("X-Prefix-Secret", &secret)
+                    .json(&body),
+            )
+        },
+    )
     .await
     .map_err(|e| format!("terminating {path}: {e}"))?;
     Ok(())

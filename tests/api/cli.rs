@@ -266,7 +266,24 @@ async fn stream_refusals_stop_before_the_command_runs() {
     let base = server.base();
     let marker = db.dir.path().join("ran");
     let touch = format!("touch {}", marker.display());
-    let cases: [(&[&str], &str); 4] = [
+    // Someone else's prefix.
+    server
+        .client("p")
+        .with_token(Some("writer-token"))
+        .prefix("taken")
+        .await;
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--project",
+                "p",
+                "--prefix",
+                "taken",
+                "--token",
+                "writer-token",
+            ],
+            "409 already_exists: prefix \"taken\" is already registered",
+        ),
         (&["--project", "p"], "401 unauthenticated"),
         (
             &["--project", "q", "--token", "writer-token"],
@@ -296,6 +313,11 @@ async fn stream_refusals_stop_before_the_command_runs() {
         assert_eq!(r.code, 1, "{flags:?}: {}", r.stderr);
         assert!(r.stderr.contains(message), "{flags:?}: {}", r.stderr);
         assert!(!marker.exists(), "{flags:?}: the command did not run");
+        assert!(
+            !r.stderr.contains("/logs/"),
+            "{flags:?}: no viewer URL for a refused registration: {}",
+            r.stderr
+        );
     }
     // With the token it runs, and the token reads the result back.
     let r = run(
@@ -718,8 +740,9 @@ async fn read_clients_give_up_on_an_absent_coordinator() {
         let refused = format!("cannot connect to {base}: Connection refused");
         assert_eq!(lines.len(), 2, "{args:?}: {}", r.stderr);
         assert!(
-            lines[0].starts_with(&format!("logdog: {what}: coordinator unreachable: {refused}"))
-                && lines[0].ends_with("; retrying for up to 1.5 s (--retry-for)"),
+            lines[0].starts_with(&format!(
+                "logdog: {what}: coordinator unreachable: {refused}"
+            )) && lines[0].ends_with("; retrying for up to 1.5 s (--retry-for)"),
             "{args:?}: {}",
             lines[0]
         );
@@ -737,7 +760,9 @@ async fn read_clients_give_up_on_an_absent_coordinator() {
     let r = run(&base, &["query", "--retry-for", "0"]).await;
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.trim_end().ends_with("(not retried: --retry-for 0)"),
+        r.stderr
+            .trim_end()
+            .ends_with("(not retried: --retry-for 0)"),
         "{}",
         r.stderr
     );

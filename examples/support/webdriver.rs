@@ -9,9 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A chromedriver process and one browser session.
+/// A chromedriver process and one browser session. ChromeDriver runs in a process group
+/// of its own, with the browser it starts: ending a `Browser` (`quit`, or dropping it)
+/// kills the group and every process ChromeDriver started, and fails when one survives.
 pub struct Browser {
     driver: std::process::Child,
+    /// ChromeDriver's process group (its pid), which the browser's processes share.
+    pub group: i32,
+    ended: bool,
     base: String,
     session: String,
     http: reqwest::Client,
@@ -29,8 +34,10 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
+        use std::os::unix::process::CommandExt as _;
         let driver = std::process::Command::new(exe)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -68,6 +75,8 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {res}"))
             .to_owned();
         Ok(Self {
+            group: driver.id() as i32,
+            ended: false,
             driver,
             base,
             session,
@@ -175,9 +184,97 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Ends the session (the browser closes), then the process group.
+    pub async fn quit(mut self) {
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.http.delete(url).send()).await;
+        self.end();
+    }
+
+    /// ChromeDriver and every live process it started, directly or not (Chromium's crash
+    /// handler leaves the group with a session of its own), and the rest of its group.
+    pub fn processes(&self) -> Vec<i32> {
+        let procs = live_processes();
+        let mut tree = vec![self.group];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+            i += 1;
+        }
+        let rest: Vec<i32> = procs
+            .iter()
+            .filter(|p| p.2 == self.group && !tree.contains(&p.0))
+            .map(|p| p.0)
+            .collect();
+        tree.extend(rest);
+        tree.retain(|pid| procs.iter().any(|p| p.0 == *pid));
+        tree
+    }
+
+    /// Kills ChromeDriver's processes and waits until none is left, panicking (the test
+    /// fails) when one survives.
+    fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let started = self.processes();
+        // SAFETY: kill(2) only sends signals (a negative pid is the process group).
+        unsafe {
+            libc::kill(-self.group, libc::SIGKILL);
+            for pid in &started {
+                libc::kill(*pid, libc::SIGKILL);
+            }
+        }
+        let _ = self.driver.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let alive = live_processes();
+            let left: Vec<i32> = started
+                .iter()
+                .copied()
+                .filter(|pid| alive.iter().any(|p| p.0 == *pid))
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                if !std::thread::panicking() {
+                    panic!("browser processes survived their test: {left:?}");
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether `pid` is alive (not a zombie), by /proc.
+pub fn is_alive(pid: i32) -> bool {
+    live_processes().iter().any(|p| p.0 == pid)
+}
+
+/// (pid, parent, process group) of every live (not zombie) process, from /proc.
+fn live_processes() -> Vec<(i32, i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+        let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+        let state = fields.next()?;
+        let ppid: i32 = fields.next()?.parse().ok()?;
+        let pgrp: i32 = fields.next()?.parse().ok()?;
+        (state != "Z" && state != "X").then_some((pid, ppid, pgrp))
+    })
+    .collect()
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.end();
     }
 }

@@ -1,6 +1,7 @@
 //! The web app in a real browser: headless Chromium driven over WebDriver (chromedriver),
-//! against a real server. Without chromedriver these tests say so and pass, except in CI
-//! (`CI` set), where a missing browser fails them.
+//! against a real server. Without chromedriver these tests are ignored (build.rs), except
+//! in CI (`CI` set), where a missing browser fails them. No browser process outlives its
+//! test: the harness kills ChromeDriver's process group and fails if any of it survives.
 
 use serde_json::{json, Value};
 
@@ -10,19 +11,12 @@ use crate::common::*;
 mod webdriver;
 use webdriver::Browser;
 
-/// The browser, or None outside CI when ChromeDriver is missing (CI must have it).
-async fn browser() -> Option<Browser> {
-    match Browser::start().await {
-        Ok(b) => Some(b),
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs chromium and chromium-driver for the browser tests: {e}"
-            );
-            eprintln!("browser test skipped: {e}");
-            None
-        }
-    }
+/// The browser. These tests are built as ignored when ChromeDriver is not installed
+/// (build.rs), except in CI (`CI` set), where a missing browser fails them.
+async fn browser() -> Browser {
+    Browser::start()
+        .await
+        .unwrap_or_else(|e| panic!("the browser tests need chromium and chromium-driver: {e}"))
 }
 
 const ESC: &str = "\u{1b}";
@@ -43,10 +37,9 @@ fn ansi_lines(from: u64, to: u64) -> Value {
 const VIEW: &str = "window.__viewer";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
 async fn viewer_in_a_real_browser() {
-    let Some(b) = browser().await else {
-        return;
-    };
+    let b = browser().await;
     let db = TestDb::sqlite();
     let port = free_port();
     let mut config = db.config();
@@ -309,10 +302,9 @@ async fn viewer_in_a_real_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
 async fn a_million_lines_stay_virtual() {
-    let Some(b) = browser().await else {
-        return;
-    };
+    let b = browser().await;
     let db = TestDb::sqlite();
     let server = TestServer::start(db.config());
     let base = server.base();
@@ -379,10 +371,9 @@ async fn a_million_lines_stay_virtual() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
 async fn browser_lists_and_filters_streams() {
-    let Some(b) = browser().await else {
-        return;
-    };
+    let b = browser().await;
     let db = TestDb::sqlite();
     let server = TestServer::start(db.config());
     let base = server.base();
@@ -485,10 +476,9 @@ async fn browser_lists_and_filters_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
 async fn explorer_sends_a_call() {
-    let Some(b) = browser().await else {
-        return;
-    };
+    let b = browser().await;
     let db = TestDb::sqlite();
     let server = TestServer::start(db.config());
     let base = server.base();
@@ -540,10 +530,9 @@ async fn explorer_sends_a_call() {
 
 /// The SGR renderer, run in the browser on inputs covering what it claims to handle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
 async fn ansi_renderer_cases() {
-    let Some(b) = browser().await else {
-        return;
-    };
+    let b = browser().await;
     let db = TestDb::sqlite();
     let server = TestServer::start(db.config());
     b.goto(&format!("{}/explorer", server.base())).await;
@@ -607,4 +596,37 @@ async fn ansi_renderer_cases() {
         .await;
     assert_eq!(carried, "#0dbc79");
     server.stop().await;
+}
+
+/// The browser's processes live in ChromeDriver's process group, and none is left once the
+/// session ends — neither after `quit` nor after a drop (a test that panics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
+async fn no_browser_outlives_its_test() {
+    for quit in [true, false] {
+        let b = browser().await;
+        b.goto("about:blank").await;
+        let processes = b.processes();
+        let chromium = processes
+            .iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim().starts_with("chrom") && c.trim() != "chromedriver")
+            })
+            .count();
+        assert!(
+            chromium >= 2,
+            "the browser's processes are found: {processes:?}"
+        );
+        if quit {
+            b.quit().await;
+        } else {
+            drop(b);
+        }
+        let left: Vec<i32> = processes
+            .into_iter()
+            .filter(|pid| webdriver::is_alive(*pid))
+            .collect();
+        assert_eq!(left, Vec::<i32>::new(), "nothing survives");
+    }
 }

@@ -503,11 +503,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 &q,
                 retrying.patience()?,
             ))?;
+            if streams.is_empty() {
+                eprintln!(
+                    "logdog: no streams match in project {project:?} (--project or \
+                     $LOGDOG_PROJECT chooses another)"
+                );
+            }
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &streams)?;
                 writeln!(out)?;
-            } else {
+            } else if !streams.is_empty() {
                 logdog::client::read::write_table(&mut out, &streams)?;
             }
             Ok(0)
@@ -521,13 +527,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             logdog_schema::names::validate_project(&project)?;
             let api = Api::new(&conn.coordinator, conn.token)?;
             let mut out = std::io::stdout().lock();
-            client_runtime()?.block_on(logdog::client::read::ls(
+            let printed = client_runtime()?.block_on(logdog::client::read::ls(
                 &api,
                 &project,
                 prefix.as_deref(),
                 retrying.patience()?,
                 &mut out,
             ))?;
+            if printed == 0 {
+                let under = prefix.map_or(String::new(), |p| format!(" under {p:?}"));
+                eprintln!(
+                    "logdog: nothing registered{under} in project {project:?} (--project or \
+                     $LOGDOG_PROJECT chooses another)"
+                );
+            }
             Ok(0)
         }
     }

@@ -70,6 +70,11 @@ impl RangeSet {
         self.spans.get(&0).map_or(0, |s| s.end)
     }
 
+    /// The default sequence at `contiguous_end` (0 when index 0 is missing).
+    pub fn contiguous_end_sequence(&self) -> u64 {
+        self.spans.get(&0).map_or(0, |s| s.end_sequence)
+    }
+
     /// One past the highest index held, or 0.
     pub fn end(&self) -> u64 {
         self.spans.values().next_back().map_or(0, |s| s.end)
@@ -95,9 +100,11 @@ pub struct AppendPlan {
     /// Batches still in flight that hold entries this request repeated: the answer waits
     /// for them too.
     pub waits_for: Vec<u64>,
-    /// The contiguous end (stored or in flight) before and after this batch.
+    /// The contiguous end (stored or in flight) before and after this batch, and the
+    /// sequence at `end_after`.
     pub end_before: u64,
     pub end_after: u64,
+    pub sequence_after: u64,
 }
 
 /// What the machine knows about one stream.
@@ -138,6 +145,11 @@ impl StreamMachine {
     /// Every entry below it is stored.
     pub fn next_index(&self) -> u64 {
         self.stored.contiguous_end()
+    }
+
+    /// The default sequence of the entry at `next_index`.
+    pub fn next_sequence(&self) -> u64 {
+        self.stored.contiguous_end_sequence()
     }
 
     /// Stored and in-flight entries together.
@@ -273,6 +285,7 @@ impl StreamMachine {
             waits_for,
             end_before,
             end_after: known.contiguous_end(),
+            sequence_after: known.contiguous_end_sequence(),
         })
     }
 

@@ -225,6 +225,8 @@ struct Loaded {
     row: StreamRow,
     descriptor: Descriptor,
     machine: StreamMachine,
+    /// False for a stream archived before `next_sequence` was kept (no chunks to tell).
+    sequence_known: bool,
 }
 
 impl Loaded {
@@ -251,10 +253,11 @@ impl Loaded {
                 });
             }
         } else if row.next_index > 0 {
+            // No chunks (archived): the stored column says where the sequence stands.
             m.stored.insert(Span {
                 start: 0,
                 end: row.next_index as u64,
-                end_sequence: 0,
+                end_sequence: row.next_sequence.unwrap_or(0) as u64,
             });
         }
         for s in spans {
@@ -264,10 +267,13 @@ impl Loaded {
                 end_sequence: s.end_sequence,
             });
         }
+        let sequence_known =
+            !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());
         Ok(Self {
             row,
             descriptor,
             machine: m,
+            sequence_known,
         })
     }
 
@@ -277,6 +283,7 @@ impl Loaded {
         let lc = self.lifecycle();
         StreamRow {
             next_index: m.next_index() as i64,
+            next_sequence: self.next_sequence().map(|s| s as i64),
             terminal_index: lc.terminal_index,
             terminated_us: lc.terminated_us,
             sealed: lc.sealed,
@@ -288,6 +295,10 @@ impl Loaded {
 
     fn json(&self) -> StreamJson {
         self.current_row().to_json(self.descriptor.clone())
+    }
+
+    fn next_sequence(&self) -> Option<u64> {
+        self.sequence_known.then(|| self.machine.next_sequence())
     }
 
     fn lifecycle(&self) -> StreamLifecycle {
@@ -609,6 +620,7 @@ impl StreamActor {
                 row: s.row.clone(),
                 descriptor: s.descriptor.clone(),
                 machine: s.machine.clone(),
+                sequence_known: s.sequence_known,
             };
             let now = now_us();
             match next.machine.terminate(requested, now) {
@@ -701,8 +713,11 @@ impl StreamActor {
                 project: self.key.project.clone(),
                 stream_id: self.key.id.clone(),
                 chunks,
-                advance: (plan.end_after > plan.end_before)
-                    .then_some((plan.end_before, plan.end_after)),
+                advance: (plan.end_after > plan.end_before).then_some((
+                    plan.end_before,
+                    plan.end_after,
+                    plan.sequence_after,
+                )),
                 schedule,
                 entries: plan.accepted,
                 bytes,
@@ -776,6 +791,7 @@ impl StreamActor {
             archive: None,
             archive_error: None,
             purged: false,
+            next_sequence: Some(0),
         };
         let mut loaded = match Loaded::from_row(row, &[]) {
             Ok(l) => l,
@@ -878,12 +894,15 @@ impl Actor for StreamActor {
                                     chunks: 0,
                                     bytes: 0,
                                 };
-                                if next as i64 != s.row.next_index {
+                                let sequence = s.next_sequence();
+                                if next as i64 != s.row.next_index
+                                    || sequence.map(|q| q as i64) != s.row.next_sequence
+                                {
                                     // Repair a next_index left behind by a failed commit.
                                     let (project, id) =
                                         (act.key.project.clone(), act.key.id.clone());
                                     drop(act.deps.writer.run(move |c| {
-                                        store::set_next_index(c, &project, &id, next)
+                                        store::set_next_index(c, &project, &id, (next, sequence))
                                     }));
                                 }
                             }
@@ -1234,6 +1253,7 @@ impl StreamActor {
             row,
             descriptor: s.descriptor.clone(),
             machine: s.machine.clone(),
+            sequence_known: s.sequence_known,
         })
     }
 }

@@ -70,8 +70,9 @@ pub struct AppendOp {
     pub project: String,
     pub stream_id: String,
     pub chunks: Vec<ChunkRow>,
-    /// (old, new) contiguous end, when this batch extends it.
-    pub advance: Option<(u64, u64)>,
+    /// (old, new) contiguous end and the sequence at the new end, when this batch
+    /// extends it.
+    pub advance: Option<(u64, u64, u64)>,
     pub schedule: Option<TaskSchedule>,
     pub entries: u64,
     pub bytes: u64,
@@ -103,8 +104,8 @@ impl Op {
                 for chunk in &a.chunks {
                     store::insert_chunk(conn, chunk)?;
                 }
-                if let Some((old, new)) = a.advance {
-                    store::advance_next_index(conn, &a.project, &a.stream_id, old, new, now_us)?;
+                if let Some(advance) = a.advance {
+                    store::advance_next_index(conn, &a.project, &a.stream_id, advance, now_us)?;
                 }
                 if let Some(s) = &a.schedule {
                     store::schedule_task(

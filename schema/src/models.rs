@@ -48,6 +48,9 @@ pub struct StreamRow {
     pub archive: Option<String>,
     pub archive_error: Option<String>,
     pub purged: bool,
+    /// The sequence of the entry at `next_index`: lines (text), bytes (binary) or
+    /// datagrams before it. None when not known (archived before it was kept).
+    pub next_sequence: Option<i64>,
 }
 
 impl StreamRow {
@@ -83,6 +86,7 @@ impl StreamRow {
                 created: format_us(self.created_us),
                 updated: format_us(self.updated_us),
                 next_index: self.next_index,
+                next_sequence: self.next_sequence,
                 terminal_index: self.terminal_index,
                 terminated_at: self.terminated_us.map(format_us),
                 archival: self.archival(),

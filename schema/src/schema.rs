@@ -33,6 +33,7 @@ diesel::table! {
         archive -> Nullable<Text>,
         archive_error -> Nullable<Text>,
         purged -> Bool,
+        next_sequence -> Nullable<BigInt>,
     }
 }
 

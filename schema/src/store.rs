@@ -927,14 +927,14 @@ pub fn compact_chunks(
     Ok(rows.len())
 }
 
-/// Moves `next_index` from `old` to `new`, but only if no earlier commit it relies on
-/// is missing (the column is at least `old`) and it would not move backwards.
+/// Moves `next_index` from `old` to `new` (and `next_sequence` to `sequence`, the
+/// sequence at `new`), but only if no earlier commit it relies on is missing (the column
+/// is at least `old`) and it would not move backwards.
 pub fn advance_next_index(
     conn: &mut AnyConnection,
     project: &str,
     id: &str,
-    old: u64,
-    new: u64,
+    (old, new, sequence): (u64, u64, u64),
     now_us: i64,
 ) -> Result<(), StoreError> {
     diesel::update(
@@ -945,21 +945,26 @@ pub fn advance_next_index(
     )
     .set((
         streams::next_index.eq(new as i64),
+        streams::next_sequence.eq(Some(sequence as i64)),
         streams::updated_us.eq(now_us),
     ))
     .execute(conn)?;
     Ok(())
 }
 
-/// Sets `next_index` outright (used when the owner recomputes it after loading).
+/// Sets `next_index` and `next_sequence` outright (used when the owner recomputes them
+/// after loading).
 pub fn set_next_index(
     conn: &mut AnyConnection,
     project: &str,
     id: &str,
-    next: u64,
+    (next, sequence): (u64, Option<u64>),
 ) -> Result<(), StoreError> {
     diesel::update(streams::table.find((project, id)))
-        .set(streams::next_index.eq(next as i64))
+        .set((
+            streams::next_index.eq(next as i64),
+            streams::next_sequence.eq(sequence.map(|s| s as i64)),
+        ))
         .execute(conn)?;
     Ok(())
 }

@@ -694,6 +694,10 @@ pub struct StreamStateJson {
     pub created: String,
     pub updated: String,
     pub next_index: i64,
+    /// The sequence the entry at `next_index` gets: the lines (text), bytes (binary) or
+    /// datagrams of the contiguous entries. Null when not known (streams archived by an
+    /// older version).
+    pub next_sequence: Option<i64>,
     pub terminal_index: i64,
     pub terminated_at: Option<String>,
     pub archival: Archival,

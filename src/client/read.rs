@@ -328,7 +328,20 @@ pub async fn query(
     }
 }
 
-/// Streams as a table: path, type, status, entries, archival, last update.
+/// How long a stream is, in the unit its readers think in: lines (text), bytes (binary)
+/// or datagrams; entries only where that is not known.
+pub fn length(s: &StreamJson) -> String {
+    use logdog_schema::wire::StreamType;
+    let count = super::stream::count;
+    match (s.state.next_sequence, s.descriptor.stream_type) {
+        (Some(n), StreamType::Text) => count(n as u64, "line", "lines"),
+        (Some(n), StreamType::Binary) => count(n as u64, "byte", "bytes"),
+        (Some(n), StreamType::Datagram) => count(n as u64, "datagram", "datagrams"),
+        (None, _) => count(s.state.next_index as u64, "entry", "entries"),
+    }
+}
+
+/// Streams as a table: path, type, status, length, archival, last update.
 pub fn write_table(out: &mut impl Write, streams: &[StreamJson]) -> std::io::Result<()> {
     let rows: Vec<[String; 6]> = streams
         .iter()
@@ -338,13 +351,13 @@ pub fn write_table(out: &mut impl Write, streams: &[StreamJson]) -> std::io::Res
                 s.path.clone(),
                 s.descriptor.stream_type.as_str().to_owned(),
                 st.status.as_str().to_owned(),
-                st.next_index.to_string(),
+                length(s),
                 st.archival.as_str().to_owned(),
                 st.updated.clone(),
             ]
         })
         .collect();
-    let header = ["PATH", "TYPE", "STATUS", "ENTRIES", "ARCHIVAL", "UPDATED"].map(String::from);
+    let header = ["PATH", "TYPE", "STATUS", "LENGTH", "ARCHIVAL", "UPDATED"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -366,15 +379,16 @@ pub fn write_table(out: &mut impl Write, streams: &[StreamJson]) -> std::io::Res
 }
 
 /// `logdog ls [PREFIX]`: the prefixes registered under PREFIX (all, without one), then the
-/// streams of PREFIX itself.
+/// streams of PREFIX itself. Returns how many lines it printed.
 pub async fn ls(
     api: &Api,
     project: &str,
     prefix: Option<&str>,
     patience: Patience,
     out: &mut impl Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let prefix = prefix.map(|p| p.trim_end_matches('/'));
+    let mut printed = 0;
     let mut cursor: Option<String> = None;
     loop {
         let mut url = api.project_url(project, "prefixes?limit=500");
@@ -390,6 +404,7 @@ pub async fn ls(
         for p in &page.prefixes {
             if Some(p.prefix.as_str()) != prefix {
                 writeln!(out, "{}/\texpires {}", p.prefix, p.expires_at)?;
+                printed += 1;
             }
         }
         cursor = page.next_cursor;
@@ -405,15 +420,16 @@ pub async fn ls(
         for s in query(api, project, &q, patience).await? {
             writeln!(
                 out,
-                "{}\t{}\t{} entries",
+                "{}\t{}\t{}",
                 s.path,
                 s.state.status.as_str(),
-                s.state.next_index
+                length(&s)
             )?;
+            printed += 1;
         }
     }
     out.flush()?;
-    Ok(())
+    Ok(printed)
 }
 
 #[cfg(test)]

@@ -359,9 +359,14 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
     .await
 }
 
+/// `1 line`, `3 lines`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Waits for the uploads (at most `timeout`) and reports what could not be sent.
 async fn drain(
-    uploads: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+    uploads: Vec<tokio::task::JoinHandle<Result<StreamJson, String>>>,
     pipes: &[Arc<Pipe>],
     timeout: Duration,
     command_code: i32,
@@ -375,9 +380,9 @@ async fn drain(
                 let total = p.state.lock().unwrap().total.unwrap_or(0);
                 let sent = p.uploaded.load(Ordering::Relaxed);
                 eprintln!(
-                    "logdog: {}: gave up after {timeout:?}: {} of {total} entries were not uploaded",
+                    "logdog: {}: gave up after {timeout:?}: {} of {total} not uploaded",
                     p.name,
-                    total.saturating_sub(sent)
+                    count(total.saturating_sub(sent), "entry", "entries")
                 );
             }
             return Ok(if command_code != 0 { command_code } else { 1 });
@@ -386,13 +391,14 @@ async fn drain(
     let mut failed = false;
     for (p, r) in pipes.iter().zip(results) {
         match r {
-            Ok(Ok(())) => {
+            Ok(Ok(stream)) => {
                 let state = p.state.lock().unwrap();
                 let spooled = state.outbox.spooled;
-                let total = state.total.unwrap_or(0);
+                let lines = stream.state.next_sequence.unwrap_or(0) as u64;
                 eprintln!(
-                    "logdog: {}: {total} entries uploaded and terminated{}",
+                    "logdog: {}: {} uploaded and terminated{}",
                     p.name,
+                    count(lines, "line", "lines"),
                     if spooled > 0 {
                         format!(" ({spooled} went through the spool file)")
                     } else {
@@ -734,7 +740,7 @@ async fn upload(
     registered: bool,
     batch_bytes: usize,
     max_backoff: Duration,
-) -> Result<(), String> {
+) -> Result<StreamJson, String> {
     let r = upload_all(&shared, &pipe, registered, batch_bytes, max_backoff).await;
     if let Err(e) = &r {
         eprintln!(
@@ -753,7 +759,7 @@ async fn upload_all(
     registered: bool,
     batch_bytes: usize,
     max_backoff: Duration,
-) -> Result<(), String> {
+) -> Result<StreamJson, String> {
     let path = shared.path(&pipe.name);
     let secret = shared
         .secret()
@@ -834,8 +840,7 @@ async fn upload_all(
         },
     )
     .await
-    .map_err(|e| format!("terminating {path}: {e}"))?;
-    Ok(())
+    .map_err(|e| format!("terminating {path}: {e}"))
 }
 
 #[cfg(test)]

@@ -22,3 +22,20 @@ export async function apiFetch(url) {
   }
   return body;
 }
+
+// "1 line", "3 lines".
+export function plural(n, one, many) {
+  return `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+}
+
+// How long a stream is, in its readers' unit: lines (text), bytes (binary) or datagrams;
+// entries only where that is not known.
+export function streamLength(s) {
+  const n = s.state.next_sequence;
+  if (n === null || n === undefined) return plural(s.state.next_index, "entry", "entries");
+  switch (s.descriptor.stream_type) {
+    case "binary": return plural(n, "byte", "bytes");
+    case "datagram": return plural(n, "datagram", "datagrams");
+    default: return plural(n, "line", "lines");
+  }
+}

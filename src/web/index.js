@@ -1,6 +1,6 @@
 // The browser: projects, their prefixes, and streams found with Query (prefix, name glob,
 // tag, status), each with its live state (the table refreshes every few seconds).
-import { apiFetch, token, setToken } from "./common.js";
+import { apiFetch, token, setToken, streamLength } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 2000;
@@ -47,7 +47,7 @@ function row(s) {
   badge.className = `badge ${s.state.status}`;
   badge.textContent = s.state.status;
   status.appendChild(badge);
-  tr.append(p, status, td(String(s.state.next_index), "entries"), td(s.state.archival), td(new Date(s.state.updated).toLocaleString(), "muted"));
+  tr.append(p, status, td(streamLength(s), "length"), td(s.state.archival), td(new Date(s.state.updated).toLocaleString(), "muted"));
   return tr;
 }
 

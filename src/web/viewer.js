@@ -2,7 +2,7 @@
 // virtually (the DOM holds only the rows on screen), older ranges loaded through Get as the
 // user scrolls up. See docs/WEB.md.
 import { parse, render, PLAIN } from "./ansi.js";
-import { apiFetch, token } from "./common.js";
+import { apiFetch, token, streamLength } from "./common.js";
 
 const TAIL = 2000; // entries asked for when the viewer opens (watch tail=N)
 const PAGE = 1000; // entries per older page
@@ -346,6 +346,7 @@ function showState(stream) {
   const rowsMeta = [
     ["project", stream.project], ["path", stream.path], ["type", d.stream_type],
     ["content type", d.content_type], ["timestamp", d.timestamp],
+    ["length", streamLength(stream)],
     ["entries", String(stream.state.next_index)],
     ["terminal index", String(stream.state.terminal_index)],
     ["archival", stream.state.archival],

@@ -133,6 +133,7 @@ async fn archived_streams_read_exactly_as_before(db: TestDb) {
     let s = archived(&c, "arc/+/s", &["complete"]).await;
     assert_eq!(s["state"]["status"], "archived");
     assert_eq!(s["state"]["archive"]["log_entry_count"], 1300);
+    assert_eq!(s["state"]["next_sequence"], 2600, "two lines an entry");
     assert!(
         stored_entries(&db.url, "p", "arc/+/s").is_empty(),
         "intermediate data released"
@@ -144,6 +145,17 @@ async fn archived_streams_read_exactly_as_before(db: TestDb) {
         .unwrap()
         .to_owned();
     assert_eq!(&std::fs::read(&stream_file).unwrap()[..8], b"LDARCH01");
+    // The stored row keeps the line count with no chunks left (Query reads rows).
+    let q = c
+        .raw(
+            Method::GET,
+            &c.url("streams?prefix=arc"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(q.expect(200)["streams"][0]["state"]["next_sequence"], 2600);
     let after = every_read(&server, &c, "arc/+/s").await;
     assert_eq!(
         after, before,

@@ -390,15 +390,15 @@ async fn browser_lists_and_filters_streams() {
     }
     c.append("b/1/+/a", &secret, lines(0, 3)).await.expect(200);
     c.terminate("b/1/+/a", &secret, json!({})).await.expect(200);
-    let paths = "return [...document.querySelectorAll('#streams tr')].map(r => r.dataset.path + ' ' + r.querySelector('.status').textContent + ' ' + r.querySelector('.entries').textContent)";
+    let paths = "return [...document.querySelectorAll('#streams tr')].map(r => r.dataset.path + ' ' + r.querySelector('.status').textContent + ' ' + r.querySelector('.length').textContent)";
     b.goto(&format!("{base}/?project=p")).await;
     b.until("streams", "return window.__indexReady").await;
     assert_eq!(
         b.js(paths, json!([])).await,
         json!([
-            "b/1/+/a terminated 3",
-            "b/1/+/b streaming 0",
-            "b/1/+/c streaming 0"
+            "b/1/+/a terminated 3 lines",
+            "b/1/+/b streaming 0 lines",
+            "b/1/+/c streaming 0 lines"
         ])
     );
     assert_eq!(
@@ -411,17 +411,20 @@ async fn browser_lists_and_filters_streams() {
     );
     // Live state: the table follows changes.
     c.append("b/1/+/b", &secret, lines(0, 5)).await.expect(200);
-    b.until("live", "return [...document.querySelectorAll('#streams tr')].some(r => r.dataset.path === 'b/1/+/b' && r.querySelector('.entries').textContent === '5')").await;
+    b.until("live", "return [...document.querySelectorAll('#streams tr')].some(r => r.dataset.path === 'b/1/+/b' && r.querySelector('.length').textContent === '5 lines')").await;
     // Filters: tag, status, name glob.
     b.goto(&format!("{base}/?project=p&tag=k%3Dx&status=streaming"))
         .await;
     b.until("filtered", "return window.__indexReady").await;
-    assert_eq!(b.js(paths, json!([])).await, json!(["b/1/+/c streaming 0"]));
+    assert_eq!(
+        b.js(paths, json!([])).await,
+        json!(["b/1/+/c streaming 0 lines"])
+    );
     b.goto(&format!("{base}/?project=p&name=a")).await;
     b.until("glob", "return window.__indexReady").await;
     assert_eq!(
         b.js(paths, json!([])).await,
-        json!(["b/1/+/a terminated 3"])
+        json!(["b/1/+/a terminated 3 lines"])
     );
     // A stream that does not exist: the viewer says so.
     b.goto(&format!("{base}/logs/p/b/1/+/missing")).await;

@@ -103,10 +103,15 @@ async fn stream_command_exit_code_terminal_indices_and_text(db: TestDb) {
     for (name, word) in [("stdout", "out"), ("stderr", "err")] {
         let path = format!("cli/1/+/run/{name}");
         let entries = assert_terminated_whole(&db, &c, &path).await;
+        assert!(entries < 10000, "lines are grouped into entries");
+        assert_eq!(
+            c.load(&path).await.body["state"]["next_sequence"],
+            10000,
+            "{path}: the line count"
+        );
         assert!(
-            r.stderr.contains(&format!(
-                "run/{name}: {entries} entries uploaded and terminated"
-            )),
+            r.stderr
+                .contains(&format!("run/{name}: 10000 lines uploaded and terminated")),
             "{}",
             r.stderr
         );
@@ -437,15 +442,15 @@ async fn read_clients(db: TestDb) {
         .collect();
     assert_eq!(
         rows[0],
-        ["PATH", "TYPE", "STATUS", "ENTRIES", "ARCHIVAL", "UPDATED"]
+        ["PATH", "TYPE", "STATUS", "LENGTH", "ARCHIVAL", "UPDATED"]
     );
     assert_eq!(
-        rows[1][..5],
-        ["b/1/+/log", "text", "terminated", "60", "none"]
+        rows[1][..6],
+        ["b/1/+/log", "text", "terminated", "60", "lines", "none"]
     );
     assert_eq!(
-        rows[2][..5],
-        ["b/1/+/other", "binary", "streaming", "0", "none"]
+        rows[2][..6],
+        ["b/1/+/other", "binary", "streaming", "0", "bytes", "none"]
     );
     assert_eq!(rows.len(), 3);
     let r = run(
@@ -492,7 +497,20 @@ async fn read_clients(db: TestDb) {
                 .split("expires ")
                 .nth(1)
                 .unwrap()
-            + "\nb/1/+/log\tterminated\t60 entries\nb/1/+/other\tstreaming\t0 entries\n"
+            + "\nb/1/+/log\tterminated\t60 lines\nb/1/+/other\tstreaming\t0 bytes\n"
+    );
+    // Nothing found: say where it looked.
+    let r = run(&base, &["query", "--project", "elsewhere"]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "logdog: no streams match in project \"elsewhere\" (--project or $LOGDOG_PROJECT chooses another)\n"
+    );
+    let r = run(&base, &["ls", "--project", "elsewhere", "x"]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "logdog: nothing registered under \"x\" in project \"elsewhere\" (--project or $LOGDOG_PROJECT chooses another)\n"
     );
 
     // Errors: a clear message and exit code 1.
@@ -570,7 +588,7 @@ async fn a_refused_upload_never_blocks_the_command() {
     );
     assert!(
         r.stderr
-            .contains("run/stderr: 0 entries uploaded and terminated"),
+            .contains("run/stderr: 0 lines uploaded and terminated"),
         "{}",
         r.stderr
     );

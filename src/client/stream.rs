@@ -20,7 +20,7 @@ use logdog_schema::wire::{Delimiter, DescriptorRequest, LogEntry, StreamJson, St
 use reqwest::Method;
 
 use crate::http::registration::{PrefixRegistered, RegisterPrefixRequest};
-use crate::http::services::{AppendResult, RegisterStreamRequest, TerminateRequest};
+use crate::http::services::{AppendRequest, AppendResult, RegisterStreamRequest, TerminateRequest};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OnceCell};
 
@@ -77,6 +77,9 @@ struct Shared {
     /// The streams' names, and whether their viewer URLs were printed.
     names: Vec<String>,
     announced: std::sync::Once,
+    /// The run's folder (`{name}`) when a command runs: its run view is printed first, and
+    /// `{name}/result` records how it ended.
+    run: Option<String>,
 }
 
 impl Shared {
@@ -116,6 +119,14 @@ impl Shared {
     /// registration, or to someone else's streams under a taken prefix).
     fn announce(&self) {
         self.announced.call_once(|| {
+            if let Some(run) = &self.run {
+                eprintln!(
+                    "logdog: run: {}/logs/{}/{}",
+                    self.api.base,
+                    self.project,
+                    self.path(run)
+                );
+            }
             for n in &self.names {
                 eprintln!(
                     "logdog: {n}: {}/logs/{}/{}",
@@ -183,7 +194,12 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
     };
     logdog_schema::names::StreamPath::new(&prefix, &format!("{}/stdout", opts.name))
         .map_err(|e| anyhow::anyhow!("--prefix/--name: {e}"))?;
-    let tags: std::collections::BTreeMap<String, String> = opts.tags.iter().cloned().collect();
+    let mut tags: std::collections::BTreeMap<String, String> = opts.tags.iter().cloned().collect();
+    let started_at = chrono::Utc::now();
+    if !opts.command.is_empty() {
+        tags.insert(RUN_COMMAND.into(), tag_value(&shell_line(&opts.command)));
+        tags.insert(RUN_STARTED.into(), rfc3339(started_at));
+    }
     let names: Vec<String> = if opts.command.is_empty() {
         vec![format!("{}/stdout", opts.name)]
     } else {
@@ -201,11 +217,12 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
         expiration: opts.expiration,
         secret: OnceCell::new(),
         started: Instant::now(),
-        started_at: chrono::Utc::now(),
+        started_at,
         tags,
         max_backoff: opts.max_backoff,
         names: names.clone(),
         announced: std::sync::Once::new(),
+        run: (!opts.command.is_empty()).then(|| opts.name.clone()),
     });
 
     // Register before the command starts when the coordinator is there; a refusal (bad
@@ -318,7 +335,10 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
                 } else {
                     126
                 };
-                return drain(uploads, &pipes, opts.drain_timeout, command_code, false).await;
+                let ended_at = chrono::Utc::now();
+                let code = drain(uploads, &pipes, opts.drain_timeout, command_code, false).await?;
+                record_result(&shared, &opts.name, command_code, ended_at).await;
+                return Ok(code);
             }
         };
         let out = child.stdout.take().expect("piped");
@@ -344,19 +364,147 @@ pub async fn run(opts: StreamOptions) -> anyhow::Result<i32> {
             framing,
         )));
         let status = child.wait().await?;
+        let ended_at = chrono::Utc::now();
         command_code = exit_code(status);
         for p in producers.drain(..) {
             let _ = p.await;
         }
+        let code = drain(uploads, &pipes, opts.drain_timeout, command_code, false).await?;
+        record_result(&shared, &opts.name, command_code, ended_at).await;
+        return Ok(code);
     }
-    drain(
-        uploads,
-        &pipes,
-        opts.drain_timeout,
-        command_code,
-        opts.command.is_empty(),
-    )
-    .await
+    drain(uploads, &pipes, opts.drain_timeout, command_code, true).await
+}
+
+/// The run record's tags (docs/CLI.md, "The run record"): on `{name}/stdout` and
+/// `{name}/stderr` from the start, and with the end on `{name}/result`.
+pub const RUN_COMMAND: &str = "run.command";
+pub const RUN_STARTED: &str = "run.started";
+pub const RUN_ENDED: &str = "run.ended";
+pub const RUN_DURATION: &str = "run.duration";
+pub const RUN_EXIT_CODE: &str = "run.exit_code";
+
+/// How long recording the result may take when the coordinator is away.
+const RESULT_PATIENCE: Duration = Duration::from_secs(30);
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The command line as a shell would take it back (arguments quoted where needed).
+pub fn shell_line(args: &[String]) -> String {
+    let plain = |a: &str| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b))
+    };
+    args.iter()
+        .map(|a| {
+            if plain(a) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A tag value within the server's limit (4096 bytes), cut with "…" when longer.
+fn tag_value(s: &str) -> String {
+    const MAX: usize = logdog_schema::names::MAX_TAG_VALUE_BYTES;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// `12.4 s`, `3 min 05 s`.
+fn duration_text(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        let whole = d.as_secs();
+        format!("{} min {:02} s", whole / 60, whole % 60)
+    }
+}
+
+/// Records how the run ended as the one-line stream `{name}/result`, whose tags hold the
+/// command, start, end, duration (seconds) and exit code. Best effort: a failure is
+/// reported and does not change the exit code.
+async fn record_result(
+    shared: &Shared,
+    name: &str,
+    code: i32,
+    ended_at: chrono::DateTime<chrono::Utc>,
+) {
+    let duration = (ended_at - shared.started_at).to_std().unwrap_or_default();
+    let mut tags = shared.tags.clone();
+    tags.insert(RUN_ENDED.into(), rfc3339(ended_at));
+    tags.insert(
+        RUN_DURATION.into(),
+        format!("{:.3}", duration.as_secs_f64()),
+    );
+    tags.insert(RUN_EXIT_CODE.into(), code.to_string());
+    let line = format!("exit code {code} after {}", duration_text(duration));
+    let stream = format!("{name}/result");
+    let path = shared.path(&stream);
+    let patience = Patience::bounded(shared.max_backoff, RESULT_PATIENCE);
+    let recorded = async {
+        let secret = shared.secret().await?.to_owned();
+        let url = shared
+            .api
+            .project_url(&shared.project, &format!("streams/{path}"));
+        let register = RegisterStreamRequest {
+            descriptor: Some(DescriptorRequest {
+                stream_type: Some(StreamType::Text),
+                timestamp: Some(shared.started_at),
+                tags: Some(tags),
+                ..DescriptorRequest::default()
+            }),
+            terminal_index: Some(0),
+        };
+        retry(&format!("recording {path}"), patience, || {
+            shared.api.call::<StreamJson>(
+                shared
+                    .api
+                    .request(Method::PUT, &url)
+                    .header("X-Prefix-Secret", &secret)
+                    .json(&register),
+            )
+        })
+        .await?;
+        let entry = LogEntry {
+            time_offset: Some(duration.as_secs_f64()),
+            ..LogEntry::text(0, [(line.clone(), Delimiter::Lf)])
+        };
+        let append = AppendRequest {
+            entries: vec![entry],
+        };
+        let logs = shared
+            .api
+            .project_url(&shared.project, &format!("logs/{path}"));
+        retry(&format!("recording {path}"), patience, || {
+            shared.api.call::<AppendResult>(
+                shared
+                    .api
+                    .request(Method::POST, &logs)
+                    .header("X-Prefix-Secret", &secret)
+                    .json(&append),
+            )
+        })
+        .await?;
+        Ok::<(), ClientError>(())
+    };
+    match recorded.await {
+        Ok(()) => eprintln!("logdog: {stream}: {line}"),
+        Err(e) => eprintln!("logdog: {stream}: the run's result was not recorded: {e}"),
+    }
 }
 
 /// `1 line`, `3 lines`.

@@ -49,12 +49,39 @@ function el(tag, attrs = {}, ...kids) {
   return e;
 }
 
+// A description's light markdown, as DOM (never as HTML): paragraphs split by blank
+// lines, `code`, **bold** and *emphasis*.
+function prose(text, cls) {
+  const frag = document.createDocumentFragment();
+  for (const para of text.split(/\n\s*\n/)) {
+    const p = el("p", cls ? { class: cls } : {});
+    const re = /`([^`]+)`|\*\*([^*]+)\*\*|\*([^*\s][^*]*)\*/g;
+    let at = 0, m;
+    const plain = para.replace(/\s*\n\s*/g, " ");
+    while ((m = re.exec(plain))) {
+      if (m.index > at) p.append(plain.slice(at, m.index));
+      if (m[1] !== undefined) p.append(el("code", { text: m[1] }));
+      else if (m[2] !== undefined) p.append(el("strong", { text: m[2] }));
+      else p.append(el("em", { text: m[3] }));
+      at = re.lastIndex;
+    }
+    if (at < plain.length) p.append(plain.slice(at));
+    frag.append(p);
+  }
+  return frag;
+}
+
+// "GET" and the path side by side: a long path wraps within its own column.
+function opLabel(method, path) {
+  return [el("span", { class: "method", text: method.toUpperCase() }), el("span", { class: "op-path", text: path })];
+}
+
 function show(method, path, op) {
   const box = $("op");
   box.replaceChildren();
-  box.append(el("h2", { class: "path", text: `${method.toUpperCase()} ${path}` }));
-  if (op.summary) box.append(el("p", { text: op.summary }));
-  if (op.description) box.append(el("p", { class: "muted", text: op.description }));
+  box.append(el("h2", { class: "path" }, ...opLabel(method, path)));
+  if (op.summary) box.append(prose(op.summary));
+  if (op.description) box.append(prose(op.description, "muted"));
   const form = el("form", { id: "call" });
   const inputs = [];
   for (const p of op.parameters || []) {
@@ -131,7 +158,7 @@ async function main() {
     nav.append(el("h3", { text: tag }));
     const ul = el("ul", { class: "prefixes" });
     for (const [method, path, op] of ops) {
-      const a = el("a", { href: `#${method}:${path}`, "data-op": `${method} ${path}`, text: `${method.toUpperCase()} ${path}` });
+      const a = el("a", { href: `#${method}:${path}`, "data-op": `${method} ${path}`, class: "op-link" }, ...opLabel(method, path));
       a.addEventListener("click", () => show(method, path, op));
       ul.append(el("li", {}, a));
     }

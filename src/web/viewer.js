@@ -1,6 +1,8 @@
 // The stream viewer: the backlog and then live lines over the websocket watch, rendered
 // virtually (the DOM holds only the rows on screen), older ranges loaded through Get as the
-// user scrolls up. See docs/WEB.md.
+// user scrolls up. A path that names a run's folder (`PREFIX/+/run`, whose streams are
+// `run/stdout`, `run/stderr`, …) opens the run view: every stream of the run, interleaved
+// by time, each line marked by its stream. See docs/WEB.md.
 import { parse, render, PLAIN } from "./ansi.js";
 import { apiFetch, token, streamLength } from "./common.js";
 
@@ -43,6 +45,8 @@ const v = {
   reconnects: 0,
   drawTimes: [], // the last 1,000 redraws, in ms (for the benchmark and the curious)
   firstPaint: null, // ms after navigation when the first lines were drawn
+  run: null, // the run view: {sources: [{name, path, lines, hidden, …}], t0}
+  result: null, // the run's result stream (its tags: command, start, end, exit code)
 };
 window.__viewer = v; // for tests and the curious
 
@@ -147,7 +151,7 @@ function measure() {
   rows.removeChild(probe);
   const lh = parseFloat(getComputedStyle(document.documentElement).getPropertyValue("--line-height")) || 18;
   v.lineHeight = lh;
-  const gutter = charWidth * 9 + (v.ts === "off" ? 0 : charWidth * 15) + 4;
+  const gutter = charWidth * 9 + (v.ts === "off" ? 0 : charWidth * 14) + (v.run ? charWidth * 8 + 7 : 0) + 4;
   v.cols = Math.max(10, Math.floor((scroller.clientWidth - gutter) / charWidth));
 }
 
@@ -181,9 +185,13 @@ function scrollToBottom() {
   render_();
 }
 
+// Fixed width (the gutter does not move as times grow): 12 characters.
 function timeText(l) {
-  if (v.ts === "rel") return `+${l.t.toFixed(3)}s`;
-  const d = new Date(descriptorTime() + l.t * 1000);
+  if (v.ts === "rel") {
+    const t = l.at !== undefined ? (l.at - v.run.t0) / 1000 : l.t;
+    return `+${t.toFixed(3)}s`.padStart(12);
+  }
+  const d = new Date(l.at !== undefined ? l.at : descriptorTime() + l.t * 1000);
   const p = (n, w = 2) => String(n).padStart(w, "0");
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
@@ -222,9 +230,17 @@ function draw() {
     row.dataset.no = l.no;
     const ln = document.createElement("a");
     ln.className = "ln";
-    ln.href = `#L${l.no}`;
+    // In the run view a line number opens that line in its own stream.
+    ln.href = l.src ? `/logs/${encodeURIComponent(project)}/${l.src.path}#L${l.no}` : `#L${l.no}`;
     ln.textContent = l.no;
     row.appendChild(ln);
+    if (l.src) {
+      row.dataset.src = l.src.name;
+      const src = document.createElement("span");
+      src.className = `src src-${l.src.slot}`;
+      src.textContent = l.src.name;
+      row.appendChild(src);
+    }
     if (v.ts !== "off") {
       const ts = document.createElement("span");
       ts.className = "ts";
@@ -241,11 +257,19 @@ function draw() {
   rows.replaceChildren(frag);
 }
 
+// Whether there are lines below the screen ("Jump to latest" shows only then).
+function atBottom() {
+  return scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - v.lineHeight;
+}
+
+function updateJump() {
+  $("jump").hidden = v.following || atBottom();
+}
+
 scroller.addEventListener("scroll", () => {
-  const atBottom = scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - v.lineHeight;
-  v.following = atBottom;
-  $("jump").hidden = atBottom;
-  if (scroller.scrollTop < v.lineHeight * 20) loadOlder();
+  v.following = atBottom();
+  updateJump();
+  if (!v.run && scroller.scrollTop < v.lineHeight * 20) loadOlder();
   render_();
 });
 
@@ -254,7 +278,7 @@ $("jump").addEventListener("click", () => { v.following = true; $("jump").hidden
 // Line links: click selects a line, shift-click a range; the URL keeps it (#L10-L20).
 rows.addEventListener("click", (ev) => {
   const ln = ev.target.closest(".ln");
-  if (!ln) return;
+  if (!ln || v.run) return;
   ev.preventDefault();
   const no = Number(ln.parentElement.dataset.no);
   if (ev.shiftKey && v.selection) {
@@ -271,8 +295,8 @@ rows.addEventListener("click", (ev) => {
 function scrollToLine(i) {
   const y = top(i) - scroller.clientHeight / 3;
   v.following = false;
-  $("jump").hidden = false;
   scroller.scrollTop = Math.max(0, y);
+  updateJump();
   render_();
 }
 
@@ -337,6 +361,7 @@ function showError(msg) {
 }
 
 function showState(stream) {
+  if (!v.run && stream.descriptor.tags && stream.descriptor.tags["run.command"]) showRunOf(stream);
   v.state = stream.state;
   v.descriptor = stream.descriptor;
   const badge = $("status");
@@ -382,7 +407,7 @@ function connect(query) {
     if (v.ended) return;
     if (!opened && v.reconnects === 0 && v.nextIndex === 0 && !v.state) {
       // refused before the upgrade: say why
-      apiFetch(`${api}/streams/${path}`).then(() => retry(), (e) => { showError(e.message); $("conn").textContent = ""; });
+      apiFetch(`${api}/streams/${path}`).then(() => retry(), (e) => notAStream(e));
       return;
     }
     retry(ev.code);
@@ -417,6 +442,224 @@ function parseHash() {
   return [Math.min(a, b), Math.max(a, b)];
 }
 
+// The breadcrumb: project, the prefix's parts, the run's folder; each a link.
+function crumbs() {
+  const at = path.indexOf("/+/");
+  const prefix = path.slice(0, at), name = path.slice(at + 3);
+  const t = $("title");
+  t.replaceChildren();
+  const link = (text, href, cls) => {
+    const a = document.createElement("a");
+    a.textContent = text; a.href = href;
+    if (cls) a.className = cls;
+    return a;
+  };
+  const P = encodeURIComponent(project);
+  t.append(link(project, `/?project=${P}`, "crumb-project"), " / ");
+  const parts = prefix.split("/");
+  parts.forEach((part, i) => {
+    const upTo = parts.slice(0, i + 1).join("/");
+    t.append(link(part, `/?${new URLSearchParams({ project, prefix: upTo })}`, "crumb-prefix"));
+    if (i < parts.length - 1) t.append("/");
+  });
+  t.append(" /+/ ");
+  const segs = name.split("/");
+  segs.forEach((seg, i) => {
+    if (i < segs.length - 1) {
+      const folder = segs.slice(0, i + 1).join("/");
+      t.append(link(seg, `/logs/${P}/${prefix}/+/${folder}`, "crumb-run"), "/");
+    } else {
+      const last = document.createElement("span");
+      last.textContent = seg;
+      t.append(last);
+    }
+  });
+}
+
+// The run header: the command, when it started and ended, how long it took, its exit
+// code (from the run's `result` stream), and a link to the whole run.
+function showRun(tags, runPath, result) {
+  const box = $("run");
+  box.replaceChildren();
+  const item = (cls, text) => { const e = document.createElement("span"); e.className = cls; e.textContent = text; box.append(e); return e; };
+  const when = (iso) => new Date(iso).toLocaleString();
+  if (tags["run.command"]) item("run-command", `$ ${tags["run.command"]}`);
+  if (tags["run.started"]) item("run-started", `started ${when(tags["run.started"])}`);
+  const rt = result ? result.descriptor.tags || {} : {};
+  if (rt["run.exit_code"] !== undefined) {
+    item("run-ended", `ended ${when(rt["run.ended"])}`);
+    item("run-duration", `${Number(rt["run.duration"]).toFixed(1)} s`);
+    const code = item(`run-exit ${rt["run.exit_code"] === "0" ? "ok" : "failed"}`, `exit code ${rt["run.exit_code"]}`);
+    code.dataset.code = rt["run.exit_code"];
+  } else {
+    item("run-exit running", "running (no result yet)");
+  }
+  if (runPath !== path) {
+    const a = document.createElement("a");
+    a.className = "run-link";
+    a.href = `/logs/${encodeURIComponent(project)}/${runPath}`;
+    a.textContent = "whole run";
+    box.append(a);
+  }
+  box.hidden = false;
+}
+
+// The stream viewer of one of a run's streams: its run's header.
+let runShown = false;
+async function showRunOf(stream) {
+  if (runShown) return;
+  runShown = true;
+  const folder = stream.name.includes("/") ? stream.name.slice(0, stream.name.lastIndexOf("/")) : null;
+  if (!folder) return;
+  const runPath = `${stream.prefix}/+/${folder}`;
+  const result = await apiFetch(`${api}/streams/${runPath}/result`).catch(() => null);
+  showRun(stream.descriptor.tags, runPath, result);
+  const poll = setInterval(async () => {
+    if (v.ended || document.hidden) { if (v.ended) clearInterval(poll); return; }
+    const r = await apiFetch(`${api}/streams/${runPath}/result`).catch(() => null);
+    if (r) { clearInterval(poll); showRun(stream.descriptor.tags, runPath, r); }
+  }, 3000);
+}
+
+// ---- The run view -----------------------------------------------------------------
+
+// `path` names no stream (a 404): if it is a folder of streams, show the run. Returns
+// whether it did.
+async function openRun() {
+  const at = path.indexOf("/+/");
+  const prefix = path.slice(0, at), name = path.slice(at + 3);
+  let streams;
+  try {
+    const q = new URLSearchParams({ prefix, name: `${name}/*`, limit: "50" });
+    streams = (await apiFetch(`${api}/streams?${q}`)).streams;
+  } catch (e) {
+    return false;
+  }
+  const result = streams.find((s) => s.name === `${name}/result`) || null;
+  // stdout first, stderr next, any other stream after them; the result goes in the header.
+  const rank = (s) => ({ stdout: 0, stderr: 1 })[s.name.slice(name.length + 1)] ?? 2;
+  const shown = streams.filter((s) => s !== result && s.descriptor.stream_type === "text")
+    .sort((a, b) => rank(a) - rank(b) || (a.name < b.name ? -1 : 1));
+  if (!shown.length) return false;
+  v.run = {
+    t0: Math.min(...shown.map((s) => Date.parse(s.descriptor.timestamp))),
+    sources: shown.map((s, slot) => ({
+      name: s.name.slice(name.length + 1), path: s.path, slot, lines: [], hidden: false,
+      nextIndex: 0, endStyle: PLAIN, endOpen: false, ended: false, reconnects: 0,
+      t0: Date.parse(s.descriptor.timestamp), stream: s,
+    })),
+  };
+  document.body.classList.add("run-view");
+  measure();
+  $("status").textContent = "run";
+  $("status").className = "badge run";
+  $("raw").hidden = true;
+  const tags = (result || shown[0]).descriptor.tags || {};
+  showRun(tags, path, result);
+  const toggles = $("sources");
+  for (const src of v.run.sources) {
+    const label = document.createElement("label");
+    label.className = `src-toggle src-${src.slot}`;
+    const box = document.createElement("input");
+    box.type = "checkbox"; box.checked = true; box.dataset.src = src.name;
+    box.addEventListener("change", () => { src.hidden = !box.checked; merge(); });
+    label.append(box, ` ${src.name}`);
+    toggles.append(label);
+  }
+  toggles.hidden = false;
+  for (const src of v.run.sources) connectSource(src, "from=0");
+  watchResult(prefix, name, tags, result);
+  return true;
+}
+
+// Until the run has a result, look for it now and then.
+function watchResult(prefix, name, tags, result) {
+  if (result) { v.result = result; return; }
+  const poll = setInterval(async () => {
+    if (document.hidden) return;
+    const r = await apiFetch(`${api}/streams/${prefix}/+/${name}/result`).catch(() => null);
+    if (r) { clearInterval(poll); v.result = r; showRun(tags, path, r); }
+    else if (v.run.sources.every((s) => s.ended)) clearInterval(poll);
+  }, 2000);
+}
+
+function connectSource(src, query) {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  let url = `${proto}://${location.host}${api}/watch/${src.path}?${query}`;
+  const t = token();
+  if (t) url += `&access_token=${encodeURIComponent(t)}`;
+  const ws = new WebSocket(url);
+  ws.onopen = () => { $("conn").textContent = "live"; };
+  ws.onmessage = (ev) => {
+    const f = JSON.parse(ev.data);
+    if (f.type === "state") src.t0 = Date.parse(f.stream.descriptor.timestamp);
+    else if (f.type === "entries") { src.reconnects = 0; appendSource(src, f.entries); }
+    else if (f.type === "end") {
+      src.ended = true;
+      if (v.run.sources.every((s) => s.ended)) { v.ended = true; $("conn").textContent = "complete"; }
+    }
+  };
+  ws.onclose = () => {
+    if (src.ended) return;
+    src.reconnects++;
+    $("conn").textContent = "reconnecting…";
+    const delay = Math.min(5000, 100 * 2 ** Math.min(src.reconnects, 6));
+    setTimeout(() => connectSource(src, `from=${src.nextIndex}`), delay);
+  };
+}
+
+function appendSource(src, entries) {
+  entries = entries.filter((e) => e.stream_index >= src.nextIndex);
+  if (!entries.length) return;
+  src.nextIndex = entries[entries.length - 1].stream_index + 1;
+  let res;
+  if (src.endOpen && src.lines.length) {
+    const last = src.lines.pop();
+    const first = entries[0];
+    res = toLines([{ ...first, text: { lines: [{ value: last.text, delimiter: "" }, ...first.text.lines] }, sequence: last.no - 1 }, ...entries.slice(1)], last.style0, false);
+    res.lines[0].t = last.t;
+  } else {
+    res = toLines(entries, src.endStyle, false);
+  }
+  for (const l of res.lines) { l.src = src; l.at = src.t0 + l.t * 1000; }
+  src.lines.push(...res.lines);
+  src.endStyle = res.style; src.endOpen = res.open;
+  scheduleMerge();
+}
+
+let mergeScheduled = false;
+function scheduleMerge() {
+  if (mergeScheduled) return;
+  mergeScheduled = true;
+  requestAnimationFrame(() => { mergeScheduled = false; merge(); });
+}
+
+// The shown lines: the visible streams' lines merged by time (ties: stdout before stderr,
+// then by line number), each stream's own order kept.
+function merge() {
+  const srcs = v.run.sources.filter((s) => !s.hidden);
+  const pos = srcs.map(() => 0);
+  const out = [];
+  for (;;) {
+    let best = -1;
+    for (let k = 0; k < srcs.length; k++) {
+      const l = srcs[k].lines[pos[k]];
+      if (!l) continue;
+      if (best < 0) { best = k; continue; }
+      const b = srcs[best].lines[pos[best]];
+      if (l.at < b.at || (l.at === b.at && srcs[k].slot < srcs[best].slot)) best = k;
+    }
+    if (best < 0) break;
+    out.push(srcs[best].lines[pos[best]++]);
+  }
+  v.lines = out;
+  v.tops = null;
+  refreshSearch(false);
+  layout();
+  if (v.following) scrollToBottom();
+  else { updateJump(); render_(); }
+}
+
 async function start() {
   if (!validPath) {
     $("title").textContent = "invalid stream path";
@@ -425,7 +668,7 @@ async function start() {
     showError(`not a stream path: ${location.pathname} (expected /logs/PROJECT/PREFIX/+/NAME)`);
     return;
   }
-  $("title").textContent = `${project} / ${path}`;
+  crumbs();
   document.title = `${path} — logdog`;
   $("raw").href = `/logs/${encodeURIComponent(project)}/${path}?format=raw`;
   measure();
@@ -447,12 +690,21 @@ async function start() {
       else if (v.ended) clearInterval(wait);
     }, 50);
   } catch (e) {
-    showError(e.message);
+    notAStream(e);
   }
+}
+
+// The path names no stream: a run's folder opens the run view, anything else says why.
+async function notAStream(e) {
+  if (e.status === 404 && (await openRun())) return;
+  showError(e.message);
+  $("conn").textContent = "";
+  $("status").hidden = true;
 }
 
 // A permalink typed into the address bar: go there (reloading when it is not loaded).
 window.addEventListener("hashchange", () => {
+  if (v.run) return;
   const sel = parseHash();
   if (!sel) return;
   const i = v.lines.findIndex((l) => l.no >= sel[0]);

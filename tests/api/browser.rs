@@ -192,9 +192,10 @@ async fn viewer_in_a_real_browser() {
             "const t = document.querySelector('#rows .ts'); return t && t.textContent",
         )
         .await;
+    let ts = ts.as_str().unwrap();
     assert!(
-        ts.as_str().unwrap().starts_with('+') && ts.as_str().unwrap().ends_with('s'),
-        "{ts}"
+        ts.len() == 12 && ts.trim_start().starts_with('+') && ts.ends_with('s'),
+        "fixed width, right-aligned: {ts:?}"
     );
     b.js("const s = document.getElementById('ts'); s.value = 'abs'; s.dispatchEvent(new Event('change'))", json!([])).await;
     let ts = b
@@ -497,8 +498,25 @@ async fn explorer_sends_a_call() {
         )
         .await;
     assert!(ops.as_u64().unwrap() >= 20, "{ops}");
+    // Paths wrap in their own column, never under their method.
+    let layout = b
+        .js(
+            "return [...document.querySelectorAll('#ops a')].every(a => { const m = a.querySelector('.method').getBoundingClientRect(), p = a.querySelector('.op-path').getBoundingClientRect(); return p.left >= m.right && Math.abs(p.top - m.top) < 2; })",
+            json!([]),
+        )
+        .await;
+    assert_eq!(layout, json!(true));
     b.click("a[data-op='get /api/v1/projects/{project}/streams']")
         .await;
+    // Descriptions are rendered: `code` becomes <code>, no backtick is left.
+    let text = b
+        .js(
+            "const op = document.getElementById('op'); return [op.querySelectorAll('code').length, op.textContent.includes('`')]",
+            json!([]),
+        )
+        .await;
+    assert!(text[0].as_u64().unwrap() >= 1, "{text}");
+    assert_eq!(text[1], json!(false), "no raw backticks");
     b.type_into("input[name='project']", "p").await;
     b.type_into("input[name='prefix']", "e/1").await;
     b.click("#send").await;
@@ -632,4 +650,174 @@ async fn no_browser_outlives_its_test() {
             .collect();
         assert_eq!(left, Vec::<i32>::new(), "nothing survives");
     }
+}
+
+/// `logdog stream`'s run in the run view: stdout and stderr interleaved by time, each line
+/// marked by its stream, either hideable; the header holds the command, the times and the
+/// exit code; the breadcrumb links the project, the prefix and the run; each stream's own
+/// viewer shows the same header with a link back to the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
+async fn a_run_on_one_page() {
+    let b = browser().await;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let script = "echo out 1; sleep 0.3; echo err 1 >&2; sleep 0.3; echo out 2; sleep 0.3; echo err 2 >&2; exit 3";
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args([
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "ci/7",
+            "--quiet",
+            "--flush-interval",
+            "0.05",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("LOGDOG_COORDINATOR", &base)
+        .env_remove("LOGDOG_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("logdog: run: {base}/logs/p/ci/7/+/run"),
+        "the run view comes first"
+    );
+    b.goto(&format!("{base}/logs/p/ci/7/+/run")).await;
+    b.until(
+        "the run",
+        &format!("{VIEW}.run && {VIEW}.lines.length === 4"),
+    )
+    .await;
+    b.until(
+        "drawn",
+        "document.querySelectorAll('#rows .line').length === 4",
+    )
+    .await;
+    let rows = "return [...document.querySelectorAll('#rows .line')].map(r => r.querySelector('.src').textContent + ' ' + r.querySelector('.tx').textContent)";
+    assert_eq!(
+        b.js(rows, json!([])).await,
+        json!([
+            "stdout out 1",
+            "stderr err 1",
+            "stdout out 2",
+            "stderr err 2"
+        ]),
+        "interleaved by time"
+    );
+    let header = b
+        .until(
+            "the header",
+            "const r = document.querySelector('#run .run-exit'); return r && r.dataset.code !== undefined && document.getElementById('run').textContent",
+        )
+        .await;
+    let header = header.as_str().unwrap();
+    assert!(header.contains(&format!("$ sh -c '{script}'")), "{header}");
+    assert!(header.contains("exit code 3"), "{header}");
+    assert!(
+        header.contains("started ") && header.contains("ended "),
+        "{header}"
+    );
+    // Hide stderr, then stdout.
+    b.click("#sources input[data-src='stderr']").await;
+    b.until("stdout only", &format!("{VIEW}.lines.length === 2"))
+        .await;
+    assert_eq!(
+        b.js(rows, json!([])).await,
+        json!(["stdout out 1", "stdout out 2"])
+    );
+    b.click("#sources input[data-src='stderr']").await;
+    b.click("#sources input[data-src='stdout']").await;
+    b.until(
+        "stderr only",
+        &format!("{VIEW}.lines.length === 2 && {VIEW}.lines[0].src.name === 'stderr'"),
+    )
+    .await;
+    // Relative times keep one width.
+    b.js("const s = document.getElementById('ts'); s.value = 'rel'; s.dispatchEvent(new Event('change'))", json!([]))
+        .await;
+    b.until(
+        "times",
+        "document.querySelectorAll('#rows .ts').length === 2",
+    )
+    .await;
+    let widths = b
+        .js(
+            "return [...document.querySelectorAll('#rows .ts')].map(t => t.getBoundingClientRect().width)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(widths[0], widths[1], "{widths}");
+    // The breadcrumb's parts are links.
+    let crumbs = b
+        .js(
+            "return [...document.querySelectorAll('#title a')].map(a => a.textContent + ' ' + new URL(a.href).pathname + new URL(a.href).search)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        crumbs,
+        json!([
+            "p /?project=p",
+            "ci /?project=p&prefix=ci",
+            "7 /?project=p&prefix=ci%2F7"
+        ])
+    );
+    // A line number opens the line in its own stream.
+    let href = b
+        .js(
+            "return document.querySelector('#rows .line .ln').getAttribute('href')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(href, "/logs/p/ci/7/+/run/stderr#L1");
+    // The stream viewer shows the run's header and links back.
+    b.goto(&format!("{base}/logs/p/ci/7/+/run/stdout")).await;
+    let header = b
+        .until(
+            "the stream's run header",
+            "const r = document.querySelector('#run .run-exit'); return r && r.dataset.code && document.getElementById('run').textContent",
+        )
+        .await;
+    assert!(header.as_str().unwrap().contains("exit code 3"), "{header}");
+    let crumbs = b
+        .js(
+            "return [...document.querySelectorAll('#title a')].map(a => new URL(a.href).pathname)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(crumbs[3], "/logs/p/ci/7/+/run", "{crumbs}");
+    let link = b
+        .js(
+            "return document.querySelector('#run .run-link').getAttribute('href')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(link, "/logs/p/ci/7/+/run");
+    // Nothing below: no "Jump to latest".
+    assert_eq!(
+        b.js("return document.getElementById('jump').hidden", json!([]))
+            .await,
+        json!(true)
+    );
+    // A path that is neither a stream nor a run: the error, no "loading" badge.
+    b.goto(&format!("{base}/logs/p/ci/7/+/nothing")).await;
+    b.until("the 404", "!document.getElementById('error').hidden")
+        .await;
+    assert_eq!(
+        b.js("return document.getElementById('status').hidden", json!([]))
+            .await,
+        json!(true)
+    );
+    b.quit().await;
+    server.stop().await;
 }

@@ -828,3 +828,130 @@ async fn a_follow_outlasts_a_restart_and_says_so() {
     );
     server.stop().await;
 }
+
+/// The run record: `run.command` and `run.started` on the output streams, the end on
+/// `run/result` (one line, tags with the end, duration and exit code), queryable by tag,
+/// and the same after archival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_recorded_queryable_and_archived() {
+    let db = TestDb::sqlite();
+    let mut config = db.config();
+    config.archival.embedded_archivist = true;
+    config.archival.complete_delay = 0.1;
+    config.archival.retry_delay = 0.1;
+    let server = TestServer::start(config);
+    let base = server.base();
+    let r = run(
+        &base,
+        &[
+            "stream",
+            "--project",
+            "p",
+            "--prefix",
+            "rec/1",
+            "--quiet",
+            "--tag",
+            "ci=yes",
+            "--",
+            "sh",
+            "-c",
+            "echo it\\'s; sleep 0.2; exit 7",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines[0], format!("logdog: run: {base}/logs/p/rec/1/+/run"));
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("logdog: run/result: exit code 7 after 0."),
+        "{}",
+        r.stderr
+    );
+    let c = server.client("p");
+    let command = "sh -c 'echo it\\'\\''s; sleep 0.2; exit 7'";
+    let out = c.load("rec/1/+/run/stdout").await;
+    let tags = &out.expect(200)["descriptor"]["tags"];
+    assert_eq!(tags["run.command"], command);
+    assert_eq!(tags["ci"], "yes");
+    let started = tags["run.started"].as_str().unwrap().to_owned();
+    // Queryable by exit code, from the CLI.
+    let q = run(
+        &base,
+        &[
+            "query",
+            "--project",
+            "p",
+            "--tag",
+            "run.exit_code=7",
+            "--json",
+        ],
+    )
+    .await;
+    let found: Value = serde_json::from_str(&q.stdout).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    let result = &found[0];
+    assert_eq!(result["path"], "rec/1/+/run/result");
+    let rt = &result["descriptor"]["tags"];
+    assert_eq!(rt["run.command"], command);
+    assert_eq!(rt["run.started"], started.as_str());
+    assert_eq!(rt["run.exit_code"], "7");
+    let duration: f64 = rt["run.duration"].as_str().unwrap().parse().unwrap();
+    assert!((0.2..10.0).contains(&duration), "{duration}");
+    let ended = chrono::DateTime::parse_from_rfc3339(rt["run.ended"].as_str().unwrap()).unwrap();
+    let began = chrono::DateTime::parse_from_rfc3339(&started).unwrap();
+    assert!(ended > began);
+    let none = run(
+        &base,
+        &[
+            "query",
+            "--project",
+            "p",
+            "--tag",
+            "run.exit_code=0",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(none.stdout.trim(), "[]");
+    let cat = run(&base, &["cat", "p/rec/1/+/run/result"]).await;
+    assert!(
+        cat.stdout.starts_with("exit code 7 after 0."),
+        "{}",
+        cat.stdout
+    );
+    // After archival: the same record, the same query.
+    for _ in 0..200 {
+        let s = c.load("rec/1/+/run/result").await;
+        if s.body["state"]["archival"] == "complete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = c.load("rec/1/+/run/result").await;
+    assert_eq!(s.body["state"]["status"], "archived", "{}", s.body);
+    assert_eq!(&s.body["descriptor"]["tags"], rt);
+    let q = run(
+        &base,
+        &[
+            "query",
+            "--project",
+            "p",
+            "--tag",
+            "run.exit_code=7",
+            "--json",
+        ],
+    )
+    .await;
+    let again: Value = serde_json::from_str(&q.stdout).unwrap();
+    assert_eq!(again[0]["path"], "rec/1/+/run/result");
+    let cat = run(&base, &["cat", "p/rec/1/+/run/result"]).await;
+    assert!(
+        cat.stdout.starts_with("exit code 7 after 0."),
+        "{}",
+        cat.stdout
+    );
+    server.stop().await;
+}

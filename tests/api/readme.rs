@@ -197,7 +197,7 @@ fn migrate_command_prepares_a_database() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 migration(s) applied"));
     let again = Command::new(env!("CARGO_BIN_EXE_logdog"))
         .args(["migrate", "--database", db.to_str().unwrap()])
         .output()
@@ -345,19 +345,33 @@ async fn readme_cli_examples_work() {
         ["compiling", "exit code 3", "compiling", "oops"],
         "{stdout}"
     );
-    let cols = |l: &str| l.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
-    assert_eq!(cols(lines[4]), "PATH TYPE STATUS ENTRIES ARCHIVAL");
+    let cols = |l: &str| l.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+    assert_eq!(cols(lines[4]), "PATH TYPE STATUS LENGTH ARCHIVAL UPDATED");
     assert_eq!(
         cols(lines[5]),
-        "build/2/+/run/stderr text terminated 1 none"
+        "build/2/+/run/result text terminated 1 line none"
     );
     assert_eq!(
         cols(lines[6]),
-        "build/2/+/run/stdout text terminated 1 none"
+        "build/2/+/run/stderr text terminated 1 line none"
     );
-    assert!(lines[7].starts_with("build/2/\texpires "), "{stdout}");
-    assert_eq!(lines[8], format!("{base}/logs/demo/files/1/+/readme"));
-    assert_eq!(lines.len(), 9, "{stdout}");
+    assert_eq!(
+        cols(lines[7]),
+        "build/2/+/run/stdout text terminated 1 line none"
+    );
+    // The runs that exited 3.
+    assert_eq!(cols(lines[8]), "PATH TYPE STATUS LENGTH ARCHIVAL UPDATED");
+    assert_eq!(
+        cols(lines[9]),
+        "build/2/+/run/result text terminated 1 line none"
+    );
+    assert!(lines[10].starts_with("build/2/\texpires "), "{stdout}");
+    assert_eq!(lines[11], format!("{base}/logs/demo/files/1/+/readme"));
+    assert_eq!(lines.len(), 12, "{stdout}");
+    assert!(
+        stderr.contains(&format!("logdog: run: {base}/logs/demo/build/2/+/run")),
+        "{stderr}"
+    );
     assert!(
         stderr.contains(&format!(
             "logdog: run/stdout: {base}/logs/demo/build/2/+/run/stdout"

@@ -93,11 +93,15 @@ async fn stream_command_exit_code_terminal_indices_and_text(db: TestDb) {
     .await;
     assert_eq!(r.code, 3, "stderr: {}", r.stderr);
     assert_eq!(r.stdout, "", "--quiet copies nothing");
-    let first = r.stderr.lines().next().unwrap();
+    let urls: Vec<&str> = r.stderr.lines().take(3).collect();
     assert_eq!(
-        first,
-        format!("logdog: run/stdout: {base}/logs/p/cli/1/+/run/stdout"),
-        "the viewer URL comes first"
+        urls,
+        [
+            format!("logdog: run: {base}/logs/p/cli/1/+/run"),
+            format!("logdog: run/stdout: {base}/logs/p/cli/1/+/run/stdout"),
+            format!("logdog: run/stderr: {base}/logs/p/cli/1/+/run/stderr"),
+        ],
+        "the run view first, then each stream's viewer"
     );
     let c = server.client("p");
     for (name, word) in [("stdout", "out"), ("stderr", "err")] {
@@ -354,7 +358,14 @@ async fn stream_refusals_stop_before_the_command_runs() {
         .iter()
         .map(|s| s["path"].clone())
         .collect();
-    assert_eq!(paths, [json!("ok/+/run/stderr"), json!("ok/+/run/stdout")]);
+    assert_eq!(
+        paths,
+        [
+            json!("ok/+/run/result"),
+            json!("ok/+/run/stderr"),
+            json!("ok/+/run/stdout")
+        ]
+    );
     let anonymous = run(&base, &["query", "--project", "p"]).await;
     assert_eq!(anonymous.code, 1);
     assert!(

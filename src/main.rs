@@ -257,6 +257,24 @@ impl Retrying {
     }
 }
 
+impl Conn {
+    /// The stream argument of `cat` and `tail`, on this coordinator.
+    fn target(
+        self,
+        stream: &str,
+        project: Option<&str>,
+        retrying: &Retrying,
+    ) -> anyhow::Result<Target> {
+        Target::parse(
+            stream,
+            &self.coordinator,
+            self.token,
+            project,
+            retrying.limit()?,
+        )
+    }
+}
+
 fn parse_tag(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -443,13 +461,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             from,
             stream,
         } => {
-            let t = Target::parse(
-                &stream,
-                &conn.coordinator,
-                conn.token,
-                project.as_deref(),
-                retrying.limit()?,
-            )?;
+            let t = conn.target(&stream, project.as_deref(), &retrying)?;
             let mut out = std::io::stdout().lock();
             client_runtime()?.block_on(logdog::client::read::cat(&t, from, follow, &mut out))?;
             Ok(0)
@@ -462,13 +474,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             follow,
             stream,
         } => {
-            let t = Target::parse(
-                &stream,
-                &conn.coordinator,
-                conn.token,
-                project.as_deref(),
-                retrying.limit()?,
-            )?;
+            let t = conn.target(&stream, project.as_deref(), &retrying)?;
             let mut out = std::io::stdout().lock();
             client_runtime()?.block_on(logdog::client::read::tail(&t, lines, follow, &mut out))?;
             Ok(0)

@@ -469,14 +469,17 @@ async fn record_result(
             }),
             terminal_index: Some(0),
         };
-        retry(&format!("recording {path}"), patience, || {
-            shared.api.call::<StreamJson>(
-                shared
-                    .api
-                    .request(Method::PUT, &url)
-                    .header("X-Prefix-Secret", &secret)
-                    .json(&register),
-            )
+        let what = format!("recording {path}");
+        let send = |method: Method, url: &str| {
+            shared
+                .api
+                .request(method, url)
+                .header("X-Prefix-Secret", &secret)
+        };
+        retry(&what, patience, || {
+            shared
+                .api
+                .call::<StreamJson>(send(Method::PUT, &url).json(&register))
         })
         .await?;
         let entry = LogEntry {
@@ -489,14 +492,10 @@ async fn record_result(
         let logs = shared
             .api
             .project_url(&shared.project, &format!("logs/{path}"));
-        retry(&format!("recording {path}"), patience, || {
-            shared.api.call::<AppendResult>(
-                shared
-                    .api
-                    .request(Method::POST, &logs)
-                    .header("X-Prefix-Secret", &secret)
-                    .json(&append),
-            )
+        retry(&what, patience, || {
+            shared
+                .api
+                .call::<AppendResult>(send(Method::POST, &logs).json(&append))
         })
         .await?;
         Ok::<(), ClientError>(())

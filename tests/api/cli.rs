@@ -840,6 +840,14 @@ async fn a_follow_outlasts_a_restart_and_says_so() {
     server.stop().await;
 }
 
+/// `logdog query --tag run.exit_code=CODE --json` in project p.
+async fn runs_that_exited(base: &str, code: i32) -> Value {
+    let tag = format!("run.exit_code={code}");
+    let q = run(base, &["query", "--project", "p", "--tag", &tag, "--json"]).await;
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    serde_json::from_str(&q.stdout).unwrap()
+}
+
 /// The run record: `run.command` and `run.started` on the output streams, the end on
 /// `run/result` (one line, tags with the end, duration and exit code), queryable by tag,
 /// and the same after archival.
@@ -889,19 +897,7 @@ async fn a_run_is_recorded_queryable_and_archived() {
     assert_eq!(tags["ci"], "yes");
     let started = tags["run.started"].as_str().unwrap().to_owned();
     // Queryable by exit code, from the CLI.
-    let q = run(
-        &base,
-        &[
-            "query",
-            "--project",
-            "p",
-            "--tag",
-            "run.exit_code=7",
-            "--json",
-        ],
-    )
-    .await;
-    let found: Value = serde_json::from_str(&q.stdout).unwrap();
+    let found = runs_that_exited(&base, 7).await;
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     let result = &found[0];
     assert_eq!(result["path"], "rec/1/+/run/result");
@@ -914,19 +910,7 @@ async fn a_run_is_recorded_queryable_and_archived() {
     let ended = chrono::DateTime::parse_from_rfc3339(rt["run.ended"].as_str().unwrap()).unwrap();
     let began = chrono::DateTime::parse_from_rfc3339(&started).unwrap();
     assert!(ended > began);
-    let none = run(
-        &base,
-        &[
-            "query",
-            "--project",
-            "p",
-            "--tag",
-            "run.exit_code=0",
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(none.stdout.trim(), "[]");
+    assert_eq!(runs_that_exited(&base, 0).await, json!([]));
     let cat = run(&base, &["cat", "p/rec/1/+/run/result"]).await;
     assert!(
         cat.stdout.starts_with("exit code 7 after 0."),
@@ -944,19 +928,7 @@ async fn a_run_is_recorded_queryable_and_archived() {
     let s = c.load("rec/1/+/run/result").await;
     assert_eq!(s.body["state"]["status"], "archived", "{}", s.body);
     assert_eq!(&s.body["descriptor"]["tags"], rt);
-    let q = run(
-        &base,
-        &[
-            "query",
-            "--project",
-            "p",
-            "--tag",
-            "run.exit_code=7",
-            "--json",
-        ],
-    )
-    .await;
-    let again: Value = serde_json::from_str(&q.stdout).unwrap();
+    let again = runs_that_exited(&base, 7).await;
     assert_eq!(again[0]["path"], "rec/1/+/run/result");
     let cat = run(&base, &["cat", "p/rec/1/+/run/result"]).await;
     assert!(

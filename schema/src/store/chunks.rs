@@ -1,0 +1,218 @@
+//! Log chunks: intermediate log data, one row per committed run of consecutive entries;
+//! reads, compaction, and release after archival.
+
+use diesel::prelude::*;
+
+use super::{AnyConnection, StoreError};
+use crate::models::*;
+use crate::schema::log_chunks;
+
+/// How many entries of a stream are stored in intermediate storage.
+pub fn stored_entry_count(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<u64, StoreError> {
+    let counts: Vec<i64> = log_chunks::table
+        .filter(log_chunks::project.eq(project))
+        .filter(log_chunks::stream_id.eq(id))
+        .select(log_chunks::count)
+        .load(conn)?;
+    Ok(counts.into_iter().map(|c| c as u64).sum())
+}
+
+/// Releases a stream's intermediate data (after its archive is written).
+pub fn delete_chunks(conn: &mut AnyConnection, project: &str, id: &str) -> Result<(), StoreError> {
+    diesel::delete(
+        log_chunks::table
+            .filter(log_chunks::project.eq(project))
+            .filter(log_chunks::stream_id.eq(id)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+/// A stored run of entries, without its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub first_index: u64,
+    pub count: u64,
+    pub bytes: u64,
+    pub end_sequence: u64,
+}
+
+/// The spans of the chunks that end above `from_index`, in index order.
+pub fn chunk_spans(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    from_index: u64,
+) -> Result<Vec<ChunkSpan>, StoreError> {
+    let rows: Vec<(i64, i64, i64, i64)> = log_chunks::table
+        .filter(log_chunks::project.eq(project))
+        .filter(log_chunks::stream_id.eq(id))
+        .filter((log_chunks::first_index + log_chunks::count).gt(from_index as i64))
+        .order(log_chunks::first_index.asc())
+        .select((
+            log_chunks::first_index,
+            log_chunks::count,
+            log_chunks::bytes,
+            log_chunks::end_sequence,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(f, c, b, s)| ChunkSpan {
+            first_index: f as u64,
+            count: c as u64,
+            bytes: b as u64,
+            end_sequence: s as u64,
+        })
+        .collect())
+}
+
+/// The chunks holding entries in `[from_index, to_index)`, in index order, payload included.
+pub fn read_chunks(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    from_index: u64,
+    to_index: u64,
+    max_rows: i64,
+) -> Result<Vec<ChunkRow>, StoreError> {
+    Ok(log_chunks::table
+        .filter(log_chunks::project.eq(project))
+        .filter(log_chunks::stream_id.eq(id))
+        .filter((log_chunks::first_index + log_chunks::count).gt(from_index as i64))
+        .filter(log_chunks::first_index.lt(to_index as i64))
+        .order(log_chunks::first_index.asc())
+        .limit(max_rows)
+        .select(ChunkRow::as_select())
+        .load(conn)?)
+}
+
+pub fn insert_chunk(conn: &mut AnyConnection, row: &ChunkRow) -> Result<(), StoreError> {
+    diesel::insert_into(log_chunks::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Replaces the chunks of `[first, end)` by one chunk holding all their entries. Only
+/// the owner of the stream calls it, so nothing is inserted in that range meanwhile.
+pub fn compact_chunks(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    first: u64,
+    end: u64,
+) -> Result<usize, StoreError> {
+    let rows = read_chunks(conn, project, id, first, end, i64::MAX)?;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.first_index as u64 >= first && (r.first_index + r.count) as u64 <= end)
+        .collect();
+    if rows.len() < 2 {
+        return Ok(0);
+    }
+    let mut entries = Vec::new();
+    let (mut bytes, mut end_sequence) = (0, 0);
+    for r in &rows {
+        entries
+            .extend(crate::chunk::decode(&r.data).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        bytes += r.bytes;
+        end_sequence = r.end_sequence;
+    }
+    // The merged run must be contiguous, or it is not one chunk.
+    if entries
+        .windows(2)
+        .any(|w| w[1].stream_index != w[0].stream_index + 1)
+    {
+        return Ok(0);
+    }
+    let first_index = rows[0].first_index;
+    diesel::delete(
+        log_chunks::table
+            .filter(log_chunks::project.eq(project))
+            .filter(log_chunks::stream_id.eq(id))
+            .filter(
+                log_chunks::first_index
+                    .eq_any(rows.iter().map(|r| r.first_index).collect::<Vec<_>>()),
+            ),
+    )
+    .execute(conn)?;
+    insert_chunk(
+        conn,
+        &ChunkRow {
+            project: project.to_owned(),
+            stream_id: id.to_owned(),
+            first_index,
+            count: entries.len() as i64,
+            bytes,
+            end_sequence,
+            data: crate::chunk::encode(&entries),
+        },
+    )?;
+    Ok(rows.len())
+}
+
+/// Which entries a read wants.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRange {
+    pub from: u64,
+    /// Exclusive upper bound.
+    pub end: u64,
+    pub count: usize,
+    /// Entries are added while their payload total stays within it (the first always).
+    pub bytes: u64,
+    /// Stop at the first missing index; otherwise skip gaps.
+    pub contiguous: bool,
+}
+
+/// Reads the entries `range` asks for, a page of chunks at a time.
+pub fn read_entries(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    range: ReadRange,
+) -> Result<Vec<crate::wire::Entry>, StoreError> {
+    let ReadRange {
+        from,
+        end,
+        count,
+        bytes,
+        contiguous,
+    } = range;
+    const PAGE_ROWS: i64 = 16;
+    let mut out = Vec::new();
+    let (mut cur, mut total) = (from, 0u64);
+    while out.len() < count && cur < end {
+        let rows = read_chunks(conn, project, id, cur, end, PAGE_ROWS)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let entries =
+                crate::chunk::decode(&row.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            for e in entries {
+                if e.stream_index < cur {
+                    continue;
+                }
+                if e.stream_index >= end
+                    || (contiguous && e.stream_index != cur)
+                    || out.len() >= count
+                {
+                    return Ok(out);
+                }
+                let size = e.content.payload_bytes();
+                if !out.is_empty() && total + size > bytes {
+                    return Ok(out);
+                }
+                total += size;
+                cur = e.stream_index + 1;
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}

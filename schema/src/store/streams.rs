@@ -1,0 +1,162 @@
+//! Stream rows: registration, lifecycle updates, the contiguous end (`next_index`,
+//! `next_sequence`), purges, and a prefix's streams.
+
+use diesel::prelude::*;
+
+use super::long_keys::*;
+use super::{AnyConnection, StoreError};
+use crate::models::*;
+use crate::schema::{archive_tasks, log_chunks, stream_tags, streams};
+
+pub fn get_stream(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<Option<StreamRow>, StoreError> {
+    Ok(streams::table
+        .find((project, id))
+        .select(StreamRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Inserts a new stream with its tags and its first archive task, in the caller's transaction.
+pub fn insert_stream(
+    conn: &mut AnyConnection,
+    row: &StreamRow,
+    tags: &[TagRow],
+    task: &TaskRow,
+) -> Result<(), StoreError> {
+    diesel::insert_into(streams::table)
+        .values(row)
+        .execute(conn)?;
+    for tag in tags {
+        diesel::insert_into(stream_tags::table)
+            .values(tag)
+            .execute(conn)?;
+    }
+    diesel::insert_into(archive_tasks::table)
+        .values(task)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Rewrites a stream's lifecycle columns.
+pub fn update_lifecycle(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    change: &StreamLifecycle,
+) -> Result<(), StoreError> {
+    diesel::update(streams::table.find((project, id)))
+        .set(change)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Marks a stream purged and releases its intermediate data and archive task.
+pub fn purge_stream(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    diesel::update(streams::table.find((project, id)))
+        .set((streams::purged.eq(true), streams::updated_us.eq(now_us)))
+        .execute(conn)?;
+    diesel::delete(
+        log_chunks::table
+            .filter(log_chunks::project.eq(project))
+            .filter(log_chunks::stream_id.eq(id)),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        archive_tasks::table
+            .filter(archive_tasks::project.eq(project))
+            .filter(archive_tasks::stream_id.eq(id)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+/// The paths of every stream of a prefix.
+pub fn stream_paths_under(
+    conn: &mut AnyConnection,
+    project: &str,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(streams_of_prefix(conn, project, prefix)
+        .select(streams::path)
+        .load(conn)?)
+}
+
+/// The streams of one prefix: on PostgreSQL a range of indexed paths (`prefix/+/…`).
+pub(super) fn streams_of_prefix<'a>(
+    conn: &AnyConnection,
+    project: &'a str,
+    prefix: &'a str,
+) -> streams::BoxedQuery<'a, <AnyConnection as Connection>::Backend> {
+    let mut q = streams::table
+        .filter(streams::project.eq(project))
+        .filter(streams::prefix.eq(prefix))
+        .into_boxed();
+    if is_postgres(conn) {
+        let start = format!("{prefix}{}", crate::names::PATH_SEP);
+        q = q.filter(PATH_KEY.starts_with(&start));
+    }
+    q
+}
+
+pub fn stream_tags(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<Vec<TagRow>, StoreError> {
+    Ok(stream_tags::table
+        .filter(stream_tags::project.eq(project))
+        .filter(stream_tags::stream_id.eq(id))
+        .select(TagRow::as_select())
+        .load(conn)?)
+}
+
+/// Moves `next_index` from `old` to `new` (and `next_sequence` to `sequence`, the
+/// sequence at `new`), but only if no earlier commit it relies on is missing (the column
+/// is at least `old`) and it would not move backwards.
+pub fn advance_next_index(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    (old, new, sequence): (u64, u64, u64),
+    now_us: i64,
+) -> Result<(), StoreError> {
+    diesel::update(
+        streams::table
+            .find((project, id))
+            .filter(streams::next_index.ge(old as i64))
+            .filter(streams::next_index.lt(new as i64)),
+    )
+    .set((
+        streams::next_index.eq(new as i64),
+        streams::next_sequence.eq(Some(sequence as i64)),
+        streams::updated_us.eq(now_us),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Sets `next_index` and `next_sequence` outright (used when the owner recomputes them
+/// after loading).
+pub fn set_next_index(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    (next, sequence): (u64, Option<u64>),
+) -> Result<(), StoreError> {
+    diesel::update(streams::table.find((project, id)))
+        .set((
+            streams::next_index.eq(next as i64),
+            streams::next_sequence.eq(sequence.map(|s| s as i64)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}

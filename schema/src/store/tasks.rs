@@ -1,0 +1,172 @@
+//! Archive tasks: at most one per stream, scheduled by transitions, leased by archivists.
+
+use diesel::prelude::*;
+
+use super::{AnyConnection, StoreError};
+use crate::models::*;
+use crate::schema::archive_tasks;
+
+/// Moves a stream's archive task (creating it if it is gone) to a new due time and reason.
+pub fn schedule_task(
+    conn: &mut AnyConnection,
+    project: &str,
+    stream_id: &str,
+    reason: &str,
+    due_us: i64,
+    new_task_id: &str,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let updated = diesel::update(
+        archive_tasks::table
+            .filter(archive_tasks::project.eq(project))
+            .filter(archive_tasks::stream_id.eq(stream_id)),
+    )
+    .set((
+        archive_tasks::reason.eq(reason),
+        archive_tasks::due_us.eq(due_us),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(archive_tasks::table)
+            .values(&TaskRow {
+                task_id: new_task_id.to_owned(),
+                project: project.to_owned(),
+                stream_id: stream_id.to_owned(),
+                reason: reason.to_owned(),
+                due_us,
+                attempt: 0,
+                lease_id: None,
+                lease_expires_us: None,
+                last_error: None,
+                created_us: now_us,
+            })
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn get_task(
+    conn: &mut AnyConnection,
+    project: &str,
+    stream_id: &str,
+) -> Result<Option<TaskRow>, StoreError> {
+    Ok(archive_tasks::table
+        .filter(archive_tasks::project.eq(project))
+        .filter(archive_tasks::stream_id.eq(stream_id))
+        .select(TaskRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn get_task_by_id(
+    conn: &mut AnyConnection,
+    task_id: &str,
+) -> Result<Option<TaskRow>, StoreError> {
+    Ok(archive_tasks::table
+        .find(task_id)
+        .select(TaskRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Tasks due at `now_us` and not under a live lease, oldest due first.
+pub fn due_tasks(
+    conn: &mut AnyConnection,
+    now_us: i64,
+    limit: i64,
+    projects: Option<&[String]>,
+) -> Result<Vec<TaskRow>, StoreError> {
+    let mut q = archive_tasks::table.into_boxed();
+    if let Some(ps) = projects {
+        q = q.filter(archive_tasks::project.eq_any(ps));
+    }
+    Ok(q.filter(archive_tasks::due_us.le(now_us))
+        .filter(
+            archive_tasks::lease_expires_us
+                .is_null()
+                .or(archive_tasks::lease_expires_us.lt(now_us)),
+        )
+        .order(archive_tasks::due_us.asc())
+        .limit(limit)
+        .select(TaskRow::as_select())
+        .load(conn)?)
+}
+
+/// Takes a lease on a task if nobody holds a live one; false when another caller won.
+pub fn take_lease(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    lease_id: &str,
+    expires_us: i64,
+    now_us: i64,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        archive_tasks::table.find(task_id).filter(
+            archive_tasks::lease_expires_us
+                .is_null()
+                .or(archive_tasks::lease_expires_us.lt(now_us)),
+        ),
+    )
+    .set((
+        archive_tasks::lease_id.eq(Some(lease_id)),
+        archive_tasks::lease_expires_us.eq(Some(expires_us)),
+        archive_tasks::attempt.eq(archive_tasks::attempt + 1),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Moves a live lease's expiry.
+pub fn renew_lease(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    expires_us: i64,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set(archive_tasks::lease_expires_us.eq(Some(expires_us)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Drops a task's lease and sets when it is due again (a retry, or a failed seal).
+pub fn release_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    due_us: i64,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set((
+            archive_tasks::lease_id.eq(None::<String>),
+            archive_tasks::lease_expires_us.eq(None::<i64>),
+            archive_tasks::due_us.eq(due_us),
+            archive_tasks::last_error.eq(error),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Marks a task done (never due again), keeping its last lease so a repeated completion
+/// with that lease can be recognised.
+pub fn finish_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set((
+            archive_tasks::due_us.eq(TASK_DONE),
+            archive_tasks::lease_expires_us.eq(None::<i64>),
+            archive_tasks::last_error.eq(error),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The due time of a finished task.
+pub const TASK_DONE: i64 = i64::MAX;
+
+pub fn delete_task(conn: &mut AnyConnection, task_id: &str) -> Result<(), StoreError> {
+    diesel::delete(archive_tasks::table.find(task_id)).execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The message handlers: each checks what it must and hands the work to the actor's
+//! transitions.
+
+use super::*;
+
+impl Handler<Register> for StreamActor {
+    type Result = AtomicResponse<Self, Result<(StreamJson, bool), ActorError>>;
+
+    /// Creates the stream, or confirms an identical registration.
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        let (store, project, prefix) = (
+            self.store(),
+            self.key.project.clone(),
+            self.path.prefix.clone(),
+        );
+        let fresh = async move {
+            blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await
+        };
+        AtomicResponse::new(Box::pin(fresh.into_actor(self).then(move |row, act, _| {
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => return reply(Err(e)),
+            };
+            let Some(row) = row else {
+                return reply(Err(ActorError::FailedPrecondition(format!(
+                    "prefix {:?} is not registered",
+                    act.path.prefix
+                ))));
+            };
+            act.prefix = Some(PrefixInfo::from(row));
+            let prefix = act.prefix.as_ref().expect("just set");
+            let is_new = act.stream.is_none();
+            if is_new && prefix.expires_us <= now_us() {
+                return reply(Err(ActorError::FailedPrecondition(format!(
+                    "prefix {:?} has expired",
+                    act.path.prefix
+                ))));
+            }
+            if let Err(e) = act.check_write(msg.secret.as_deref()) {
+                return reply(Err(e));
+            }
+            let descriptor = match msg.descriptor {
+                Ok(d) => d,
+                Err(m) => return reply(Err(ActorError::Invalid(m))),
+            };
+            if let Some(t) = msg.terminal_index {
+                if t < -1 {
+                    return reply(Err(ActorError::Invalid(format!(
+                        "terminal_index must be -1 or more, got {t}"
+                    ))));
+                }
+            }
+            match &act.stream {
+                None => act.create(descriptor, msg.terminal_index),
+                Some(s) => {
+                    let d = &s.descriptor;
+                    if d.stream_type != descriptor.stream_type
+                        || d.content_type != descriptor.content_type
+                    {
+                        return reply(Err(ActorError::AlreadyExists(format!(
+                            "stream {:?} exists with stream_type {} and content_type {:?}",
+                            s.row.path,
+                            d.stream_type.as_str(),
+                            d.content_type
+                        ))));
+                    }
+                    match msg.terminal_index {
+                        Some(t) if t >= 0 => {
+                            Box::pin(act.terminate(Some(t)).map(|r, _, _| r.map(|j| (j, false))))
+                        }
+                        _ => reply(Ok((s.json(), false))),
+                    }
+                }
+            }
+        })))
+    }
+}
+
+impl Handler<Load> for StreamActor {
+    type Result = Result<StreamJson, ActorError>;
+
+    fn handle(&mut self, msg: Load, _: &mut Context<Self>) -> Self::Result {
+        self.gate()?;
+        match &self.stream {
+            Some(s) if !s.machine.purged || msg.see_purged => Ok(s.json()),
+            _ => Err(ActorError::NotFound(format!(
+                "stream {:?} not found",
+                self.path.to_string()
+            ))),
+        }
+    }
+}
+
+impl Handler<Follow> for StreamActor {
+    type Result = Result<(StreamJson, tokio::sync::watch::Receiver<Progress>), ActorError>;
+
+    fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
+        self.gate()?;
+        match &self.stream {
+            Some(s) if !s.machine.purged || msg.see_purged => {
+                Ok((s.json(), self.progress.subscribe()))
+            }
+            _ => Err(ActorError::NotFound(format!(
+                "stream {:?} not found",
+                self.path.to_string()
+            ))),
+        }
+    }
+}
+
+impl Handler<Subscribe> for StreamActor {
+    type Result = Result<(StreamJson, Progress), ActorError>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        self.gate()?;
+        match &self.stream {
+            Some(s) if !s.machine.purged || msg.see_purged => {
+                let json = s.json();
+                self.subscribers.insert(msg.id, msg.recipient);
+                Ok((json, *self.progress.borrow()))
+            }
+            _ => Err(ActorError::NotFound(format!(
+                "stream {:?} not found",
+                self.path.to_string()
+            ))),
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for StreamActor {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        self.subscribers.remove(&msg.id);
+        Ok(())
+    }
+}
+
+impl Handler<Append> for StreamActor {
+    type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
+
+    fn handle(&mut self, msg: Append, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return reply(Err(e));
+        }
+        if self.stream.is_none() {
+            return Box::pin(
+                self.missing_stream(msg.secret)
+                    .map(|r, _, _| r.map(|_| unreachable!())),
+            );
+        }
+        if let Err(e) = self.check_write(msg.secret.as_deref()) {
+            return reply(Err(e));
+        }
+        match &*msg.entries {
+            Err(m) => reply(Err(ActorError::Invalid(m.clone()))),
+            Ok(entries) => self.append(entries),
+        }
+    }
+}
+
+impl Handler<AppendText> for StreamActor {
+    type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
+
+    /// Numbers the lines from one past the highest stored (or in-flight) index.
+    fn handle(&mut self, msg: AppendText, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return reply(Err(e));
+        }
+        let Some(s) = &self.stream else {
+            return Box::pin(
+                self.missing_stream(msg.secret)
+                    .map(|r, _, _| r.map(|_| unreachable!())),
+            );
+        };
+        if let Err(e) = self.check_write(msg.secret.as_deref()) {
+            return reply(Err(e));
+        }
+        let lines = match &*msg.lines {
+            Ok(lines) => lines,
+            Err(m) => return reply(Err(ActorError::Invalid(m.clone()))),
+        };
+        let first = (s.machine.highest_index() + 1) as u64;
+        let last = first + (lines.len() as u64).saturating_sub(1);
+        if last > logdog_schema::wire::MAX_STREAM_INDEX {
+            return reply(Err(ActorError::Invalid(format!(
+                "these lines would be numbered up to {last}, above 2^53 - 1"
+            ))));
+        }
+        let entries: Vec<IncomingEntry> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| IncomingEntry {
+                stream_index: first + i as u64,
+                prefix_index: None,
+                sequence: None,
+                time_offset_us: None,
+                content: logdog_schema::wire::Content::Text(vec![line.clone()]),
+            })
+            .collect();
+        if entries.is_empty() {
+            let next_index = s.machine.next_index();
+            return reply(Ok(AppendOk {
+                next_index,
+                accepted: 0,
+                duplicates: 0,
+            }));
+        }
+        self.append(&entries)
+    }
+}
+
+impl Handler<Terminate> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        if self.stream.is_none() {
+            return AtomicResponse::new(Box::pin(
+                self.missing_stream(msg.secret)
+                    .map(|r, _, _| r.map(|_| unreachable!())),
+            ));
+        }
+        if let Err(e) = self.check_write(msg.secret.as_deref()) {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        match msg.terminal_index {
+            Err(m) => AtomicResponse::new(reply(Err(ActorError::Invalid(m)))),
+            Ok(t) => AtomicResponse::new(self.terminate(t)),
+        }
+    }
+}
+
+impl Handler<Purge> for StreamActor {
+    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+
+    fn handle(&mut self, _: Purge, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        if self.stream.is_none() {
+            let path = self.path.to_string();
+            return AtomicResponse::new(reply(Err(ActorError::NotFound(format!(
+                "stream {path:?} not found"
+            )))));
+        }
+        AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
+            let (store, project, id) = (act.store(), act.key.project.clone(), act.key.id.clone());
+            let now = now_us();
+            let write =
+                blocking(move || store.write(|c| store::purge_stream(c, &project, &id, now)));
+            write.into_actor(act).map(move |r, act, _| {
+                r?;
+                if let Some(s) = &mut act.stream {
+                    s.machine.purged = true;
+                    s.row.updated_us = now;
+                }
+                act.publish();
+                Ok(())
+            })
+        })))
+    }
+}
+
+impl Handler<Seal> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, _: Seal, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
+            let mut next = match act.draft() {
+                Ok(n) => n,
+                Err(e) => return reply(Err(e)),
+            };
+            if next.machine.is_archived() {
+                return reply(Err(ActorError::Conflict(
+                    "stream is already archived".into(),
+                )));
+            }
+            if next.machine.sealed && next.machine.archival == Archival::Tasked {
+                return reply(Ok(next.json()));
+            }
+            let now = next.row.updated_us;
+            if !next.machine.is_terminated() {
+                if let Err(e) = next.machine.terminate(None, now) {
+                    return reply(Err(e.into()));
+                }
+            }
+            next.machine.sealed = true;
+            next.machine.archival = Archival::Tasked;
+            act.transition(next, |_| Ok(()))
+        })))
+    }
+}
+
+impl Handler<MarkArchived> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: MarkArchived, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        let mut next = match self.draft() {
+            Ok(n) => n,
+            Err(e) => return AtomicResponse::new(reply(Err(e))),
+        };
+        if next.machine.is_archived() {
+            return AtomicResponse::new(reply(Ok(next.json())));
+        }
+        let terminal = next.machine.terminal_index.unwrap_or(-1);
+        if !next.machine.sealed || terminal != msg.terminal_index {
+            return AtomicResponse::new(reply(Err(ActorError::Conflict(format!(
+                "the archive ends at {} but the stream's terminal index is {terminal}",
+                msg.terminal_index
+            )))));
+        }
+        next.machine.archival = if msg.archive.complete {
+            Archival::Complete
+        } else {
+            Archival::Partial
+        };
+        next.row.archive =
+            Some(serde_json::to_string(&msg.archive).expect("archive info serialises"));
+        next.row.archive_error = None;
+        let (project, id, task) = (self.key.project.clone(), self.key.id.clone(), msg.task_id);
+        AtomicResponse::new(self.transition(next, move |c| {
+            store::delete_chunks(c, &project, &id)?;
+            store::finish_task(c, &task, None)
+        }))
+    }
+}
+
+impl Handler<MarkFailed> for StreamActor {
+    type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
+
+    fn handle(&mut self, msg: MarkFailed, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate() {
+            return AtomicResponse::new(reply(Err(e)));
+        }
+        let mut next = match self.draft() {
+            Ok(n) => n,
+            Err(e) => return AtomicResponse::new(reply(Err(e))),
+        };
+        next.machine.archival = Archival::Failed;
+        next.row.archive_error = Some(msg.error.clone());
+        let (task, error) = (msg.task_id, msg.error);
+        AtomicResponse::new(
+            self.transition(next, move |c| store::finish_task(c, &task, Some(&error))),
+        )
+    }
+}
+
+impl Handler<PrefixDeleted> for StreamActor {
+    type Result = Result<(), ActorError>;
+
+    fn handle(&mut self, _: PrefixDeleted, ctx: &mut Context<Self>) -> Self::Result {
+        self.stream = None;
+        self.prefix = None;
+        self.publish();
+        self.retire(ctx);
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Telling viewers: the followers' progress and the subscribers' frames, built once per
+//! change and shared by every session.
+
+use super::*;
+
+impl StreamActor {
+    /// Tells followers where the stream stands (only when that changed).
+    pub(super) fn publish(&mut self) {
+        let now = match &self.stream {
+            Some(s) => Progress {
+                next_index: s.machine.next_index(),
+                terminal_index: s.machine.terminal_index,
+                archived: s.machine.is_archived(),
+                gone: s.machine.purged,
+            },
+            None => Progress {
+                gone: true,
+                ..Progress::default()
+            },
+        };
+        let mut lifecycle_changed = false;
+        self.progress.send_if_modified(|p| {
+            let changed = *p != now;
+            lifecycle_changed = (p.terminal_index, p.archived, p.gone)
+                != (now.terminal_index, now.archived, now.gone);
+            *p = now;
+            changed
+        });
+        if lifecycle_changed && !self.subscribers.is_empty() {
+            let stream = self.stream.as_ref().map(Loaded::json);
+            let frame = serde_json::json!({"type": "state", "stream": stream}).to_string();
+            self.broadcast(Live::State {
+                frame: frame.into(),
+                progress: now,
+            });
+        }
+    }
+
+    /// Pushes one frame to every live subscriber without ever waiting: a full mailbox
+    /// drops that subscriber from the live set and tells it (once) to catch up.
+    pub(super) fn broadcast(&mut self, live: Live) {
+        let at = Instant::now();
+        self.subscribers
+            .retain(|_, r| match r.try_send(LiveFrame(live.clone(), at)) {
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    r.do_send(LiveFrame(Live::Lagged, at));
+                    false
+                }
+                Err(SendError::Closed(_)) => false,
+            });
+    }
+
+    /// Tells viewers that `[before, after)` became contiguous, with the entries when this
+    /// batch holds them all (encoded once), else as a pointer to storage.
+    pub(super) fn broadcast_entries(
+        &mut self,
+        before: u64,
+        after: u64,
+        runs: &[Vec<logdog_schema::wire::Entry>],
+    ) {
+        if after <= before || self.subscribers.is_empty() {
+            return;
+        }
+        let entries: Vec<&logdog_schema::wire::Entry> = runs
+            .iter()
+            .flatten()
+            .filter(|e| (before..after).contains(&e.stream_index))
+            .collect();
+        let live = if entries.len() as u64 == after - before {
+            let frame = logdog_schema::wire::entries_frame(entries);
+            Live::Entries {
+                first: before,
+                end: after,
+                frame: frame.into(),
+            }
+        } else {
+            Live::Advanced { end: after }
+        };
+        self.broadcast(live);
+    }
+}

@@ -1,0 +1,115 @@
+//! What a stream actor holds: its prefix's secret and expiry, and the loaded stream (row,
+//! descriptor, lifecycle machine).
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub(super) struct PrefixInfo {
+    pub(super) secret_hash: Vec<u8>,
+    pub(super) expires_us: i64,
+}
+
+impl From<PrefixRow> for PrefixInfo {
+    fn from(r: PrefixRow) -> Self {
+        Self {
+            secret_hash: r.secret_hash,
+            expires_us: r.expires_us,
+        }
+    }
+}
+
+/// A registered stream: its row (static columns and lifecycle) and its machine.
+pub(super) struct Loaded {
+    pub(super) row: StreamRow,
+    pub(super) descriptor: Descriptor,
+    pub(super) machine: StreamMachine,
+    /// False for a stream archived before `next_sequence` was kept (no chunks to tell).
+    pub(super) sequence_known: bool,
+}
+
+impl Loaded {
+    pub(super) fn from_row(row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
+        let descriptor: Descriptor = row
+            .descriptor()
+            .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
+        let mut m = StreamMachine::new(descriptor.stream_type, descriptor.timestamp);
+        if row.terminated_us.is_some() {
+            m.terminal_index = Some(row.terminal_index);
+            m.terminated_us = row.terminated_us;
+        }
+        m.sealed = row.sealed;
+        m.archival = Archival::parse(&row.archival).unwrap_or(Archival::None);
+        m.purged = row.purged;
+        // Everything below the stored next_index is there; the chunks loaded start at
+        // or before its last entry, so their spans carry the sequence to continue from.
+        if let Some(first) = spans.first() {
+            if first.first_index > 0 && (first.first_index as i64) <= row.next_index {
+                m.stored.insert(Span {
+                    start: 0,
+                    end: first.first_index,
+                    end_sequence: 0,
+                });
+            }
+        } else if row.next_index > 0 {
+            // No chunks (archived): the stored column says where the sequence stands.
+            m.stored.insert(Span {
+                start: 0,
+                end: row.next_index as u64,
+                end_sequence: row.next_sequence.unwrap_or(0) as u64,
+            });
+        }
+        for s in spans {
+            m.stored.insert(Span {
+                start: s.first_index,
+                end: s.first_index + s.count,
+                end_sequence: s.end_sequence,
+            });
+        }
+        let sequence_known =
+            !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());
+        Ok(Self {
+            row,
+            descriptor,
+            machine: m,
+            sequence_known,
+        })
+    }
+
+    /// The row as it stands with the machine's state applied.
+    pub(super) fn current_row(&self) -> StreamRow {
+        let m = &self.machine;
+        let lc = self.lifecycle();
+        StreamRow {
+            next_index: m.next_index() as i64,
+            next_sequence: self.next_sequence().map(|s| s as i64),
+            terminal_index: lc.terminal_index,
+            terminated_us: lc.terminated_us,
+            sealed: lc.sealed,
+            archival: lc.archival,
+            purged: lc.purged,
+            ..self.row.clone()
+        }
+    }
+
+    pub(super) fn json(&self) -> StreamJson {
+        self.current_row().to_json(self.descriptor.clone())
+    }
+
+    pub(super) fn next_sequence(&self) -> Option<u64> {
+        self.sequence_known.then(|| self.machine.next_sequence())
+    }
+
+    pub(super) fn lifecycle(&self) -> StreamLifecycle {
+        let m = &self.machine;
+        StreamLifecycle {
+            updated_us: self.row.updated_us,
+            terminal_index: m.terminal_index.unwrap_or(-1),
+            terminated_us: m.terminated_us,
+            sealed: m.sealed,
+            archival: m.archival.as_str().to_owned(),
+            archive: self.row.archive.clone(),
+            archive_error: self.row.archive_error.clone(),
+            purged: m.purged,
+        }
+    }
+}

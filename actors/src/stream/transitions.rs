@@ -1,0 +1,366 @@
+//! The actor's transitions: appends (planned, handed to the writer, settled), register,
+//! terminate, and the lifecycle changes computed on a draft and persisted.
+
+use super::*;
+
+impl StreamActor {
+    /// The error for a write to a stream this actor does not have: 412 when the prefix
+    /// is missing, 403 for a wrong secret, else 404. Reads the prefix afresh, since it
+    /// may have been registered since this actor loaded.
+    pub(super) fn missing_stream(&mut self, secret: Option<Vec<u8>>) -> Reply<()> {
+        let (store, project, prefix) = (
+            self.store(),
+            self.key.project.clone(),
+            self.path.prefix.clone(),
+        );
+        let path = self.path.to_string();
+        Box::pin(
+            async move {
+                blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await
+            }
+            .into_actor(self)
+            .map(move |row, act, _| {
+                let row = row?;
+                let Some(row) = row else {
+                    return Err(ActorError::FailedPrecondition(format!(
+                        "prefix {:?} is not registered",
+                        act.path.prefix
+                    )));
+                };
+                let info = PrefixInfo::from(row);
+                check_secret(&info, secret.as_deref(), &act.path.prefix)?;
+                act.prefix = Some(info);
+                Err(ActorError::NotFound(format!("stream {path:?} not found")))
+            }),
+        )
+    }
+
+    /// Waits for every commit in flight and records their outcomes.
+    pub(super) fn settle_inflight(&mut self) -> impl ActorFuture<Self, Output = ()> {
+        let pending: Vec<(u64, CommitFuture)> =
+            self.inflight.iter().map(|(b, f)| (*b, f.clone())).collect();
+        async move {
+            let mut out = Vec::new();
+            for (b, f) in pending {
+                out.push((b, f.await));
+            }
+            out
+        }
+        .into_actor(self)
+        .map(|results, act, _| {
+            for (b, r) in results {
+                act.finish_batch(b, &r);
+            }
+        })
+    }
+
+    pub(super) fn finish_batch(&mut self, batch: u64, result: &WriteResult) {
+        self.inflight.remove(&batch);
+        if let Some(s) = &mut self.stream {
+            s.machine.commit_result(batch, result.is_ok());
+        }
+        self.publish();
+    }
+
+    /// After a batch committed: note its chunks and compact once enough small ones line up.
+    pub(super) fn after_commit(&mut self, chunks: &[(u64, u64, u64)]) {
+        let Some(s) = &mut self.stream else { return };
+        s.row.updated_us = now_us();
+        let next = s.machine.next_index();
+        let Some((start, end)) = self.compaction.observe(chunks, next) else {
+            return;
+        };
+        let (project, id) = (self.key.project.clone(), self.key.id.clone());
+        let done = self
+            .deps
+            .writer
+            .run(move |c| store::compact_chunks(c, &project, &id, start, end).map(|_| ()));
+        actix::spawn(async move {
+            if let Ok(Err(e)) = done.await {
+                tracing::warn!(?e, "chunk compaction failed");
+            }
+        });
+    }
+
+    /// Terminates the stream (after the commits in flight), persisting the transition and
+    /// the archive task it schedules in one transaction.
+    pub(super) fn terminate(&mut self, requested: Option<i64>) -> Reply<StreamJson> {
+        Box::pin(self.settle_inflight().then(move |_, act, _| {
+            let Some(s) = &act.stream else {
+                return reply(Err(ActorError::NotFound("stream not found".into())));
+            };
+            let mut next = Loaded {
+                row: s.row.clone(),
+                descriptor: s.descriptor.clone(),
+                machine: s.machine.clone(),
+                sequence_known: s.sequence_known,
+            };
+            let now = now_us();
+            match next.machine.terminate(requested, now) {
+                Err(e) => return reply(Err(e.into())),
+                Ok(false) => return reply(Ok(s.json())),
+                Ok(true) => {}
+            }
+            next.row.updated_us = now;
+            let (reason, delay) = if next.machine.is_complete() {
+                ("terminated", act.deps.archival.complete_delay)
+            } else {
+                ("incomplete", act.deps.archival.incomplete_delay)
+            };
+            let due = now + delay.as_micros() as i64;
+            let (store, project, id, change) = (
+                act.store(),
+                act.key.project.clone(),
+                act.key.id.clone(),
+                next.lifecycle(),
+            );
+            let write = blocking(move || {
+                store.write(|c| {
+                    store::update_lifecycle(c, &project, &id, &change)?;
+                    store::schedule_task(c, &project, &id, reason, due, &task_id(), now)
+                })
+            });
+            Box::pin(write.into_actor(act).map(move |r, act, _| {
+                r?;
+                if let Some(s) = &mut act.stream {
+                    s.row.updated_us = next.row.updated_us;
+                    s.machine.terminal_index = next.machine.terminal_index;
+                    s.machine.terminated_us = next.machine.terminated_us;
+                }
+                act.publish();
+                Ok(act
+                    .stream
+                    .as_ref()
+                    .map(Loaded::json)
+                    .expect("stream is loaded"))
+            }))
+        }))
+    }
+
+    /// Plans and submits an append; answers once it and every commit it repeats are durable.
+    pub(super) fn append(&mut self, entries: &[IncomingEntry]) -> Reply<AppendOk> {
+        let Some(s) = &mut self.stream else {
+            return reply(Err(ActorError::NotFound("stream not found".into())));
+        };
+        let plan = match s.machine.plan_append(entries, now_us()) {
+            Ok(p) => p,
+            Err(e) => return reply(Err(e.into())),
+        };
+        let mut waits: Vec<(u64, CommitFuture)> = plan
+            .waits_for
+            .iter()
+            .filter_map(|b| self.inflight.get(b).map(|f| (*b, f.clone())))
+            .collect();
+        let mut own = None;
+        if let Some(batch) = plan.batch {
+            let mut chunks = Vec::with_capacity(plan.runs.len());
+            let mut meta = Vec::with_capacity(plan.runs.len());
+            let mut bytes = 0;
+            for run in &plan.runs {
+                let run_bytes: u64 = run.iter().map(|e| e.content.payload_bytes()).sum();
+                let last = run.last().expect("runs are not empty");
+                chunks.push(ChunkRow {
+                    project: self.key.project.clone(),
+                    stream_id: self.key.id.clone(),
+                    first_index: run[0].stream_index as i64,
+                    count: run.len() as i64,
+                    bytes: run_bytes as i64,
+                    end_sequence: (last.sequence + last.content.sequence_units()) as i64,
+                    data: chunk::encode(run),
+                });
+                meta.push((run[0].stream_index, run.len() as u64, run_bytes));
+                bytes += run_bytes;
+            }
+            // A terminated stream that this batch completes is due for archival sooner.
+            let schedule = match s.machine.terminal_index {
+                Some(t) if plan.end_after as i64 == t + 1 && plan.end_before < plan.end_after => {
+                    Some(TaskSchedule {
+                        reason: "terminated",
+                        due_us: now_us() + self.deps.archival.complete_delay.as_micros() as i64,
+                        new_task_id: task_id(),
+                    })
+                }
+                _ => None,
+            };
+            let op = AppendOp {
+                project: self.key.project.clone(),
+                stream_id: self.key.id.clone(),
+                chunks,
+                advance: (plan.end_after > plan.end_before).then_some((
+                    plan.end_before,
+                    plan.end_after,
+                    plan.sequence_after,
+                )),
+                schedule,
+                entries: plan.accepted,
+                bytes,
+            };
+            let rx = self.deps.writer.append(op);
+            let fut: Pin<Box<dyn Future<Output = WriteResult> + Send>> = Box::pin(rx.map(settle));
+            let shared = fut.shared();
+            self.inflight.insert(batch, shared.clone());
+            waits.push((batch, shared));
+            own = Some((batch, meta, plan.runs));
+        }
+        let (accepted, duplicates) = (plan.accepted, plan.duplicates);
+        Box::pin(
+            async move {
+                let mut out = Vec::with_capacity(waits.len());
+                for (b, f) in waits {
+                    out.push((b, f.await));
+                }
+                out
+            }
+            .into_actor(self)
+            .map(move |results, act, _| {
+                let before = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
+                let mut failure = None;
+                for (b, r) in &results {
+                    act.finish_batch(*b, r);
+                    if let Err(e) = r {
+                        failure.get_or_insert(e.clone());
+                    }
+                }
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
+                if let Some((_, meta, runs)) = own {
+                    act.after_commit(&meta);
+                    let after = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
+                    act.broadcast_entries(before, after, &runs);
+                }
+                let next_index = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
+                Ok(AppendOk {
+                    next_index,
+                    accepted,
+                    duplicates,
+                })
+            }),
+        )
+    }
+
+    pub(super) fn create(
+        &mut self,
+        descriptor: Descriptor,
+        terminal_index: Option<i64>,
+    ) -> Reply<(StreamJson, bool)> {
+        let now = now_us();
+        let row = StreamRow {
+            project: self.key.project.clone(),
+            id: self.key.id.clone(),
+            path: self.path.to_string(),
+            prefix: self.path.prefix.clone(),
+            name: self.path.name.clone(),
+            stream_type: descriptor.stream_type.as_str().to_owned(),
+            content_type: descriptor.content_type.clone(),
+            descriptor: serde_json::to_string(&descriptor).expect("descriptor serialises"),
+            created_us: now,
+            updated_us: now,
+            next_index: 0,
+            terminal_index: -1,
+            terminated_us: None,
+            sealed: false,
+            archival: Archival::None.as_str().to_owned(),
+            archive: None,
+            archive_error: None,
+            purged: false,
+            next_sequence: Some(0),
+        };
+        let mut loaded = match Loaded::from_row(row, &[]) {
+            Ok(l) => l,
+            Err(e) => return reply(Err(e)),
+        };
+        let timing = &self.deps.archival;
+        let (reason, due) = match terminal_index {
+            Some(t) if t >= 0 => {
+                if let Err(e) = loaded.machine.terminate(Some(t), now) {
+                    return reply(Err(e.into()));
+                }
+                (
+                    "incomplete",
+                    now + timing.incomplete_delay.as_micros() as i64,
+                )
+            }
+            _ => ("expired", now + timing.pessimistic_delay.as_micros() as i64),
+        };
+        let lc = loaded.lifecycle();
+        loaded.row.terminal_index = lc.terminal_index;
+        loaded.row.terminated_us = lc.terminated_us;
+        let tags: Vec<TagRow> = descriptor
+            .tags
+            .iter()
+            .map(|(k, v)| TagRow {
+                project: self.key.project.clone(),
+                stream_id: self.key.id.clone(),
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        let task = TaskRow {
+            task_id: task_id(),
+            project: self.key.project.clone(),
+            stream_id: self.key.id.clone(),
+            reason: reason.to_owned(),
+            due_us: due,
+            attempt: 0,
+            lease_id: None,
+            lease_expires_us: None,
+            last_error: None,
+            created_us: now,
+        };
+        let (store, row) = (self.store(), loaded.row.clone());
+        let write = blocking(move || store.write(|c| store::insert_stream(c, &row, &tags, &task)));
+        Box::pin(write.into_actor(self).map(move |r, act, _| {
+            r?;
+            let json = loaded.json();
+            act.stream = Some(loaded);
+            act.publish();
+            Ok((json, true))
+        }))
+    }
+
+    /// Persists a lifecycle change computed on a copy (plus `extra` in the same
+    /// transaction), then adopts it and tells viewers.
+    pub(super) fn transition(
+        &mut self,
+        next: Loaded,
+        extra: impl FnOnce(&mut logdog_schema::AnyConnection) -> Result<(), logdog_schema::StoreError>
+            + Send
+            + 'static,
+    ) -> Reply<StreamJson> {
+        let (store, project, id, change) = (
+            self.store(),
+            self.key.project.clone(),
+            self.key.id.clone(),
+            next.lifecycle(),
+        );
+        let write = blocking(move || {
+            store.write(|c| {
+                store::update_lifecycle(c, &project, &id, &change)?;
+                extra(c)
+            })
+        });
+        Box::pin(write.into_actor(self).map(move |r, act, _| {
+            r?;
+            let json = next.json();
+            act.stream = Some(next);
+            act.publish();
+            Ok(json)
+        }))
+    }
+
+    /// A copy of the loaded stream to compute a transition on.
+    pub(super) fn draft(&self) -> Result<Loaded, ActorError> {
+        let s = self.stream.as_ref().ok_or_else(|| {
+            ActorError::NotFound(format!("stream {:?} not found", self.path.to_string()))
+        })?;
+        let mut row = s.row.clone();
+        row.updated_us = now_us();
+        Ok(Loaded {
+            row,
+            descriptor: s.descriptor.clone(),
+            machine: s.machine.clone(),
+            sequence_known: s.sequence_known,
+        })
+    }
+}

@@ -251,6 +251,21 @@ impl From<logdog_schema::StoreError> for ApiError {
     }
 }
 
+/// The archive store away is a fault (503, retried); a refused report a conflict.
+impl From<crate::archive::ArchiveError> for ApiError {
+    fn from(e: crate::archive::ArchiveError) -> Self {
+        use crate::archive::ArchiveError as E;
+        match e {
+            E::Io(io) => {
+                tracing::warn!(error = %io, "archive store unavailable");
+                Self::unavailable("the archive store is unavailable; retry later")
+            }
+            E::Refused(m) => Self::conflict(format!("archive refused: {m}")),
+            E::Corrupt(_) | E::Unsupported(_) => Self::internal(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

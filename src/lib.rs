@@ -3,6 +3,10 @@
 //! - [`config`]: the TOML config, environment overrides and validation.
 //! - [`server`]: start-up: storage, migrations, actors, HTTP.
 //! - [`http`]: the routes of `docs/API.md`, one module per API group.
+//! - [`auth`]: tokens, roles, project scopes and who may do what.
+//! - [`archive`]: the archive format and the store archives are written to.
+//! - [`client`]: the command-line clients (`stream`, `cat`, `tail`, `query`, `ls`) and
+//!   the archivist, over the typed HTTP client.
 //! - [`errors`]: the API error type and its mapping to HTTP.
 //! - [`metrics`]: HTTP request metrics.
 //!

@@ -102,15 +102,6 @@ impl Directory {
         self.inner.actors.get(key).map(|e| e.1.clone())
     }
 
-    /// How many stream actors run.
-    pub fn len(&self) -> usize {
-        self.inner.actors.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.actors.is_empty()
-    }
-
     /// The actor of `project`/`path`, started if none runs.
     pub fn get(&self, project: &str, path: &StreamPath) -> Addr<StreamActor> {
         let key = StreamKey {

@@ -4,7 +4,10 @@
 //! - [`stream`]: `StreamActor`, one per live stream, and its messages.
 //! - [`directory`]: finds or starts the one actor of a stream.
 //! - [`registry`]: the `Registry` actor for Butler prefixes.
+//! - [`dispatcher`]: the `Dispatcher` actor: archive tasks, leases, long polls.
 //! - [`writer`]: the group-committing write executor.
+//! - [`error`]: `ActorError`, what the actors answer instead of a value.
+//! - [`metrics`]: the actors' Prometheus counters and gauges.
 //!
 //! This crate knows nothing of HTTP.
 

@@ -311,7 +311,7 @@ async fn verify_archive(
 ) -> Result<(), ApiError> {
     let (store, archive) = (state.store.clone(), state.archive.clone());
     let (task_id, lease_id, claim) = (task_id.to_owned(), lease_id.to_owned(), claim.clone());
-    web::block(move || {
+    super::blocking(move || {
         let row = store.read(|c| logdog_schema::store::get_task_by_id(c, &task_id))?;
         let Some(row) = row else { return Ok(()) };
         if row.lease_id.as_deref() != Some(lease_id.as_str())
@@ -329,5 +329,4 @@ async fn verify_archive(
         }
     })
     .await
-    .map_err(ApiError::internal)?
 }

@@ -1,7 +1,7 @@
 //! Logs (the viewer side): Get, Tail, Query, the prefix listing, and the text form of a
 //! stream (`format=text|raw`, `follow=true`) that `/logs/…` also serves.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use logdog_schema::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::blocking;
 use super::{authorize, load, params, stream_path, Authorized, Caller, State};
 use crate::errors::ApiError;
 
@@ -49,16 +50,6 @@ pub enum ReadFormat {
     Json,
     Text,
     Raw,
-}
-
-/// Blocking store work off the HTTP worker.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, logdog_schema::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(f)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
 }
 
 /// 400 for an index or count above what JSON carries exactly (2^53 − 1).
@@ -191,10 +182,7 @@ impl EntrySource {
             if let Some(a) = &self.archive {
                 let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
                 let archive = self.archive_store.clone();
-                return web::block(move || archive.read_entries(&entries, &index, range))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_err(ApiError::internal);
+                return blocking(move || archive.read_entries(&entries, &index, range)).await;
             }
             let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
             let entries =
@@ -682,7 +670,7 @@ pub async fn query(state: State, req: HttpRequest) -> Result<HttpResponse, ApiEr
                 if glob.as_ref().is_none_or(|g| g.matches(&row.name)) {
                     out.push(row);
                     if out.len() == limit {
-                        return Ok((out, filter.after));
+                        return Ok::<_, logdog_schema::StoreError>((out, filter.after));
                     }
                 }
             }

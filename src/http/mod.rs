@@ -122,6 +122,21 @@ pub async fn authorize(
     })
 }
 
+/// Blocking work (store or archive calls) off the HTTP worker; its error becomes the
+/// API's (a storage fault 503, never 500).
+pub(crate) async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    web::block(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(Into::into)
+}
+
 /// The `{path}` of a stream route (400 when malformed). Slashes may come verbatim or as
 /// `%2F` (as generated clients send a path parameter), and `+` as `%2B`: names hold no
 /// `%`, so decoding first is safe, and the result is checked by the naming rules.

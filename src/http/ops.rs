@@ -1,6 +1,6 @@
 //! Operations endpoints: liveness, readiness and Prometheus metrics.
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use prometheus::Encoder as _;
 use serde::{Deserialize, Serialize};
 
@@ -63,13 +63,15 @@ pub async fn healthz() -> HttpResponse {
 )]
 pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     let store = state.store.clone();
-    match web::block(move || store.ready()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
-            status: "ready".into(),
-        })),
-        Ok(Err(e)) => Err(ApiError::unavailable(format!("storage not ready: {e}"))),
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    super::blocking(move || {
+        store
+            .ready()
+            .map_err(|e| ApiError::unavailable(format!("storage not ready: {e}")))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Health {
+        status: "ready".into(),
+    }))
 }
 
 /// Prometheus text format.

@@ -121,10 +121,10 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
     let prefix = super::path_param(&req, "prefix");
     names::validate_prefix(&prefix)?;
     let (store, p, x) = (state.store.clone(), project.clone(), prefix.clone());
-    let paths =
-        web::block(move || store.read(|c| logdog_schema::store::stream_paths_under(c, &p, &x)))
-            .await
-            .map_err(ApiError::internal)??;
+    let paths = super::blocking(move || {
+        store.read(|c| logdog_schema::store::stream_paths_under(c, &p, &x))
+    })
+    .await?;
     state
         .registry
         .send(DeletePrefix {
@@ -135,14 +135,12 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
         .map_err(ApiError::internal)??;
     // The streams are gone; their archives go too.
     let archive = state.archive.clone();
-    web::block(move || {
+    super::blocking(move || {
         for path in paths {
             archive.delete(&project, &names::stream_id(&path))?;
         }
         Ok::<_, crate::archive::ArchiveError>(())
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

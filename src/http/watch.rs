@@ -240,9 +240,9 @@ fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
 struct WatchParams {
     from: Option<u64>,
     tail: Option<u64>,
-    /// The token, for browsers (read by the auth check).
-    #[allow(dead_code)]
-    access_token: Option<String>,
+    /// The token, for browsers (read by the auth check, accepted here).
+    #[serde(rename = "access_token")]
+    _access_token: Option<String>,
 }
 
 /// `GET …/watch/{prefix}/+/{name}`: upgrade to a websocket and tail the stream live.

@@ -84,13 +84,7 @@ impl Handler<Load> for StreamActor {
 
     fn handle(&mut self, msg: Load, _: &mut Context<Self>) -> Self::Result {
         self.gate()?;
-        match &self.stream {
-            Some(s) if !s.machine.purged || msg.see_purged => Ok(s.json()),
-            _ => Err(ActorError::NotFound(format!(
-                "stream {:?} not found",
-                self.path.to_string()
-            ))),
-        }
+        Ok(self.visible(msg.see_purged)?.json())
     }
 }
 
@@ -99,15 +93,8 @@ impl Handler<Follow> for StreamActor {
 
     fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
         self.gate()?;
-        match &self.stream {
-            Some(s) if !s.machine.purged || msg.see_purged => {
-                Ok((s.json(), self.progress.subscribe()))
-            }
-            _ => Err(ActorError::NotFound(format!(
-                "stream {:?} not found",
-                self.path.to_string()
-            ))),
-        }
+        let json = self.visible(msg.see_purged)?.json();
+        Ok((json, self.progress.subscribe()))
     }
 }
 
@@ -116,17 +103,9 @@ impl Handler<Subscribe> for StreamActor {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         self.gate()?;
-        match &self.stream {
-            Some(s) if !s.machine.purged || msg.see_purged => {
-                let json = s.json();
-                self.subscribers.insert(msg.id, msg.recipient);
-                Ok((json, *self.progress.borrow()))
-            }
-            _ => Err(ActorError::NotFound(format!(
-                "stream {:?} not found",
-                self.path.to_string()
-            ))),
-        }
+        let json = self.visible(msg.see_purged)?.json();
+        self.subscribers.insert(msg.id, msg.recipient);
+        Ok((json, *self.progress.borrow()))
     }
 }
 
@@ -147,10 +126,7 @@ impl Handler<Append> for StreamActor {
             return reply(Err(e));
         }
         if self.stream.is_none() {
-            return Box::pin(
-                self.missing_stream(msg.secret)
-                    .map(|r, _, _| r.map(|_| unreachable!())),
-            );
+            return self.missing_stream(msg.secret);
         }
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
@@ -171,10 +147,7 @@ impl Handler<AppendText> for StreamActor {
             return reply(Err(e));
         }
         let Some(s) = &self.stream else {
-            return Box::pin(
-                self.missing_stream(msg.secret)
-                    .map(|r, _, _| r.map(|_| unreachable!())),
-            );
+            return self.missing_stream(msg.secret);
         };
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
@@ -221,10 +194,7 @@ impl Handler<Terminate> for StreamActor {
             return AtomicResponse::new(reply(Err(e)));
         }
         if self.stream.is_none() {
-            return AtomicResponse::new(Box::pin(
-                self.missing_stream(msg.secret)
-                    .map(|r, _, _| r.map(|_| unreachable!())),
-            ));
+            return AtomicResponse::new(self.missing_stream(msg.secret));
         }
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return AtomicResponse::new(reply(Err(e)));
@@ -244,10 +214,7 @@ impl Handler<Purge> for StreamActor {
             return AtomicResponse::new(reply(Err(e)));
         }
         if self.stream.is_none() {
-            let path = self.path.to_string();
-            return AtomicResponse::new(reply(Err(ActorError::NotFound(format!(
-                "stream {path:?} not found"
-            )))));
+            return AtomicResponse::new(reply(Err(ActorError::stream_not_found(&self.path))));
         }
         AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
             let (store, project, id) = (act.store(), act.key.project.clone(), act.key.id.clone());

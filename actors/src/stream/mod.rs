@@ -99,6 +99,15 @@ fn reply<T: 'static>(r: Result<T, ActorError>) -> Reply<T> {
 }
 
 impl StreamActor {
+    /// The stream, for a reader: not found when there is none, or when it is purged and
+    /// the reader may not see purged streams.
+    fn visible(&self, see_purged: bool) -> Result<&Loaded, ActorError> {
+        match &self.stream {
+            Some(s) if !s.machine.purged || see_purged => Ok(s),
+            _ => Err(ActorError::stream_not_found(&self.path)),
+        }
+    }
+
     pub(crate) fn new(
         key: StreamKey,
         path: StreamPath,
@@ -124,12 +133,12 @@ impl StreamActor {
         }
     }
 
-    pub(super) fn store(&self) -> Store {
+    fn store(&self) -> Store {
         self.deps.store.clone()
     }
 
     /// Answers for the messages every handler refuses the same way.
-    pub(super) fn gate(&mut self) -> Result<(), ActorError> {
+    fn gate(&mut self) -> Result<(), ActorError> {
         self.last_active = Instant::now();
         if self.retired {
             return Err(ActorError::Retired);
@@ -141,7 +150,7 @@ impl StreamActor {
     }
 
     /// Checks the secret of a write to the loaded stream.
-    pub(super) fn check_write(&self, secret: Option<&[u8]>) -> Result<(), ActorError> {
+    fn check_write(&self, secret: Option<&[u8]>) -> Result<(), ActorError> {
         let Some(prefix) = &self.prefix else {
             return Err(ActorError::FailedPrecondition(format!(
                 "prefix {:?} is not registered",

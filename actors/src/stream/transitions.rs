@@ -7,13 +7,12 @@ impl StreamActor {
     /// The error for a write to a stream this actor does not have: 412 when the prefix
     /// is missing, 403 for a wrong secret, else 404. Reads the prefix afresh, since it
     /// may have been registered since this actor loaded.
-    pub(super) fn missing_stream(&mut self, secret: Option<Vec<u8>>) -> Reply<()> {
+    pub(super) fn missing_stream<T: 'static>(&mut self, secret: Option<Vec<u8>>) -> Reply<T> {
         let (store, project, prefix) = (
             self.store(),
             self.key.project.clone(),
             self.path.prefix.clone(),
         );
-        let path = self.path.to_string();
         Box::pin(
             async move {
                 blocking(move || store.read(|c| store::get_prefix(c, &project, &prefix))).await
@@ -30,7 +29,7 @@ impl StreamActor {
                 let info = PrefixInfo::from(row);
                 check_secret(&info, secret.as_deref(), &act.path.prefix)?;
                 act.prefix = Some(info);
-                Err(ActorError::NotFound(format!("stream {path:?} not found")))
+                Err(ActorError::stream_not_found(&act.path))
             }),
         )
     }
@@ -87,7 +86,7 @@ impl StreamActor {
     pub(super) fn terminate(&mut self, requested: Option<i64>) -> Reply<StreamJson> {
         Box::pin(self.settle_inflight().then(move |_, act, _| {
             let Some(s) = &act.stream else {
-                return reply(Err(ActorError::NotFound("stream not found".into())));
+                return reply(Err(ActorError::stream_not_found(&act.path)));
             };
             let mut next = Loaded {
                 row: s.row.clone(),
@@ -140,7 +139,7 @@ impl StreamActor {
     /// Plans and submits an append; answers once it and every commit it repeats are durable.
     pub(super) fn append(&mut self, entries: &[IncomingEntry]) -> Reply<AppendOk> {
         let Some(s) = &mut self.stream else {
-            return reply(Err(ActorError::NotFound("stream not found".into())));
+            return reply(Err(ActorError::stream_not_found(&self.path)));
         };
         let plan = match s.machine.plan_append(entries, now_us()) {
             Ok(p) => p,
@@ -351,9 +350,10 @@ impl StreamActor {
 
     /// A copy of the loaded stream to compute a transition on.
     pub(super) fn draft(&self) -> Result<Loaded, ActorError> {
-        let s = self.stream.as_ref().ok_or_else(|| {
-            ActorError::NotFound(format!("stream {:?} not found", self.path.to_string()))
-        })?;
+        let s = self
+            .stream
+            .as_ref()
+            .ok_or_else(|| ActorError::stream_not_found(&self.path))?;
         let mut row = s.row.clone();
         row.updated_us = now_us();
         Ok(Loaded {

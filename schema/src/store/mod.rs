@@ -166,8 +166,6 @@ impl ManageConnection for Manager {
     }
 }
 
-pub type PooledConn = r2d2::PooledConnection<Manager>;
-
 /// The pool and what it talks to. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use logdog_schema::models::StreamRow;
+use logdog_schema::store::ChunkSpan;
 use logdog_schema::wire::{Archival, Entry, IncomingEntry, StreamType};
 
 /// Why the machine refused an event; the actor maps it to an API error.
@@ -13,6 +15,9 @@ pub enum LifecycleError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The stored state makes no sense (an unknown archival state, say).
+    #[error("stored stream state is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// A run of consecutive indices `[start, end)`; `end_sequence` is the default sequence of
@@ -110,19 +115,19 @@ pub struct AppendPlan {
 /// What the machine knows about one stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamMachine {
-    pub stream_type: StreamType,
+    stream_type: StreamType,
     /// Descriptor timestamp: `time_offset` defaults count from it.
-    pub timestamp_us: i64,
+    timestamp_us: i64,
     /// Set once terminated; -1 for a stream terminated empty.
-    pub terminal_index: Option<i64>,
-    pub terminated_us: Option<i64>,
-    pub sealed: bool,
-    pub archival: Archival,
-    pub purged: bool,
+    terminal_index: Option<i64>,
+    terminated_us: Option<i64>,
+    sealed: bool,
+    archival: Archival,
+    purged: bool,
     /// Entries whose commit succeeded.
-    pub stored: RangeSet,
+    stored: RangeSet,
     /// Entries handed to the writer, by batch.
-    pub inflight: BTreeMap<u64, Vec<Span>>,
+    inflight: BTreeMap<u64, Vec<Span>>,
     next_batch: u64,
 }
 
@@ -140,6 +145,77 @@ impl StreamMachine {
             inflight: BTreeMap::new(),
             next_batch: 1,
         }
+    }
+
+    /// The machine of a stored stream: its row's lifecycle columns, and the spans of its
+    /// chunks from `next_index − 1` on (everything below `next_index` is stored; without
+    /// chunks, as after archival, the row's `next_sequence` says where the sequence
+    /// stands). An unknown archival state is an error, never a default.
+    pub fn restore(
+        stream_type: StreamType,
+        timestamp_us: i64,
+        row: &StreamRow,
+        spans: &[ChunkSpan],
+    ) -> Result<Self, LifecycleError> {
+        let mut m = Self::new(stream_type, timestamp_us);
+        if row.terminated_us.is_some() {
+            m.terminal_index = Some(row.terminal_index);
+            m.terminated_us = row.terminated_us;
+        }
+        m.sealed = row.sealed;
+        m.archival = Archival::parse(&row.archival).ok_or_else(|| {
+            LifecycleError::Corrupt(format!("unknown archival state {:?}", row.archival))
+        })?;
+        m.purged = row.purged;
+        if let Some(first) = spans.first() {
+            if first.first_index > 0 && (first.first_index as i64) <= row.next_index {
+                m.stored.insert(Span {
+                    start: 0,
+                    end: first.first_index,
+                    end_sequence: 0,
+                });
+            }
+        } else if row.next_index > 0 {
+            m.stored.insert(Span {
+                start: 0,
+                end: row.next_index as u64,
+                end_sequence: row.next_sequence.unwrap_or(0) as u64,
+            });
+        }
+        for s in spans {
+            m.stored.insert(Span {
+                start: s.first_index,
+                end: s.first_index + s.count,
+                end_sequence: s.end_sequence,
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn stream_type(&self) -> StreamType {
+        self.stream_type
+    }
+
+    /// The terminal index once terminated (-1: terminated empty).
+    pub fn terminal_index(&self) -> Option<i64> {
+        self.terminal_index
+    }
+
+    pub fn terminated_us(&self) -> Option<i64> {
+        self.terminated_us
+    }
+
+    /// Sealed for archival: no more appends.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    pub fn archival(&self) -> Archival {
+        self.archival
+    }
+
+    pub fn is_purged(&self) -> bool {
+        self.purged
     }
 
     /// Every entry below it is stored.
@@ -298,6 +374,60 @@ impl StreamMachine {
                 }
             }
         }
+    }
+
+    /// Seals the stream for archival (its archive task was leased): terminated at its
+    /// highest index if it was not, no more appends. Ok(false) when it already is sealed
+    /// and tasked (a repeated lease); a conflict once archived.
+    pub fn seal(&mut self, now_us: i64) -> Result<bool, LifecycleError> {
+        if self.is_archived() {
+            return Err(LifecycleError::Conflict(
+                "stream is already archived".into(),
+            ));
+        }
+        if self.sealed && self.archival == Archival::Tasked {
+            return Ok(false);
+        }
+        if !self.is_terminated() {
+            self.terminate(None, now_us)?;
+        }
+        self.sealed = true;
+        self.archival = Archival::Tasked;
+        Ok(true)
+    }
+
+    /// Records the archive: complete or partial. Ok(false) when already archived; a
+    /// conflict unless the stream is sealed and the archive ends at its terminal index.
+    pub fn mark_archived(
+        &mut self,
+        archive_terminal_index: i64,
+        complete: bool,
+    ) -> Result<bool, LifecycleError> {
+        if self.is_archived() {
+            return Ok(false);
+        }
+        let terminal = self.terminal_index.unwrap_or(-1);
+        if !self.sealed || terminal != archive_terminal_index {
+            return Err(LifecycleError::Conflict(format!(
+                "the archive ends at {archive_terminal_index} but the stream's terminal index is {terminal}"
+            )));
+        }
+        self.archival = if complete {
+            Archival::Complete
+        } else {
+            Archival::Partial
+        };
+        Ok(true)
+    }
+
+    /// Archival gave up (the attempt cap): the stream stays readable from its chunks.
+    pub fn mark_failed(&mut self) {
+        self.archival = Archival::Failed;
+    }
+
+    /// Purged (admin): readers that may not see purged streams find none.
+    pub fn purge(&mut self) {
+        self.purged = true;
     }
 
     /// Terminates the stream. `requested` None means at the highest stored index.
@@ -540,5 +670,112 @@ mod tests {
         };
         let p = m.plan_append(&[e], 3_500_000).unwrap();
         assert_eq!(p.runs[0][0].time_offset_us, 2_500_000);
+    }
+
+    fn stored(m: &mut StreamMachine, n: u64) {
+        let entries: Vec<_> = (0..n).map(|i| text(i, None)).collect();
+        let p = m.plan_append(&entries, 0).unwrap();
+        m.commit_result(p.batch.unwrap(), true);
+    }
+
+    #[test]
+    fn seal_terminates_once_and_repeats_harmlessly() {
+        let mut m = machine();
+        stored(&mut m, 3);
+        assert_eq!(m.seal(7), Ok(true));
+        assert_eq!((m.terminal_index(), m.terminated_us()), (Some(2), Some(7)));
+        assert!(m.is_sealed() && m.archival() == Archival::Tasked);
+        assert_eq!(m.seal(9), Ok(false), "a repeated lease changes nothing");
+        assert_eq!(m.terminated_us(), Some(7));
+        assert!(matches!(
+            m.plan_append(&[text(3, None)], 0),
+            Err(LifecycleError::Conflict(_))
+        ));
+        // A stream terminated earlier keeps its terminal index.
+        let mut t = machine();
+        stored(&mut t, 2);
+        t.terminate(Some(5), 1).unwrap();
+        assert_eq!(t.seal(2), Ok(true));
+        assert_eq!(t.terminal_index(), Some(5));
+    }
+
+    #[test]
+    fn archives_must_end_at_the_terminal_index_of_a_sealed_stream() {
+        let mut m = machine();
+        stored(&mut m, 3);
+        assert!(
+            matches!(m.mark_archived(2, true), Err(LifecycleError::Conflict(_))),
+            "not sealed"
+        );
+        m.seal(1).unwrap();
+        assert!(
+            matches!(m.mark_archived(5, true), Err(LifecycleError::Conflict(_))),
+            "another end"
+        );
+        assert_eq!(m.mark_archived(2, false), Ok(true));
+        assert_eq!(m.archival(), Archival::Partial);
+        assert_eq!(m.mark_archived(2, true), Ok(false), "already archived");
+        assert_eq!(m.archival(), Archival::Partial);
+        assert!(matches!(m.seal(3), Err(LifecycleError::Conflict(_))));
+    }
+
+    #[test]
+    fn failure_and_purge_are_recorded() {
+        let mut m = machine();
+        m.mark_failed();
+        assert_eq!(m.archival(), Archival::Failed);
+        assert!(!m.is_purged());
+        m.purge();
+        assert!(m.is_purged());
+    }
+
+    fn row(next_index: i64, archival: &str, next_sequence: Option<i64>) -> StreamRow {
+        StreamRow {
+            project: "p".into(),
+            id: "x".into(),
+            path: "a/+/b".into(),
+            prefix: "a".into(),
+            name: "b".into(),
+            stream_type: "text".into(),
+            content_type: "text/plain".into(),
+            descriptor: "{}".into(),
+            created_us: 0,
+            updated_us: 0,
+            next_index,
+            terminal_index: next_index - 1,
+            terminated_us: Some(5),
+            sealed: true,
+            archival: archival.into(),
+            archive: None,
+            archive_error: None,
+            purged: false,
+            next_sequence,
+        }
+    }
+
+    #[test]
+    fn restore_reads_the_row_and_the_chunks_after_next_index() {
+        let spans = [ChunkSpan {
+            first_index: 9,
+            count: 3,
+            bytes: 30,
+            end_sequence: 40,
+        }];
+        let m = StreamMachine::restore(StreamType::Text, 0, &row(10, "tasked", Some(36)), &spans)
+            .unwrap();
+        assert_eq!((m.next_index(), m.next_sequence()), (12, 40));
+        assert_eq!(m.terminal_index(), Some(9));
+        assert!(m.is_sealed() && m.archival() == Archival::Tasked);
+        // Archived: no chunks, the row's sequence.
+        let a = StreamMachine::restore(StreamType::Text, 0, &row(10, "complete", Some(36)), &[])
+            .unwrap();
+        assert_eq!((a.next_index(), a.next_sequence()), (10, 36));
+        assert!(a.is_archived());
+    }
+
+    #[test]
+    fn a_corrupt_archival_state_is_an_error_not_a_default() {
+        let r = StreamMachine::restore(StreamType::Text, 0, &row(1, "archivd", Some(1)), &[]);
+        assert!(matches!(r, Err(LifecycleError::Corrupt(_))), "{r:?}");
     }
 }

@@ -224,7 +224,7 @@ impl Handler<Purge> for StreamActor {
             write.into_actor(act).map(move |r, act, _| {
                 r?;
                 if let Some(s) = &mut act.stream {
-                    s.machine.purged = true;
+                    s.machine.purge();
                     s.row.updated_us = now;
                 }
                 act.publish();
@@ -246,23 +246,11 @@ impl Handler<Seal> for StreamActor {
                 Ok(n) => n,
                 Err(e) => return reply(Err(e)),
             };
-            if next.machine.is_archived() {
-                return reply(Err(ActorError::Conflict(
-                    "stream is already archived".into(),
-                )));
+            match next.machine.seal(next.row.updated_us) {
+                Err(e) => reply(Err(e.into())),
+                Ok(false) => reply(Ok(next.json())),
+                Ok(true) => act.transition(next, |_| Ok(())),
             }
-            if next.machine.sealed && next.machine.archival == Archival::Tasked {
-                return reply(Ok(next.json()));
-            }
-            let now = next.row.updated_us;
-            if !next.machine.is_terminated() {
-                if let Err(e) = next.machine.terminate(None, now) {
-                    return reply(Err(e.into()));
-                }
-            }
-            next.machine.sealed = true;
-            next.machine.archival = Archival::Tasked;
-            act.transition(next, |_| Ok(()))
         })))
     }
 }
@@ -278,21 +266,14 @@ impl Handler<MarkArchived> for StreamActor {
             Ok(n) => n,
             Err(e) => return AtomicResponse::new(reply(Err(e))),
         };
-        if next.machine.is_archived() {
-            return AtomicResponse::new(reply(Ok(next.json())));
+        match next
+            .machine
+            .mark_archived(msg.terminal_index, msg.archive.complete)
+        {
+            Err(e) => return AtomicResponse::new(reply(Err(e.into()))),
+            Ok(false) => return AtomicResponse::new(reply(Ok(next.json()))),
+            Ok(true) => {}
         }
-        let terminal = next.machine.terminal_index.unwrap_or(-1);
-        if !next.machine.sealed || terminal != msg.terminal_index {
-            return AtomicResponse::new(reply(Err(ActorError::Conflict(format!(
-                "the archive ends at {} but the stream's terminal index is {terminal}",
-                msg.terminal_index
-            )))));
-        }
-        next.machine.archival = if msg.archive.complete {
-            Archival::Complete
-        } else {
-            Archival::Partial
-        };
         next.row.archive =
             Some(serde_json::to_string(&msg.archive).expect("archive info serialises"));
         next.row.archive_error = None;
@@ -315,7 +296,7 @@ impl Handler<MarkFailed> for StreamActor {
             Ok(n) => n,
             Err(e) => return AtomicResponse::new(reply(Err(e))),
         };
-        next.machine.archival = Archival::Failed;
+        next.machine.mark_failed();
         next.row.archive_error = Some(msg.error.clone());
         let (task, error) = (msg.task_id, msg.error);
         AtomicResponse::new(

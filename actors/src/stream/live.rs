@@ -9,9 +9,9 @@ impl StreamActor {
         let now = match &self.stream {
             Some(s) => Progress {
                 next_index: s.machine.next_index(),
-                terminal_index: s.machine.terminal_index,
+                terminal_index: s.machine.terminal_index(),
                 archived: s.machine.is_archived(),
-                gone: s.machine.purged,
+                gone: s.machine.is_purged(),
             },
             None => Progress {
                 gone: true,

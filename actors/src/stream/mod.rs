@@ -34,7 +34,7 @@ use subtle::ConstantTimeEq;
 
 use crate::directory::{DirectoryInner, StreamDeps, StreamKey};
 use crate::error::{blocking, ActorError};
-use crate::lifecycle::{Span, StreamMachine};
+use crate::lifecycle::StreamMachine;
 use crate::writer::{settle, AppendOp, TaskSchedule, WriteResult};
 
 mod compaction;
@@ -103,7 +103,7 @@ impl StreamActor {
     /// the reader may not see purged streams.
     fn visible(&self, see_purged: bool) -> Result<&Loaded, ActorError> {
         match &self.stream {
-            Some(s) if !s.machine.purged || see_purged => Ok(s),
+            Some(s) if !s.machine.is_purged() || see_purged => Ok(s),
             _ => Err(ActorError::stream_not_found(&self.path)),
         }
     }
@@ -158,7 +158,7 @@ impl StreamActor {
             )));
         };
         check_secret(prefix, secret, &self.path.prefix)?;
-        if self.stream.as_ref().is_some_and(|s| s.machine.purged) {
+        if self.stream.as_ref().is_some_and(|s| s.machine.is_purged()) {
             return Err(ActorError::Conflict("stream has been purged".into()));
         }
         Ok(())

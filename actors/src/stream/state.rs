@@ -32,39 +32,7 @@ impl Loaded {
         let descriptor: Descriptor = row
             .descriptor()
             .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
-        let mut m = StreamMachine::new(descriptor.stream_type, descriptor.timestamp);
-        if row.terminated_us.is_some() {
-            m.terminal_index = Some(row.terminal_index);
-            m.terminated_us = row.terminated_us;
-        }
-        m.sealed = row.sealed;
-        m.archival = Archival::parse(&row.archival).unwrap_or(Archival::None);
-        m.purged = row.purged;
-        // Everything below the stored next_index is there; the chunks loaded start at
-        // or before its last entry, so their spans carry the sequence to continue from.
-        if let Some(first) = spans.first() {
-            if first.first_index > 0 && (first.first_index as i64) <= row.next_index {
-                m.stored.insert(Span {
-                    start: 0,
-                    end: first.first_index,
-                    end_sequence: 0,
-                });
-            }
-        } else if row.next_index > 0 {
-            // No chunks (archived): the stored column says where the sequence stands.
-            m.stored.insert(Span {
-                start: 0,
-                end: row.next_index as u64,
-                end_sequence: row.next_sequence.unwrap_or(0) as u64,
-            });
-        }
-        for s in spans {
-            m.stored.insert(Span {
-                start: s.first_index,
-                end: s.first_index + s.count,
-                end_sequence: s.end_sequence,
-            });
-        }
+        let m = StreamMachine::restore(descriptor.stream_type, descriptor.timestamp, &row, spans)?;
         let sequence_known =
             !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());
         Ok(Self {
@@ -103,13 +71,13 @@ impl Loaded {
         let m = &self.machine;
         StreamLifecycle {
             updated_us: self.row.updated_us,
-            terminal_index: m.terminal_index.unwrap_or(-1),
-            terminated_us: m.terminated_us,
-            sealed: m.sealed,
-            archival: m.archival.as_str().to_owned(),
+            terminal_index: m.terminal_index().unwrap_or(-1),
+            terminated_us: m.terminated_us(),
+            sealed: m.is_sealed(),
+            archival: m.archival().as_str().to_owned(),
             archive: self.row.archive.clone(),
             archive_error: self.row.archive_error.clone(),
-            purged: m.purged,
+            purged: m.is_purged(),
         }
     }
 }

@@ -123,8 +123,7 @@ impl StreamActor {
                 r?;
                 if let Some(s) = &mut act.stream {
                     s.row.updated_us = next.row.updated_us;
-                    s.machine.terminal_index = next.machine.terminal_index;
-                    s.machine.terminated_us = next.machine.terminated_us;
+                    s.machine = next.machine;
                 }
                 act.publish();
                 Ok(act
@@ -171,7 +170,7 @@ impl StreamActor {
                 bytes += run_bytes;
             }
             // A terminated stream that this batch completes is due for archival sooner.
-            let schedule = match s.machine.terminal_index {
+            let schedule = match s.machine.terminal_index() {
                 Some(t) if plan.end_after as i64 == t + 1 && plan.end_before < plan.end_after => {
                     Some(TaskSchedule {
                         reason: "terminated",

@@ -5,13 +5,10 @@ use actix_web::{HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use bytes::Bytes;
-use logdog_actors::stream::{Follow, Load, Progress};
+use logdog_actors::stream::{Follow, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
-use logdog_schema::wire::{
-    format_us, ArchiveInfo, Content, Entry, EntryJson, LogEntry, StreamJson, StreamType,
-};
-use logdog_schema::Store;
+use logdog_schema::wire::{format_us, Content, Entry, EntryJson, LogEntry, StreamJson, StreamType};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -151,58 +148,6 @@ pub struct PrefixList {
     pub next_cursor: Option<String>,
 }
 
-/// Reads a stream's entries from wherever they are: intermediate storage, or the archive
-/// once the stream is archived (a read that finds the chunks gone checks for that).
-#[derive(Clone)]
-pub struct EntrySource {
-    pub store: Store,
-    pub directory: logdog_actors::Directory,
-    pub project: String,
-    pub path: StreamPath,
-    pub id: String,
-    pub archive: Option<ArchiveInfo>,
-    pub archive_store: crate::archive::ArchiveStore,
-}
-
-impl EntrySource {
-    pub fn new(state: &State, project: &str, path: &StreamPath, stream: &StreamJson) -> Self {
-        Self {
-            store: state.store.clone(),
-            directory: state.directory.clone(),
-            project: project.to_owned(),
-            path: path.clone(),
-            id: stream.id.clone(),
-            archive: stream.state.archive.clone(),
-            archive_store: state.archive.clone(),
-        }
-    }
-
-    pub async fn read(&mut self, range: ReadRange) -> Result<Vec<Entry>, ApiError> {
-        loop {
-            if let Some(a) = &self.archive {
-                let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
-                let archive = self.archive_store.clone();
-                return blocking(move || archive.read_entries(&entries, &index, range)).await;
-            }
-            let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
-            let entries =
-                blocking(move || s.read(|c| store::read_entries(c, &project, &id, range))).await?;
-            if !entries.is_empty() || range.from >= range.end {
-                return Ok(entries);
-            }
-            // Nothing where something was expected: the stream may have just been archived.
-            let stream = self
-                .directory
-                .send(&self.project, &self.path, Load { see_purged: true })
-                .await?;
-            match stream.state.archive {
-                Some(a) => self.archive = Some(a),
-                None => return Ok(entries),
-            }
-        }
-    }
-}
-
 /// `GET …/logs/{prefix}/+/{name}`: entries from `index`.
 #[utoipa::path(
     get, path = "/api/v1/projects/{project}/logs/{prefix}/+/{name}", tag = "Logs",
@@ -236,7 +181,7 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     } else {
         i64::MAX as u64
     };
-    let mut source = EntrySource::new(&state, &project, &path, &stream);
+    let mut source = crate::http::entries::EntrySource::new(&state, &project, &path, &stream);
     let entries = source
         .read(ReadRange {
             from: index,
@@ -291,7 +236,7 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
         .filter(|b| *b > 0)
         .unwrap_or(MAX_GET_BYTES)
         .min(MAX_GET_BYTES);
-    let mut source = EntrySource::new(&state, &project, &path, &stream);
+    let mut source = crate::http::entries::EntrySource::new(&state, &project, &path, &stream);
     let entries = source
         .read(ReadRange {
             from,
@@ -326,7 +271,7 @@ fn render(entries: &[Entry]) -> Bytes {
 
 /// Where a text response is in its stream.
 struct TextCursor {
-    source: EntrySource,
+    source: crate::http::entries::EntrySource,
     next: u64,
     /// Without follow: the contiguous end when the request came (or no end, skipping
     /// gaps, with non_contiguous).
@@ -456,7 +401,7 @@ pub async fn text(
     let cursor = TextCursor {
         peer: req.conn_data::<super::watch::PeerSocket>().cloned(),
         _slot: slot,
-        source: EntrySource::new(state, project, path, &stream),
+        source: crate::http::entries::EntrySource::new(state, project, path, &stream),
         next: p.index.unwrap_or(0),
         // With non_contiguous, what is stored is rendered, skipping gaps.
         end: if p.non_contiguous {

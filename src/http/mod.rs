@@ -2,6 +2,7 @@
 //! to apply API.md's error precedence (project → body size → names → the actor's checks).
 
 pub mod archival;
+pub mod entries;
 pub mod logs;
 pub mod openapi;
 pub mod ops;

@@ -1,0 +1,63 @@
+//! Where a stream's entries are read from: intermediate storage, or its archive once it is
+//! archived. Get, Tail, the followed text form and the websocket sessions all read here.
+
+use logdog_actors::stream::Load;
+use logdog_schema::names::StreamPath;
+use logdog_schema::store::{self, ReadRange};
+use logdog_schema::wire::{ArchiveInfo, Entry, StreamJson};
+use logdog_schema::Store;
+
+use super::{blocking, State};
+use crate::errors::ApiError;
+
+/// Reads a stream's entries from wherever they are: intermediate storage, or the archive
+/// once the stream is archived (a read that finds the chunks gone checks for that).
+#[derive(Clone)]
+pub struct EntrySource {
+    pub store: Store,
+    pub directory: logdog_actors::Directory,
+    pub project: String,
+    pub path: StreamPath,
+    pub id: String,
+    pub archive: Option<ArchiveInfo>,
+    pub archive_store: crate::archive::ArchiveStore,
+}
+
+impl EntrySource {
+    pub fn new(state: &State, project: &str, path: &StreamPath, stream: &StreamJson) -> Self {
+        Self {
+            store: state.store.clone(),
+            directory: state.directory.clone(),
+            project: project.to_owned(),
+            path: path.clone(),
+            id: stream.id.clone(),
+            archive: stream.state.archive.clone(),
+            archive_store: state.archive.clone(),
+        }
+    }
+
+    pub async fn read(&mut self, range: ReadRange) -> Result<Vec<Entry>, ApiError> {
+        loop {
+            if let Some(a) = &self.archive {
+                let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
+                let archive = self.archive_store.clone();
+                return blocking(move || archive.read_entries(&entries, &index, range)).await;
+            }
+            let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
+            let entries =
+                blocking(move || s.read(|c| store::read_entries(c, &project, &id, range))).await?;
+            if !entries.is_empty() || range.from >= range.end {
+                return Ok(entries);
+            }
+            // Nothing where something was expected: the stream may have just been archived.
+            let stream = self
+                .directory
+                .send(&self.project, &self.path, Load { see_purged: true })
+                .await?;
+            match stream.state.archive {
+                Some(a) => self.archive = Some(a),
+                None => return Ok(entries),
+            }
+        }
+    }
+}

@@ -86,11 +86,36 @@ pub struct ProjectConfig {
     pub archive: Option<String>,
 }
 
+/// What a token may do, each role including the ones before it: read; write (register
+/// and append); service (also archive tasks); admin (everything in its projects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Reader,
+    Writer,
+    Service,
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "reader" => Role::Reader,
+            "writer" => Role::Writer,
+            "service" => Role::Service,
+            "admin" => Role::Admin,
+            _ => return Err(format!("{s:?} is not reader, writer, service or admin")),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub sha256: String,
-    pub role: String,
+    pub role: Role,
     #[serde(default)]
     pub projects: Option<Vec<String>>,
 }
@@ -401,13 +426,6 @@ impl Config {
             }
             if !hashes.insert(t.sha256.to_ascii_lowercase()) {
                 return bad("tokens.sha256", index, "duplicate token".into());
-            }
-            if crate::auth::Role::parse(&t.role).is_none() {
-                return bad(
-                    "tokens.role",
-                    index,
-                    format!("{:?} is not reader, writer, service or admin", t.role),
-                );
             }
             for p in t.projects.iter().flatten() {
                 if let Err(e) = logdog_schema::names::validate_project(p) {

@@ -395,8 +395,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Token { role, projects } => {
-            if logdog::auth::Role::parse(&role).is_none() {
-                anyhow::bail!("--role must be reader, writer, service or admin, not {role:?}");
+            if let Err(e) = role.parse::<logdog::auth::Role>() {
+                anyhow::bail!("--role: {e}");
             }
             let token = logdog::auth::new_token();
             println!("{token}");

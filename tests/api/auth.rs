@@ -39,7 +39,7 @@ fn config(db: &TestDb) -> logdog::config::Config {
     ];
     let grant = |role: &str, as_role: &str, projects: Option<Vec<&str>>| TokenConfig {
         sha256: logdog::auth::token_hash(&format!("{role}-token")),
-        role: as_role.into(),
+        role: as_role.parse().unwrap(),
         projects: projects.map(|ps| ps.into_iter().map(str::to_owned).collect()),
     };
     c.tokens = vec![

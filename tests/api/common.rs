@@ -388,7 +388,7 @@ pub fn private_project(mut config: Config, token: &str, role: &str) -> Config {
     }];
     config.tokens = vec![logdog::config::TokenConfig {
         sha256: logdog::auth::token_hash(token),
-        role: role.into(),
+        role: role.parse().unwrap(),
         projects: None,
     }];
     config

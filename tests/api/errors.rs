@@ -411,7 +411,7 @@ async fn local_mode_refuses_non_loopback_addresses() {
     let mut config = db.config();
     config.tokens = vec![logdog::config::TokenConfig {
         sha256: "00".into(),
-        role: "admin".into(),
+        role: "admin".parse().unwrap(),
         projects: None,
     }];
     let e = TestServer::try_start(config).err().unwrap();

@@ -37,7 +37,7 @@ fn scoped(db: &TestDb) -> logdog::config::Config {
         .to_vec();
     let grant = |token: &str, role: &str, projects: Option<&[&str]>| TokenConfig {
         sha256: logdog::auth::token_hash(token),
-        role: role.into(),
+        role: role.parse().unwrap(),
         projects: projects.map(|ps| ps.iter().map(|p| p.to_string()).collect()),
     };
     c.tokens = vec![

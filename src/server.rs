@@ -53,7 +53,33 @@ pub struct Started {
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
+/// What stops a coordinator gracefully, in the one order that lets nothing hang: waiting
+/// leases are answered, viewers and followers are told to end, then the HTTP server stops
+/// accepting and lets in-flight requests (appends included) finish.
+#[derive(Clone)]
+pub struct StopHandle {
+    handle: actix_web::dev::ServerHandle,
+    dispatcher: actix::Addr<Dispatcher>,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    pub async fn stop(&self) {
+        self.dispatcher.do_send(Drain);
+        self.shutdown.send_replace(true);
+        self.handle.stop(true).await;
+    }
+}
+
 impl Started {
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            handle: self.server.handle(),
+            dispatcher: self.dispatcher.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// Serves until the HTTP server stops, then stops the archivist and the stream actors
     /// (the writer commits what was queued and exits).
     pub async fn run(self) -> std::io::Result<()> {
@@ -281,9 +307,7 @@ fn http_server(
 pub struct Background {
     /// The address actually bound.
     pub addr: SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-    dispatcher: actix::Addr<Dispatcher>,
-    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    stopper: StopHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -296,12 +320,7 @@ impl Background {
                 actix_rt::System::new().block_on(async move {
                     match start(config).await {
                         Ok(s) => {
-                            let _ = tx.send(Ok((
-                                s.addr,
-                                s.server.handle(),
-                                s.dispatcher.clone(),
-                                s.shutdown.clone(),
-                            )));
+                            let _ = tx.send(Ok((s.addr, s.stop_handle())));
                             let _ = s.run().await;
                         }
                         Err(e) => {
@@ -310,13 +329,10 @@ impl Background {
                     }
                 })
             })?;
-        let (addr, handle, dispatcher, shutdown) =
-            rx.recv().context("the server thread ended")??;
+        let (addr, stopper) = rx.recv().context("the server thread ended")??;
         Ok(Self {
             addr,
-            handle,
-            dispatcher,
-            shutdown,
+            stopper,
             thread: Some(thread),
         })
     }
@@ -329,9 +345,7 @@ impl Background {
     /// Graceful stop: waiting leases are answered, in-flight requests finish, then the
     /// archivist and the actors stop.
     pub async fn stop(mut self) {
-        self.dispatcher.do_send(Drain);
-        self.shutdown.send_replace(true);
-        self.handle.stop(true).await;
+        self.stopper.stop().await;
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
@@ -343,9 +357,7 @@ impl Background {
 pub fn serve(config: Config) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         let started = start(config).await?;
-        let handle = started.server.handle();
-        let dispatcher = started.dispatcher.clone();
-        let shutdown = started.shutdown.clone();
+        let stopper = started.stop_handle();
         actix_rt::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");
@@ -353,9 +365,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; finishing in-flight requests"),
                 _ = term.recv() => tracing::info!("SIGTERM received; finishing in-flight requests"),
             }
-            dispatcher.do_send(Drain);
-            shutdown.send_replace(true);
-            handle.stop(true).await;
+            stopper.stop().await;
         });
         started.run().await?;
         tracing::info!("stopped");

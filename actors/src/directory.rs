@@ -8,43 +8,14 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use dashmap::DashMap;
 use logdog_schema::names::StreamPath;
-use logdog_schema::Store;
 
 use crate::error::ActorError;
-use crate::metrics::ActorMetrics;
-use crate::stream::StreamActor;
-use crate::writer::Writer;
-
-/// Identifies a stream: ids are unique only within a project.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    pub project: String,
-    pub id: String,
-}
-
-/// Archival timing the stream actors apply when they schedule tasks.
-#[derive(Debug, Clone)]
-pub struct ArchivalTiming {
-    pub complete_delay: Duration,
-    pub incomplete_delay: Duration,
-    pub pessimistic_delay: Duration,
-}
-
-/// What every stream actor shares.
-pub struct StreamDeps {
-    pub store: Store,
-    pub writer: Writer,
-    pub archival: ArchivalTiming,
-    /// A stream actor with nothing to do for this long stops.
-    pub idle_timeout: Duration,
-    pub metrics: ActorMetrics,
-}
+use crate::stream::{Retire, StreamActor, StreamDeps, StreamKey};
 
 pub(crate) struct DirectoryInner {
     actors: DashMap<StreamKey, (u64, Addr<StreamActor>)>,
@@ -113,9 +84,14 @@ impl Directory {
             let i =
                 self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
             let weak: Weak<DirectoryInner> = Arc::downgrade(&self.inner);
+            let retire: Retire = Arc::new(move |key, generation| {
+                if let Some(dir) = weak.upgrade() {
+                    dir.retire(key, generation);
+                }
+            });
             let (path, deps) = (path.clone(), self.inner.deps.clone());
             let addr = StreamActor::start_in_arbiter(&self.inner.arbiters[i], move |_| {
-                StreamActor::new(key, path, generation, weak, deps)
+                StreamActor::new(key, path, generation, retire, deps)
             });
             (generation, addr)
         });

@@ -20,7 +20,8 @@ pub mod registry;
 pub mod stream;
 pub mod writer;
 
-pub use directory::{ArchivalTiming, Directory, StreamDeps, StreamKey};
+pub use directory::Directory;
 pub use error::ActorError;
 pub use registry::Registry;
+pub use stream::{ArchivalTiming, StreamDeps, StreamKey};
 pub use writer::Writer;

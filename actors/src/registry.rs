@@ -11,9 +11,10 @@ use logdog_schema::store;
 use logdog_schema::wire::now_us;
 use sha2::{Digest, Sha256};
 
-use crate::directory::{Directory, StreamKey};
+use crate::directory::Directory;
 use crate::error::{blocking, ActorError};
 use crate::stream::PrefixDeleted;
+use crate::stream::StreamKey;
 use crate::writer::settle;
 
 /// How long an op_nonce retry gets the original secret back (LogDog's window).

@@ -10,6 +10,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::{self, NameError};
 
+/// serde reads a struct from a JSON array as well as from an object (fields by position);
+/// the API's bodies hold objects only. Fields of struct type use these (`deserialize_with`),
+/// so `"descriptor": [null, null]` is a 400, not a descriptor.
+pub mod object_only {
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+    struct Object<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = T;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                }
+            }
+            d.deserialize_map(V(PhantomData)).map(Object)
+        }
+    }
+
+    /// An optional object (null or absent: None).
+    pub fn option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Ok(Option::<Object<T>>::deserialize(d)?.map(|o| o.0))
+    }
+
+    /// An array of objects.
+    pub fn vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        Ok(Vec::<Object<T>>::deserialize(d)?
+            .into_iter()
+            .map(|o| o.0)
+            .collect())
+    }
+}
+
 /// The largest `stream_index` JSON clients can carry exactly (2^53 − 1).
 pub const MAX_STREAM_INDEX: u64 = (1 << 53) - 1;
 
@@ -352,7 +394,7 @@ pub struct DatagramJson {
     /// base64.
     #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub data: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only::option")]
     pub partial: Option<Partial>,
 }
 
@@ -377,11 +419,23 @@ pub struct LogEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.0, exclusive_maximum = 1e12)]
     pub time_offset: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::option"
+    )]
     pub text: Option<TextJson>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::option"
+    )]
     pub binary: Option<DataJson>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::option"
+    )]
     pub datagram: Option<DatagramJson>,
 }
 

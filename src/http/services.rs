@@ -7,7 +7,9 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use logdog_actors::stream::{Append, AppendOk, AppendText, Purge, Register, Terminate};
 use logdog_schema::names::StreamPath;
-use logdog_schema::wire::{now_us, Delimiter, DescriptorRequest, IncomingEntry, Line, LogEntry};
+use logdog_schema::wire::{
+    now_us, object_only, Delimiter, DescriptorRequest, IncomingEntry, Line, LogEntry,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -20,7 +22,11 @@ use crate::errors::ApiError;
 #[serde(deny_unknown_fields)]
 pub struct RegisterStreamRequest {
     /// Omitted: `{}` (a text stream with the default content type, timestamped now).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::option"
+    )]
     pub descriptor: Option<DescriptorRequest>,
     /// -1 or absent: not terminated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,6 +37,7 @@ pub struct RegisterStreamRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendRequest {
+    #[serde(deserialize_with = "object_only::vec")]
     pub entries: Vec<LogEntry>,
 }
 
@@ -334,9 +341,13 @@ pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse
 pub struct BundleStream {
     pub name: String,
     /// Required the first time a stream is seen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::option"
+    )]
     pub descriptor: Option<DescriptorRequest>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only::vec")]
     pub entries: Vec<LogEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_index: Option<i64>,
@@ -351,6 +362,7 @@ pub struct BundleRequest {
         max_length = 4096
     )]
     pub prefix: String,
+    #[serde(deserialize_with = "object_only::vec")]
     pub streams: Vec<BundleStream>,
 }
 

@@ -242,6 +242,40 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
     c.json(Method::POST, "bundles", Some(&secret), &json!({"prefix": "bb/1", "streams": [{"name": "out", "entries": [{"stream_index": 3, "text": {"lines": ["z".repeat(70_000)]}}]}]}))
         .await
         .expect_error(413, "payload_too_large");
+    // Objects given as arrays (serde would read them by position): 400, the body is
+    // malformed.
+    for (verb, rest, body) in [
+        (
+            Method::POST,
+            "bundles",
+            json!({"prefix": "bb/1", "streams": [{"name": "new", "descriptor": [null, null], "entries": []}]}),
+        ),
+        (
+            Method::POST,
+            "bundles",
+            json!({"prefix": "bb/1", "streams": [["out", null, [], null]]}),
+        ),
+        (
+            Method::POST,
+            &format!("logs/{path}") as &str,
+            json!({"entries": [[3, null, null, null, {"lines": ["x"]}]]}),
+        ),
+        (
+            Method::POST,
+            &format!("logs/{path}") as &str,
+            json!({"entries": [{"stream_index": 3, "text": [["x"]]}]}),
+        ),
+        (
+            Method::PUT,
+            "streams/bb/1/+/arrayed",
+            json!({"descriptor": ["text"]}),
+        ),
+    ] {
+        let a = c.json(verb, rest, Some(&secret), &body).await;
+        a.expect_error(400, "invalid_argument");
+        let message = a.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("expected an object"), "{rest}: {message}");
+    }
 
     assert_eq!(
         stored_entries(&db.url, "p", path),

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
@@ -32,18 +32,19 @@ use logdog_schema::{chunk, Store};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::directory::{DirectoryInner, StreamDeps, StreamKey};
 use crate::error::{blocking, ActorError};
 use crate::lifecycle::StreamMachine;
 use crate::writer::{settle, AppendOp, TaskSchedule, WriteResult};
 
 mod compaction;
+mod deps;
 mod handlers;
 mod live;
 pub mod messages;
 mod state;
 mod transitions;
 
+pub use deps::{ArchivalTiming, Retire, StreamDeps, StreamKey};
 pub use messages::*;
 
 use compaction::*;
@@ -55,7 +56,8 @@ pub struct StreamActor {
     key: StreamKey,
     path: StreamPath,
     generation: u64,
-    directory: Weak<DirectoryInner>,
+    /// Leaves the directory that started this actor.
+    leave_directory: Retire,
     deps: Arc<StreamDeps>,
     prefix: Option<PrefixInfo>,
     stream: Option<Loaded>,
@@ -112,14 +114,14 @@ impl StreamActor {
         key: StreamKey,
         path: StreamPath,
         generation: u64,
-        directory: Weak<DirectoryInner>,
+        leave_directory: Retire,
         deps: Arc<StreamDeps>,
     ) -> Self {
         Self {
             key,
             path,
             generation,
-            directory,
+            leave_directory,
             deps,
             prefix: None,
             stream: None,
@@ -243,9 +245,7 @@ impl Actor for StreamActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.deps.metrics.live_stream_actors.dec();
-        if let Some(dir) = self.directory.upgrade() {
-            dir.retire(&self.key, self.generation);
-        }
+        (self.leave_directory)(&self.key, self.generation);
     }
 }
 
@@ -253,9 +253,7 @@ impl StreamActor {
     /// Leaves the directory and stops; messages already queued answer `Retired`.
     fn retire(&mut self, ctx: &mut Context<Self>) {
         self.retired = true;
-        if let Some(dir) = self.directory.upgrade() {
-            dir.retire(&self.key, self.generation);
-        }
+        (self.leave_directory)(&self.key, self.generation);
         ctx.stop();
     }
 }

@@ -1,0 +1,39 @@
+//! The stream's own vocabulary: its key, what every stream actor shares, and how an actor
+//! leaves whoever started it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logdog_schema::Store;
+
+use crate::metrics::ActorMetrics;
+use crate::writer::Writer;
+
+/// Identifies a stream: ids are unique only within a project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub project: String,
+    pub id: String,
+}
+
+/// Archival timing the stream actors apply when they schedule tasks.
+#[derive(Debug, Clone)]
+pub struct ArchivalTiming {
+    pub complete_delay: Duration,
+    pub incomplete_delay: Duration,
+    pub pessimistic_delay: Duration,
+}
+
+/// What every stream actor shares.
+pub struct StreamDeps {
+    pub store: Store,
+    pub writer: Writer,
+    pub archival: ArchivalTiming,
+    /// A stream actor with nothing to do for this long stops.
+    pub idle_timeout: Duration,
+    pub metrics: ActorMetrics,
+}
+
+/// Called when an actor stops or retires: removes its entry (key, generation) from the
+/// directory that started it, if that entry is still its own.
+pub type Retire = Arc<dyn Fn(&StreamKey, u64) + Send + Sync>;

@@ -27,7 +27,7 @@ fn main() {
     let db = support::BenchDb::new(database.as_deref(), "archbench");
     let mut config = db.config();
     config.archival.embedded_archivist = false;
-    config.archival.complete_delay = 0.0;
+    config.archival.complete_delay = logdog::config::secs(0.0);
     let archivist_config = config.clone();
     let server = logdog::server::Background::start(config).expect("start server");
     let addr = server.addr;

@@ -18,11 +18,13 @@ pub struct Config {
     pub database: String,
     /// A directory, `file://PATH`, or an object-store URL.
     pub archive: String,
-    /// Default prefix lifetime in seconds.
-    pub prefix_expiration: f64,
-    /// Seconds a stream actor with nothing to do lives before it stops (its state
+    /// Default prefix lifetime (seconds in the file).
+    #[serde(with = "seconds")]
+    pub prefix_expiration: Duration,
+    /// How long a stream actor with nothing to do lives before it stops (its state
     /// reloads from storage on the next request).
-    pub stream_idle_timeout: f64,
+    #[serde(with = "seconds")]
+    pub stream_idle_timeout: Duration,
     pub archival: ArchivalConfig,
     pub limits: Limits,
     pub websocket: WebsocketConfig,
@@ -33,45 +35,55 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchivalConfig {
-    pub complete_delay: f64,
-    pub incomplete_delay: f64,
-    pub pessimistic_delay: f64,
-    pub max_attempts: i64,
-    pub retry_delay: f64,
+    #[serde(with = "seconds")]
+    pub complete_delay: Duration,
+    #[serde(with = "seconds")]
+    pub incomplete_delay: Duration,
+    #[serde(with = "seconds")]
+    pub pessimistic_delay: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "seconds")]
+    pub retry_delay: Duration,
     pub embedded_archivist: bool,
-    pub archivist_workers: i64,
-    pub archivist_lease: f64,
+    pub archivist_workers: usize,
+    #[serde(with = "seconds")]
+    pub archivist_lease: Duration,
     /// A sparse-index record every this many entries…
-    pub index_entries: i64,
+    pub index_entries: u64,
     /// …or this many bytes of the entries file, whichever comes first.
-    pub index_bytes: i64,
+    pub index_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    pub max_request_bytes: i64,
-    pub max_entry_bytes: i64,
-    pub get_default_count: i64,
-    pub get_max_count: i64,
-    pub max_viewers_per_stream: i64,
-    pub max_viewers: i64,
+    pub max_request_bytes: usize,
+    pub max_entry_bytes: u64,
+    pub get_default_count: u64,
+    pub get_max_count: u64,
+    pub max_viewers_per_stream: usize,
+    pub max_viewers: usize,
+    /// 0: no limit.
     pub prefix_lines_per_second: f64,
     /// Most entries one request may carry (lines of a text/plain append; entries of a JSON
     /// append or of a whole bundle): what bounds a request's memory besides its bytes.
-    pub max_request_entries: i64,
-    /// Seconds a request body may take to arrive (408 after).
-    pub body_timeout: f64,
+    pub max_request_entries: usize,
+    /// How long a request body may take to arrive (408 after).
+    #[serde(with = "seconds")]
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebsocketConfig {
-    pub ping_interval: f64,
-    pub idle_timeout: f64,
-    pub lag_timeout: f64,
-    pub mailbox: i64,
-    pub max_frame_bytes: i64,
+    #[serde(with = "seconds")]
+    pub ping_interval: Duration,
+    #[serde(with = "seconds")]
+    pub idle_timeout: Duration,
+    #[serde(with = "seconds")]
+    pub lag_timeout: Duration,
+    pub mailbox: usize,
+    pub max_frame_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,8 +92,8 @@ pub struct ProjectConfig {
     pub name: String,
     #[serde(default)]
     pub public: bool,
-    #[serde(default)]
-    pub prefix_expiration: Option<f64>,
+    #[serde(default, with = "seconds::option")]
+    pub prefix_expiration: Option<Duration>,
     #[serde(default)]
     pub archive: Option<String>,
 }
@@ -126,8 +138,8 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             database: "logdog-data/logdog.db".into(),
             archive: "logdog-data/archive".into(),
-            prefix_expiration: 86400.0,
-            stream_idle_timeout: 60.0,
+            prefix_expiration: Duration::from_secs(86400),
+            stream_idle_timeout: Duration::from_secs(60),
             archival: ArchivalConfig::default(),
             limits: Limits::default(),
             websocket: WebsocketConfig::default(),
@@ -140,14 +152,14 @@ impl Default for Config {
 impl Default for ArchivalConfig {
     fn default() -> Self {
         Self {
-            complete_delay: 5.0,
-            incomplete_delay: 300.0,
-            pessimistic_delay: 172800.0,
+            complete_delay: Duration::from_secs(5),
+            incomplete_delay: Duration::from_secs(300),
+            pessimistic_delay: Duration::from_secs(172800),
             max_attempts: 10,
-            retry_delay: 30.0,
+            retry_delay: Duration::from_secs(30),
             embedded_archivist: true,
             archivist_workers: 2,
-            archivist_lease: 600.0,
+            archivist_lease: Duration::from_secs(600),
             index_entries: 1000,
             index_bytes: 262144,
         }
@@ -165,7 +177,7 @@ impl Default for Limits {
             max_viewers: 10000,
             prefix_lines_per_second: 0.0,
             max_request_entries: 100_000,
-            body_timeout: 30.0,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -173,9 +185,9 @@ impl Default for Limits {
 impl Default for WebsocketConfig {
     fn default() -> Self {
         Self {
-            ping_interval: 10.0,
-            idle_timeout: 30.0,
-            lag_timeout: 10.0,
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            lag_timeout: Duration::from_secs(10),
             mailbox: 16,
             max_frame_bytes: 262144,
         }
@@ -187,9 +199,51 @@ impl Default for WebsocketConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Seconds as a `Duration` (validated non-negative and finite by `Config::validate`).
+/// Seconds as a `Duration` (negative and non-finite values are 0).
 pub fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s.max(0.0))
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+/// Durations in the file (and in `LOGDOG_*` variables) are numbers of seconds, fractions
+/// allowed, from 0 to 1e9; anything else is refused where it is read.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    fn check(v: f64) -> Result<Duration, String> {
+        if (0.0..=1e9).contains(&v) {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(format!("{v} must be a number of seconds from 0 to 1e9"))
+        }
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        check(f64::deserialize(d)?).map_err(D::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<f64>::deserialize(d)?
+                .map(check)
+                .transpose()
+                .map_err(D::Error::custom)
+        }
+    }
 }
 
 /// Where a value came from, for error messages.
@@ -199,6 +253,36 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// "FILE:LINE: key: " for a parse error at byte `at`: the key its line sets, under the
+    /// table header above it (`[archival]`, `[[projects]]`).
+    fn at(&self, at: usize) -> String {
+        let before = &self.text[..at.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let text = self.text.lines().nth(line - 1).unwrap_or("");
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+        let key = match text.split_once('=') {
+            Some((k, _)) if !text.trim_start().starts_with('[') => {
+                let k = k.trim();
+                table.map_or_else(|| k.to_owned(), |t| format!("{t}.{k}"))
+            }
+            _ => String::new(),
+        };
+        let file = self
+            .file
+            .map(|f| f.display().to_string())
+            .unwrap_or_default();
+        if key.is_empty() {
+            format!("{file}:{line}: ")
+        } else {
+            format!("{file}:{line}: {key}: ")
+        }
+    }
+
     /// "FILE:LINE: key" for the first line that sets `key` (optionally the n-th).
     fn locate(&self, key: &str, nth: usize) -> String {
         let leaf = key.rsplit('.').next().unwrap_or(key);
@@ -229,12 +313,19 @@ impl Config {
                 .map_err(|e| ConfigError(format!("{}: cannot read config: {e}", f.display())))?,
             None => String::new(),
         };
+        let src = Source { file, text: &text };
         let mut config: Config = toml::from_str(&text).map_err(|e| {
-            let name = file.map(|f| f.display().to_string()).unwrap_or_default();
-            ConfigError(format!("{name}: {e}"))
+            let at = match e.span() {
+                Some(span) => src.at(span.start),
+                None => format!(
+                    "{}: ",
+                    file.map(|f| f.display().to_string()).unwrap_or_default()
+                ),
+            };
+            ConfigError(format!("{at}{e}"))
         })?;
         config.apply_env(env)?;
-        config.validate_at(&Source { file, text: &text })?;
+        config.validate_at(&src)?;
         Ok(config)
     }
 
@@ -288,6 +379,10 @@ impl Config {
                 }
                 _ => continue,
             };
+            // Each variable is checked as it is applied, so an error names it.
+            if let Err(e) = value.clone().try_into::<Config>() {
+                return Err(ConfigError(format!("{var}: {raw:?}: {e} (key {key})")));
+            }
         }
         *self = value
             .try_into()
@@ -337,56 +432,43 @@ impl Config {
         if self.archive.trim().is_empty() {
             return bad("archive", 0, "must not be empty".into());
         }
-        let durations = [
-            ("prefix_expiration", self.prefix_expiration),
-            ("stream_idle_timeout", self.stream_idle_timeout),
-            ("archival.complete_delay", self.archival.complete_delay),
-            ("archival.incomplete_delay", self.archival.incomplete_delay),
-            (
-                "archival.pessimistic_delay",
-                self.archival.pessimistic_delay,
-            ),
-            ("archival.retry_delay", self.archival.retry_delay),
-            ("archival.archivist_lease", self.archival.archivist_lease),
-            (
+        if !(0.0..=1e9).contains(&self.limits.prefix_lines_per_second) {
+            return bad(
                 "limits.prefix_lines_per_second",
-                self.limits.prefix_lines_per_second,
-            ),
-            ("limits.body_timeout", self.limits.body_timeout),
-            ("websocket.ping_interval", self.websocket.ping_interval),
-            ("websocket.idle_timeout", self.websocket.idle_timeout),
-            ("websocket.lag_timeout", self.websocket.lag_timeout),
-        ];
-        for (key, v) in durations {
-            if !(0.0..=1e9).contains(&v) {
-                return bad(
-                    key,
-                    0,
-                    format!("{v} must be a number of seconds from 0 to 1e9"),
-                );
-            }
+                0,
+                format!(
+                    "{} must be a number of lines from 0 to 1e9",
+                    self.limits.prefix_lines_per_second
+                ),
+            );
         }
-        let counts = [
-            ("archival.max_attempts", self.archival.max_attempts),
+        let counts: [(&str, u64); 11] = [
+            ("archival.max_attempts", self.archival.max_attempts.into()),
             (
                 "archival.archivist_workers",
-                self.archival.archivist_workers,
+                self.archival.archivist_workers as u64,
             ),
-            ("limits.max_request_bytes", self.limits.max_request_bytes),
+            (
+                "limits.max_request_bytes",
+                self.limits.max_request_bytes as u64,
+            ),
             ("limits.max_entry_bytes", self.limits.max_entry_bytes),
             ("limits.get_default_count", self.limits.get_default_count),
             ("limits.get_max_count", self.limits.get_max_count),
             (
                 "limits.max_viewers_per_stream",
-                self.limits.max_viewers_per_stream,
+                self.limits.max_viewers_per_stream as u64,
             ),
-            ("limits.max_viewers", self.limits.max_viewers),
+            ("limits.max_viewers", self.limits.max_viewers as u64),
             (
                 "limits.max_request_entries",
-                self.limits.max_request_entries,
+                self.limits.max_request_entries as u64,
             ),
-            ("websocket.mailbox", self.websocket.mailbox),
-            ("websocket.max_frame_bytes", self.websocket.max_frame_bytes),
+            ("websocket.mailbox", self.websocket.mailbox as u64),
+            (
+                "websocket.max_frame_bytes",
+                self.websocket.max_frame_bytes as u64,
+            ),
         ];
         for (key, v) in counts {
             if v < 1 {
@@ -404,15 +486,6 @@ impl Config {
                     index,
                     format!("duplicate project {:?}", p.name),
                 );
-            }
-            if let Some(e) = p.prefix_expiration {
-                if !e.is_finite() || e < 0.0 {
-                    return bad(
-                        "projects.prefix_expiration",
-                        index,
-                        format!("{e} must be a number of seconds"),
-                    );
-                }
             }
         }
         let mut hashes = HashSet::new();
@@ -458,15 +531,14 @@ impl Config {
     /// The smallest positive of the request's, the project's and the server's expiration.
     pub fn prefix_expiration(&self, project: &str, requested: Option<f64>) -> Option<Duration> {
         [
-            requested,
+            requested.map(secs),
             self.project(project).and_then(|p| p.prefix_expiration),
             Some(self.prefix_expiration),
         ]
         .into_iter()
         .flatten()
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .min_by(|a, b| a.total_cmp(b))
-        .map(secs)
+        .filter(|d| !d.is_zero())
+        .min()
     }
 }
 
@@ -490,7 +562,7 @@ mod tests {
         let c = Config::load(None, &[]).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.listen, "127.0.0.1:8080");
-        assert_eq!(c.archival.complete_delay, 5.0);
+        assert_eq!(c.archival.complete_delay, secs(5.0));
         assert_eq!(c.limits.max_request_bytes, 16 << 20);
         assert!(c.local_mode());
     }
@@ -514,7 +586,7 @@ prefix_expiration = 60
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9000");
-        assert_eq!(c.archival.complete_delay, 0.5);
+        assert_eq!(c.archival.complete_delay, secs(0.5));
         assert_eq!(c.limits.max_entry_bytes, 100);
         assert!(c.project("chromium").unwrap().public);
         assert_eq!(
@@ -540,7 +612,7 @@ prefix_expiration = 60
             ],
         )
         .unwrap();
-        assert_eq!(c.archival.complete_delay, 0.25);
+        assert_eq!(c.archival.complete_delay, secs(0.25));
         assert_eq!(c.listen, "127.0.0.1:1");
         let e = load_str("", &[("LOGDOG_LIMITS_MAX_VIEWERS", "many")]).unwrap_err();
         assert!(

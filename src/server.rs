@@ -13,7 +13,7 @@ use logdog_schema::Store;
 
 use crate::archive::ArchiveStore;
 use crate::client::archivist::{self, ArchivistConfig, ArchivistHandle};
-use crate::config::{secs, Config};
+use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::HttpMetrics;
 
@@ -122,14 +122,15 @@ pub fn archivist_config(
     ArchivistConfig {
         coordinator,
         token: None,
-        workers: config.archival.archivist_workers as usize,
-        lease_seconds: config.archival.archivist_lease.clamp(1.0, 3600.0),
+        workers: config.archival.archivist_workers,
+        lease_seconds: config
+            .archival
+            .archivist_lease
+            .as_secs_f64()
+            .clamp(1.0, 3600.0),
         archive,
-        index_every: (
-            config.archival.index_entries as u64,
-            config.archival.index_bytes as u64,
-        ),
-        page: config.limits.get_max_count as u64,
+        index_every: (config.archival.index_entries, config.archival.index_bytes),
+        page: config.limits.get_max_count,
     }
 }
 
@@ -164,11 +165,11 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         store: store.clone(),
         writer,
         archival: ArchivalTiming {
-            complete_delay: secs(config.archival.complete_delay),
-            incomplete_delay: secs(config.archival.incomplete_delay),
-            pessimistic_delay: secs(config.archival.pessimistic_delay),
+            complete_delay: config.archival.complete_delay,
+            incomplete_delay: config.archival.incomplete_delay,
+            pessimistic_delay: config.archival.pessimistic_delay,
         },
-        idle_timeout: secs(config.stream_idle_timeout),
+        idle_timeout: config.stream_idle_timeout,
         metrics: actor_metrics,
     };
     let directory = Directory::new(deps, STREAM_ARBITERS);
@@ -176,8 +177,8 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     let dispatcher = Dispatcher::new(
         directory.clone(),
         DispatchConfig {
-            max_attempts: config.archival.max_attempts.min(i32::MAX as i64) as i32,
-            retry_delay: secs(config.archival.retry_delay),
+            max_attempts: config.archival.max_attempts.min(i32::MAX as u32) as i32,
+            retry_delay: config.archival.retry_delay,
             poll_interval: DISPATCH_POLL,
         },
     )
@@ -198,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     });
     let rates = http::ratelimit::PrefixRates::new(config.limits.prefix_lines_per_second);
     let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
+    let viewers = Arc::new(crate::http::watch::Viewers::new(&config.limits));
     let state = web::Data::new(AppState {
         auth,
         rates,
@@ -209,7 +211,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         metrics: HttpMetrics::new(&prometheus),
         prometheus,
         dispatcher: dispatcher.clone(),
-        viewers: Default::default(),
+        viewers,
         shutdown: shutdown.clone(),
     });
     let server = http_server(state, listener)?;

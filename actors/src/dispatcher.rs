@@ -39,7 +39,7 @@ pub struct LeasedTask {
     pub path: String,
     pub id: String,
     pub attempt: i32,
-    pub reason: String,
+    pub reason: logdog_schema::wire::TaskReason,
     pub lease_expires_us: i64,
 }
 
@@ -64,13 +64,18 @@ pub struct Renew {
     pub projects: Option<Vec<String>>,
 }
 
+/// Checks a reported archive against the store it was written to, before it is believed
+/// (that store is the server's; the dispatcher knows only the task). Runs on a blocking
+/// thread once the task's lease is checked.
+pub type ArchiveCheck = Box<dyn FnOnce(&TaskRow) -> Result<(), ActorError> + Send>;
+
 /// What an archivist reports.
-#[derive(Debug, Clone)]
 pub enum Outcome {
     Archived {
         terminal_index: i64,
         log_entry_count: u64,
         archive: ArchiveInfo,
+        check: ArchiveCheck,
     },
     Failed {
         error: String,
@@ -178,8 +183,8 @@ fn lease_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Leases up to `max` due tasks: takes each lease in storage, then seals the stream.
-/// Tasks past the attempt cap fail their stream instead of being handed out.
+/// Leases up to `max` due tasks: takes the leases in one transaction, then seals each
+/// stream through its actor. Tasks past the attempt cap fail their stream instead.
 async fn lease_due(
     dir: &Directory,
     config: &DispatchConfig,
@@ -189,51 +194,45 @@ async fn lease_due(
 ) -> Result<Vec<LeasedTask>, ActorError> {
     let store = dir.deps().store.clone();
     let now = now_us();
-    let s = store.clone();
+    let expires = now + lease.as_micros() as i64;
     let projects = projects.map(<[String]>::to_vec);
+    let max_attempts = config.max_attempts;
+    let s = store.clone();
     let due = blocking(move || {
-        s.read(|c| store::due_tasks(c, now, (max * 2) as i64, projects.as_deref()))
+        let want = store::LeaseWanted {
+            now_us: now,
+            max_tasks: max,
+            projects: projects.as_deref(),
+            expires_us: expires,
+            max_attempts,
+        };
+        s.write(|c| store::lease_due_tasks(c, &want, lease_id))
     })
     .await?;
+    for (row, path) in due.exhausted {
+        let Ok(path) = StreamPath::parse(&path) else {
+            continue;
+        };
+        // Its last lease expired without an answer: that was the last attempt.
+        let error = row
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "the archivist's lease expired".into());
+        let msg = MarkFailed {
+            error: format!("archival failed after {} attempts: {error}", row.attempt),
+            task_id: row.task_id.clone(),
+        };
+        if let Err(e) = dir.send(&row.project, &path, msg).await {
+            tracing::warn!(error = %e, task = %row.task_id, "failing a task past its attempt cap");
+        }
+    }
     let mut out = Vec::new();
-    for row in due {
-        if out.len() >= max {
-            break;
-        }
-        let s = store.clone();
-        let (project, sid) = (row.project.clone(), row.stream_id.clone());
-        let Some(stream) =
-            blocking(move || s.read(|c| store::get_stream(c, &project, &sid))).await?
-        else {
-            let (s, t) = (store.clone(), row.task_id.clone());
-            blocking(move || s.write(|c| store::delete_task(c, &t))).await?;
+    for (row, path) in due.leased {
+        let Ok(stream_path) = StreamPath::parse(&path) else {
             continue;
         };
-        let Ok(path) = StreamPath::parse(&stream.path) else {
-            continue;
-        };
-        if row.attempt >= config.max_attempts {
-            // Its last lease expired without an answer: that was the last attempt.
-            let error = row
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "the archivist's lease expired".into());
-            let msg = MarkFailed {
-                error: format!("archival failed after {} attempts: {error}", row.attempt),
-                task_id: row.task_id.clone(),
-            };
-            if let Err(e) = dir.send(&row.project, &path, msg).await {
-                tracing::warn!(error = %e, task = %row.task_id, "failing a task past its attempt cap");
-            }
-            continue;
-        }
-        let (lid, expires) = (lease_id(), now + lease.as_micros() as i64);
-        let (s, t, l) = (store.clone(), row.task_id.clone(), lid.clone());
-        if !blocking(move || s.write(|c| store::take_lease(c, &t, &l, expires, now))).await? {
-            continue;
-        }
         // Seal before handing out: nothing can be appended that the archive would miss.
-        if let Err(e) = dir.send(&row.project, &path, Seal).await {
+        if let Err(e) = dir.send(&row.project, &stream_path, Seal).await {
             tracing::warn!(error = %e, task = %row.task_id, "sealing failed; the task stays due");
             let (s, t, msg) = (store.clone(), row.task_id.clone(), e.to_string());
             let retry = now + config.retry_delay.as_micros() as i64;
@@ -242,11 +241,11 @@ async fn lease_due(
         }
         out.push(LeasedTask {
             task_id: row.task_id,
-            lease_id: lid,
+            lease_id: row.lease_id.unwrap_or_default(),
             project: row.project,
-            path: stream.path,
+            path,
             id: row.stream_id,
-            attempt: row.attempt + 1,
+            attempt: row.attempt,
             reason: row.reason,
             lease_expires_us: expires,
         });
@@ -304,9 +303,9 @@ impl Handler<Lease> for Dispatcher {
     }
 }
 
-/// A task the caller may see: tasks of projects outside its scope are unknown to it.
-fn visible(row: Option<TaskRow>, projects: Option<&[String]>) -> Option<TaskRow> {
-    row.filter(|r| projects.is_none_or(|ps| ps.contains(&r.project)))
+/// Whether the caller may see a task: tasks of projects outside its scope are unknown to it.
+fn visible(row: &TaskRow, projects: Option<&[String]>) -> bool {
+    projects.is_none_or(|ps| ps.contains(&row.project))
 }
 
 /// The task, if `lease_id` is its live lease.
@@ -339,14 +338,13 @@ impl Handler<Renew> for Dispatcher {
             let projects = msg.projects.clone();
             let row = blocking(move || {
                 store.write(|c| {
-                    let row = visible(store::get_task_by_id(c, &task)?, projects.as_deref());
+                    let found = store::task_with_path(c, &task)?
+                        .filter(|(row, _)| visible(row, projects.as_deref()));
+                    let (row, path) = found.unzip();
                     match check_lease(row, &lease_id, now) {
                         Ok(row) => {
                             store::renew_lease(c, &task, expires)?;
-                            let path = store::get_stream(c, &row.project, &row.stream_id)?
-                                .map(|s| s.path)
-                                .unwrap_or_default();
-                            Ok(Ok((row, path)))
+                            Ok(Ok((row, path.flatten().unwrap_or_default())))
                         }
                         Err(e) => Ok(Err(e)),
                     }
@@ -371,33 +369,34 @@ impl Handler<Renew> for Dispatcher {
 impl Handler<Complete> for Dispatcher {
     type Result = ResponseFuture<Result<StreamJson, ActorError>>;
 
+    /// One read (the task and its stream's path), the lease checked, the archive checked by
+    /// the caller's `check`, then the stream's actor records the outcome (and finishes the
+    /// task in the same transaction).
     fn handle(&mut self, msg: Complete, _: &mut Context<Self>) -> Self::Result {
         let (dir, config) = (self.directory.clone(), self.config.clone());
         Box::pin(async move {
             let store = dir.deps().store.clone();
             let now = now_us();
-            let (s, t) = (store.clone(), msg.task_id.clone());
-            let row = blocking(move || s.read(|c| store::get_task_by_id(c, &t))).await?;
-            let row = visible(row, msg.projects.as_deref());
-            let stream = match row.clone() {
-                Some(r) => {
-                    let s = store.clone();
-                    blocking(move || s.read(|c| store::get_stream(c, &r.project, &r.stream_id)))
-                        .await?
+            let Complete {
+                task_id,
+                lease_id,
+                outcome,
+                projects,
+            } = msg;
+            let (s, t) = (store.clone(), task_id.clone());
+            let found = blocking(move || s.read(|c| store::task_with_path(c, &t))).await?;
+            let (row, path) = match found {
+                Some((row, Some(path))) if visible(&row, projects.as_deref()) => (row, path),
+                _ => {
+                    return Err(ActorError::FailedPrecondition(format!(
+                        "no task {task_id:?}"
+                    )))
                 }
-                None => None,
             };
-            let (Some(row), Some(stream)) = (row, stream) else {
-                return Err(ActorError::FailedPrecondition(format!(
-                    "no task {:?}",
-                    msg.task_id
-                )));
-            };
-            let path =
-                StreamPath::parse(&stream.path).map_err(|e| ActorError::Internal(e.to_string()))?;
+            let path = StreamPath::parse(&path).map_err(|e| ActorError::Internal(e.to_string()))?;
             if row.due_us == TASK_DONE {
                 // Done already: a repeat of the completing call is answered the same way.
-                if row.lease_id.as_deref() == Some(msg.lease_id.as_str()) {
+                if row.lease_id.as_deref() == Some(lease_id.as_str()) {
                     return dir
                         .send(&row.project, &path, Load { see_purged: true })
                         .await;
@@ -406,27 +405,23 @@ impl Handler<Complete> for Dispatcher {
                     "this task is finished".into(),
                 ));
             }
-            let row = check_lease(Some(row), &msg.lease_id, now)?;
-            match msg.outcome {
+            let row = check_lease(Some(row), &lease_id, now)?;
+            match outcome {
                 Outcome::Archived {
                     terminal_index,
                     log_entry_count,
                     archive,
+                    check,
                 } => {
-                    let (s, p, i) = (store.clone(), row.project.clone(), row.stream_id.clone());
-                    let stored =
-                        blocking(move || s.read(|c| store::stored_entry_count(c, &p, &i))).await?;
-                    if log_entry_count < stored {
-                        return Err(ActorError::Conflict(format!(
-                            "the archive holds {log_entry_count} entries but {stored} are stored"
-                        )));
-                    }
+                    let checked = row.clone();
+                    blocking(move || Ok(check(&checked))).await??;
                     dir.send(
                         &row.project,
                         &path,
                         MarkArchived {
                             archive,
                             terminal_index,
+                            log_entry_count,
                             task_id: row.task_id,
                         },
                     )

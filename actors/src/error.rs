@@ -60,7 +60,6 @@ impl From<LifecycleError> for ActorError {
         match e {
             LifecycleError::Invalid(m) => ActorError::Invalid(m),
             LifecycleError::Conflict(m) => ActorError::Conflict(m),
-            LifecycleError::Corrupt(m) => ActorError::Internal(m),
         }
     }
 }

@@ -15,9 +15,6 @@ pub enum LifecycleError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
-    /// The stored state makes no sense (an unknown archival state, say).
-    #[error("stored stream state is corrupt: {0}")]
-    Corrupt(String),
 }
 
 /// A run of consecutive indices `[start, end)`; `end_sequence` is the default sequence of
@@ -92,6 +89,11 @@ impl RangeSet {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
+
+    /// How many indices the spans hold.
+    pub fn len(&self) -> u64 {
+        self.spans.values().map(|s| s.end - s.start).sum()
+    }
 }
 
 /// The new entries an append adds, split into runs of consecutive indices (one chunk each).
@@ -150,22 +152,21 @@ impl StreamMachine {
     /// The machine of a stored stream: its row's lifecycle columns, and the spans of its
     /// chunks from `next_index − 1` on (everything below `next_index` is stored; without
     /// chunks, as after archival, the row's `next_sequence` says where the sequence
-    /// stands). An unknown archival state is an error, never a default.
+    /// stands). The row's enums were checked when it was read: an unknown stored archival
+    /// state fails the read (`StoreError::Corrupt`), it never becomes a default.
     pub fn restore(
         stream_type: StreamType,
         timestamp_us: i64,
         row: &StreamRow,
         spans: &[ChunkSpan],
-    ) -> Result<Self, LifecycleError> {
+    ) -> Self {
         let mut m = Self::new(stream_type, timestamp_us);
         if row.terminated_us.is_some() {
             m.terminal_index = Some(row.terminal_index);
             m.terminated_us = row.terminated_us;
         }
         m.sealed = row.sealed;
-        m.archival = Archival::parse(&row.archival).ok_or_else(|| {
-            LifecycleError::Corrupt(format!("unknown archival state {:?}", row.archival))
-        })?;
+        m.archival = row.archival;
         m.purged = row.purged;
         if let Some(first) = spans.first() {
             if first.first_index > 0 && (first.first_index as i64) <= row.next_index {
@@ -189,7 +190,7 @@ impl StreamMachine {
                 end_sequence: s.end_sequence,
             });
         }
-        Ok(m)
+        m
     }
 
     pub fn stream_type(&self) -> StreamType {
@@ -397,11 +398,13 @@ impl StreamMachine {
     }
 
     /// Records the archive: complete or partial. Ok(false) when already archived; a
-    /// conflict unless the stream is sealed and the archive ends at its terminal index.
+    /// conflict unless the stream is sealed, the archive ends at its terminal index and
+    /// holds at least every stored entry (`log_entry_count`).
     pub fn mark_archived(
         &mut self,
         archive_terminal_index: i64,
         complete: bool,
+        log_entry_count: u64,
     ) -> Result<bool, LifecycleError> {
         if self.is_archived() {
             return Ok(false);
@@ -410,6 +413,12 @@ impl StreamMachine {
         if !self.sealed || terminal != archive_terminal_index {
             return Err(LifecycleError::Conflict(format!(
                 "the archive ends at {archive_terminal_index} but the stream's terminal index is {terminal}"
+            )));
+        }
+        let stored = self.stored.len();
+        if log_entry_count < stored {
+            return Err(LifecycleError::Conflict(format!(
+                "the archive holds {log_entry_count} entries but {stored} are stored"
             )));
         }
         self.archival = if complete {
@@ -704,17 +713,30 @@ mod tests {
         let mut m = machine();
         stored(&mut m, 3);
         assert!(
-            matches!(m.mark_archived(2, true), Err(LifecycleError::Conflict(_))),
+            matches!(
+                m.mark_archived(2, true, 3),
+                Err(LifecycleError::Conflict(_))
+            ),
             "not sealed"
         );
         m.seal(1).unwrap();
         assert!(
-            matches!(m.mark_archived(5, true), Err(LifecycleError::Conflict(_))),
+            matches!(
+                m.mark_archived(5, true, 3),
+                Err(LifecycleError::Conflict(_))
+            ),
             "another end"
         );
-        assert_eq!(m.mark_archived(2, false), Ok(true));
+        assert!(
+            matches!(
+                m.mark_archived(2, true, 2),
+                Err(LifecycleError::Conflict(_))
+            ),
+            "fewer entries than are stored"
+        );
+        assert_eq!(m.mark_archived(2, false, 3), Ok(true));
         assert_eq!(m.archival(), Archival::Partial);
-        assert_eq!(m.mark_archived(2, true), Ok(false), "already archived");
+        assert_eq!(m.mark_archived(2, true, 3), Ok(false), "already archived");
         assert_eq!(m.archival(), Archival::Partial);
         assert!(matches!(m.seal(3), Err(LifecycleError::Conflict(_))));
     }
@@ -729,14 +751,14 @@ mod tests {
         assert!(m.is_purged());
     }
 
-    fn row(next_index: i64, archival: &str, next_sequence: Option<i64>) -> StreamRow {
+    fn row(next_index: i64, archival: Archival, next_sequence: Option<i64>) -> StreamRow {
         StreamRow {
             project: "p".into(),
             id: "x".into(),
             path: "a/+/b".into(),
             prefix: "a".into(),
             name: "b".into(),
-            stream_type: "text".into(),
+            stream_type: StreamType::Text,
             content_type: "text/plain".into(),
             descriptor: "{}".into(),
             created_us: 0,
@@ -745,7 +767,7 @@ mod tests {
             terminal_index: next_index - 1,
             terminated_us: Some(5),
             sealed: true,
-            archival: archival.into(),
+            archival,
             archive: None,
             archive_error: None,
             purged: false,
@@ -761,21 +783,23 @@ mod tests {
             bytes: 30,
             end_sequence: 40,
         }];
-        let m = StreamMachine::restore(StreamType::Text, 0, &row(10, "tasked", Some(36)), &spans)
-            .unwrap();
+        let m = StreamMachine::restore(
+            StreamType::Text,
+            0,
+            &row(10, Archival::Tasked, Some(36)),
+            &spans,
+        );
         assert_eq!((m.next_index(), m.next_sequence()), (12, 40));
         assert_eq!(m.terminal_index(), Some(9));
         assert!(m.is_sealed() && m.archival() == Archival::Tasked);
         // Archived: no chunks, the row's sequence.
-        let a = StreamMachine::restore(StreamType::Text, 0, &row(10, "complete", Some(36)), &[])
-            .unwrap();
+        let a = StreamMachine::restore(
+            StreamType::Text,
+            0,
+            &row(10, Archival::Complete, Some(36)),
+            &[],
+        );
         assert_eq!((a.next_index(), a.next_sequence()), (10, 36));
         assert!(a.is_archived());
-    }
-
-    #[test]
-    fn a_corrupt_archival_state_is_an_error_not_a_default() {
-        let r = StreamMachine::restore(StreamType::Text, 0, &row(1, "archivd", Some(1)), &[]);
-        assert!(matches!(r, Err(LifecycleError::Corrupt(_))), "{r:?}");
     }
 }

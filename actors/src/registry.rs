@@ -45,9 +45,10 @@ pub struct PrefixGrant {
     pub created: bool,
 }
 
-/// DeletePrefix: expire it and remove its streams.
+/// DeletePrefix: expire it and remove its streams. Answers the removed streams' ids (their
+/// archives are the caller's to delete).
 #[derive(Message, Clone)]
-#[rtype(result = "Result<(), ActorError>")]
+#[rtype(result = "Result<Vec<String>, ActorError>")]
 pub struct DeletePrefix {
     pub project: String,
     pub prefix: String,
@@ -154,7 +155,7 @@ impl Handler<RegisterPrefix> for Registry {
 }
 
 impl Handler<DeletePrefix> for Registry {
-    type Result = AtomicResponse<Self, Result<(), ActorError>>;
+    type Result = AtomicResponse<Self, Result<Vec<String>, ActorError>>;
 
     /// Stops the prefix's live stream actors, then deletes through the writer, so every
     /// append queued before the deletion is written (and then removed) first.
@@ -169,33 +170,38 @@ impl Handler<DeletePrefix> for Registry {
                         let Some(_) = store::get_prefix(c, &project, &prefix)? else {
                             return Ok(None);
                         };
-                        let paths: Vec<String> =
-                            logdog_schema::store::stream_paths_under(c, &project, &prefix)?;
-                        Ok(Some(paths))
+                        Ok(Some(store::stream_ids_under(c, &project, &prefix)?))
                     })
                 })
                 .await?;
-                let Some(paths) = found else {
-                    return Err(ActorError::NotFound(format!(
-                        "prefix {:?} not found",
-                        msg.prefix
-                    )));
+                let not_found =
+                    || ActorError::NotFound(format!("prefix {:?} not found", msg.prefix));
+                let Some(ids) = found else {
+                    return Err(not_found());
                 };
-                for path in paths {
+                for id in ids {
                     let key = StreamKey {
                         project: msg.project.clone(),
-                        id: logdog_schema::names::stream_id(&path),
+                        id,
                     };
                     if let Some(addr) = directory.live(&key) {
                         let _ = addr.send(PrefixDeleted).await;
                     }
                 }
                 let (project, prefix) = (msg.project.clone(), msg.prefix.clone());
-                let done = directory
-                    .deps()
-                    .writer
-                    .run(move |c| store::delete_prefix(c, &project, &prefix, now_us()).map(|_| ()));
-                settle(done.await).map_err(ActorError::from)
+                // The ids the deletion removed (its archives are the caller's to delete).
+                let deleted = std::sync::Arc::new(std::sync::Mutex::new(None));
+                let done = directory.deps().writer.run({
+                    let deleted = deleted.clone();
+                    move |c| {
+                        let ids = store::delete_prefix(c, &project, &prefix, now_us())?;
+                        *deleted.lock().unwrap_or_else(|e| e.into_inner()) = ids;
+                        Ok(())
+                    }
+                });
+                settle(done.await)?;
+                let ids = deleted.lock().unwrap_or_else(|e| e.into_inner()).take();
+                ids.ok_or_else(not_found)
             }
             .into_actor(self),
         ))

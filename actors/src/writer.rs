@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use logdog_schema::models::ChunkRow;
 use logdog_schema::store::{self, AnyConnection};
+use logdog_schema::wire::TaskReason;
 use logdog_schema::{Store, StoreError};
 use tokio::sync::oneshot;
 
@@ -59,7 +60,7 @@ pub type WriteResult = Result<(), WriteError>;
 /// An archive task to move in the same transaction as the entries that made it due.
 #[derive(Debug, Clone)]
 pub struct TaskSchedule {
-    pub reason: &'static str,
+    pub reason: TaskReason,
     pub due_us: i64,
     pub new_task_id: String,
 }

@@ -4,7 +4,8 @@ use diesel::prelude::*;
 
 use crate::schema::{archive_tasks, log_chunks, prefixes, stream_tags, streams};
 use crate::wire::{
-    format_us, Archival, ArchiveInfo, Descriptor, Status, StreamJson, StreamStateJson,
+    format_us, Archival, ArchiveInfo, Descriptor, Status, StreamJson, StreamStateJson, StreamType,
+    TaskReason,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -31,7 +32,7 @@ pub struct StreamRow {
     pub path: String,
     pub prefix: String,
     pub name: String,
-    pub stream_type: String,
+    pub stream_type: StreamType,
     pub content_type: String,
     /// The resolved descriptor as JSON.
     pub descriptor: String,
@@ -43,7 +44,7 @@ pub struct StreamRow {
     pub terminated_us: Option<i64>,
     /// Set when an archive task is leased: no more appends.
     pub sealed: bool,
-    pub archival: String,
+    pub archival: Archival,
     /// ArchiveInfo as JSON once archived.
     pub archive: Option<String>,
     pub archive_error: Option<String>,
@@ -58,12 +59,8 @@ impl StreamRow {
         serde_json::from_str(&self.descriptor)
     }
 
-    pub fn archival(&self) -> Archival {
-        Archival::parse(&self.archival).unwrap_or(Archival::None)
-    }
-
     pub fn status(&self) -> Status {
-        if matches!(self.archival(), Archival::Partial | Archival::Complete) {
+        if matches!(self.archival, Archival::Partial | Archival::Complete) {
             Status::Archived
         } else if self.terminated_us.is_some() {
             Status::Terminated
@@ -89,7 +86,7 @@ impl StreamRow {
                 next_sequence: self.next_sequence,
                 terminal_index: self.terminal_index,
                 terminated_at: self.terminated_us.map(format_us),
-                archival: self.archival(),
+                archival: self.archival,
                 archive: self
                     .archive
                     .as_deref()
@@ -109,7 +106,7 @@ pub struct StreamLifecycle {
     pub terminal_index: i64,
     pub terminated_us: Option<i64>,
     pub sealed: bool,
-    pub archival: String,
+    pub archival: Archival,
     pub archive: Option<String>,
     pub archive_error: Option<String>,
     pub purged: bool,
@@ -145,8 +142,7 @@ pub struct TaskRow {
     pub task_id: String,
     pub project: String,
     pub stream_id: String,
-    /// `terminated`, `incomplete` or `expired`.
-    pub reason: String,
+    pub reason: TaskReason,
     pub due_us: i64,
     pub attempt: i32,
     pub lease_id: Option<String>,

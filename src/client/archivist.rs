@@ -192,17 +192,11 @@ async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &ArchiveTa
     let outcome = archive_stream(http, config, task).await;
     renew.abort();
     let body = match &outcome {
-        Ok((terminal_index, w)) => CompleteRequest::Archived(CompleteArchived {
-            lease_id: lease_id.clone(),
-            terminal_index: *terminal_index,
-            log_entry_count: w.log_entry_count,
-            stream_url: w.stream_url.clone(),
-            stream_size: w.stream_size,
-            index_url: w.index_url.clone(),
-            index_size: w.index_size,
-            data_url: w.data_url.clone(),
-            data_size: w.data_size,
-        }),
+        Ok((terminal_index, w)) => CompleteRequest::Archived(CompleteArchived::new(
+            lease_id.clone(),
+            *terminal_index,
+            w.clone(),
+        )),
         Err(e) => CompleteRequest::Failed(CompleteFailed {
             lease_id: lease_id.clone(),
             error: e.clone(),

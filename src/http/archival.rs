@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use logdog_actors::dispatcher::{Complete, Lease, LeasedTask, Outcome, Renew};
-use logdog_schema::wire::{format_us, now_us, ArchiveInfo};
+use logdog_actors::ActorError;
+use logdog_schema::wire::{format_us, now_us, ArchiveInfo, TaskReason};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_json, read_body, State};
@@ -22,8 +23,7 @@ pub struct ArchiveTask {
     pub id: String,
     /// 1 on the first hand-out, one more on each later one.
     pub attempt: u32,
-    /// terminated, incomplete or expired.
-    pub reason: String,
+    pub reason: TaskReason,
     pub lease_expires_at: String,
 }
 
@@ -36,7 +36,7 @@ impl From<&LeasedTask> for ArchiveTask {
             path: t.path.clone(),
             id: t.id.clone(),
             attempt: t.attempt.max(0) as u32,
-            reason: t.reason.clone(),
+            reason: t.reason,
             lease_expires_at: format_us(t.lease_expires_us),
         }
     }
@@ -213,6 +213,36 @@ pub struct CompleteArchived {
     pub data_size: u64,
 }
 
+impl CompleteArchived {
+    /// The report of an archive this task's lease wrote.
+    pub fn new(lease_id: String, terminal_index: i64, w: crate::archive::Written) -> Self {
+        Self {
+            lease_id,
+            terminal_index,
+            log_entry_count: w.log_entry_count,
+            stream_url: w.stream_url,
+            stream_size: w.stream_size,
+            index_url: w.index_url,
+            index_size: w.index_size,
+            data_url: w.data_url,
+            data_size: w.data_size,
+        }
+    }
+
+    /// The archive the report claims was written.
+    pub fn written(&self) -> crate::archive::Written {
+        crate::archive::Written {
+            stream_url: self.stream_url.clone(),
+            stream_size: self.stream_size,
+            index_url: self.index_url.clone(),
+            index_size: self.index_size,
+            data_url: self.data_url.clone(),
+            data_size: self.data_size,
+            log_entry_count: self.log_entry_count,
+        }
+    }
+}
+
 impl CompleteRequest {
     /// Parses the body as the failure when it carries `error`, else as the archive, so a
     /// mistake is reported by field rather than as "matches no variant".
@@ -258,29 +288,20 @@ pub async fn complete(
             if a.log_entry_count > logdog_schema::wire::MAX_STREAM_INDEX + 1 {
                 return Err(ApiError::invalid("log_entry_count is above 2^53"));
             }
-            let claim = crate::archive::Written {
-                stream_url: a.stream_url,
-                stream_size: a.stream_size,
-                index_url: a.index_url,
-                index_size: a.index_size,
-                data_url: a.data_url,
-                data_size: a.data_size,
-                log_entry_count: a.log_entry_count,
-            };
-            let terminal_index = a.terminal_index;
-            verify_archive(&state, &task_id, &a.lease_id, &claim, terminal_index).await?;
-            let log_entry_count = claim.log_entry_count;
+            let claim = a.written();
+            let (terminal_index, log_entry_count) = (a.terminal_index, a.log_entry_count);
             let outcome = Outcome::Archived {
                 terminal_index,
                 log_entry_count,
                 archive: ArchiveInfo {
-                    stream_url: claim.stream_url,
-                    index_url: claim.index_url,
-                    data_url: claim.data_url,
+                    stream_url: claim.stream_url.clone(),
+                    index_url: claim.index_url.clone(),
+                    data_url: claim.data_url.clone(),
                     log_entry_count,
                     complete: log_entry_count as i64 == terminal_index + 1,
                     archived_at: format_us(now_us()),
                 },
+                check: archive_check(&state, claim, terminal_index),
             };
             (a.lease_id, outcome)
         }
@@ -300,33 +321,32 @@ pub async fn complete(
 
 /// Checks the reported archive against the store before anything is released: it must
 /// be this task's stream and lease, in the configured store, with the claimed sizes
-/// (409 otherwise). A task that is unknown, finished or leased to someone else is left
-/// for the dispatcher to answer (412, or the repeat of a finished completion).
-async fn verify_archive(
+/// (409 otherwise; 503 when the store cannot be read). Run by the dispatcher once the
+/// task's lease is checked: a task that is unknown, finished or leased to someone else is
+/// answered before (412, or the repeat of a finished completion).
+fn archive_check(
     state: &State,
-    task_id: &str,
-    lease_id: &str,
-    claim: &crate::archive::Written,
+    claim: crate::archive::Written,
     terminal_index: i64,
-) -> Result<(), ApiError> {
-    let (store, archive) = (state.store.clone(), state.archive.clone());
-    let (task_id, lease_id, claim) = (task_id.to_owned(), lease_id.to_owned(), claim.clone());
-    super::blocking(move || {
-        let row = store.read(|c| logdog_schema::store::get_task_by_id(c, &task_id))?;
-        let Some(row) = row else { return Ok(()) };
-        if row.lease_id.as_deref() != Some(lease_id.as_str())
-            || row.due_us == logdog_schema::store::TASK_DONE
-        {
-            return Ok(());
-        }
-        match archive.verify(&row.project, &row.stream_id, &lease_id, &claim, terminal_index) {
+) -> logdog_actors::dispatcher::ArchiveCheck {
+    let archive = state.archive.clone();
+    Box::new(move |task| {
+        let lease_id = task.lease_id.as_deref().unwrap_or_default();
+        match archive.verify(
+            &task.project,
+            &task.stream_id,
+            lease_id,
+            &claim,
+            terminal_index,
+        ) {
             Ok(()) => Ok(()),
             Err(crate::archive::ArchiveError::Io(e)) => {
-                tracing::warn!(error = %e, task = %task_id, "archive store unreachable while verifying");
-                Err(ApiError::unavailable("the archive store is unavailable; retry later"))
+                tracing::warn!(error = %e, task = %task.task_id, "archive store unreachable while verifying");
+                Err(ActorError::Unavailable(
+                    "the archive store is unavailable; retry later".into(),
+                ))
             }
-            Err(e) => Err(ApiError::conflict(format!("archive refused: {e}"))),
+            Err(e) => Err(ActorError::Conflict(format!("archive refused: {e}"))),
         }
     })
-    .await
 }

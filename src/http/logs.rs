@@ -8,7 +8,9 @@ use bytes::Bytes;
 use logdog_actors::stream::{Follow, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
-use logdog_schema::wire::{format_us, Content, Entry, EntryJson, LogEntry, StreamJson, StreamType};
+use logdog_schema::wire::{
+    format_us, Content, Entry, EntryJson, LogEntry, Status, StreamJson, StreamType,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -78,7 +80,7 @@ fn caps(state: &State, p: &ReadParams) -> (usize, u64) {
     let limits = &state.config.limits;
     let count = match p.count {
         None | Some(0) => limits.get_default_count,
-        Some(c) => (c as i64).min(limits.get_max_count),
+        Some(c) => c.min(limits.get_max_count),
     };
     let bytes = match p.bytes {
         None | Some(0) => MAX_GET_BYTES,
@@ -220,7 +222,7 @@ pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
     let next = stream.state.next_index as u64;
     let count = match p.count {
         None | Some(0) => 1,
-        Some(c) => c.min(state.config.limits.get_max_count as u64),
+        Some(c) => c.min(state.config.limits.get_max_count),
     };
     let from = next.saturating_sub(count);
     if text_format(&p) {
@@ -384,18 +386,7 @@ pub async fn text(
     };
     // A follower counts as a viewer: the same limits, the same 429.
     let slot = match follow {
-        Some(_) => {
-            let limits = &state.config.limits;
-            let key = logdog_actors::StreamKey {
-                project: project.to_owned(),
-                id: stream.id.clone(),
-            };
-            Some(state.viewers.acquire(
-                key,
-                limits.max_viewers_per_stream as usize,
-                limits.max_viewers as usize,
-            )?)
-        }
+        Some(_) => Some(state.viewers.acquire(project, &stream.id)?),
         None => None,
     };
     let cursor = TextCursor {
@@ -517,18 +508,18 @@ fn parse_query(req: &HttpRequest, project: &str, caller: Caller) -> Result<Query
                 }
                 filter.tags.push((key, value));
             }
-            "status" => match v.as_str() {
-                "streaming" | "terminated" | "archived" => filter.status = Some(v),
-                _ => {
-                    return Err(ApiError::invalid(format!(
+            "status" => {
+                filter.status = Some(Status::parse(&v).ok_or_else(|| {
+                    ApiError::invalid(format!(
                         "invalid status {v:?}: streaming, terminated or archived"
-                    )))
-                }
-            },
+                    ))
+                })?);
+            }
             "stream_type" => {
-                StreamType::parse(&v)
-                    .ok_or_else(|| ApiError::invalid(format!("invalid stream_type {v:?}")))?;
-                filter.stream_type = Some(v);
+                filter.stream_type = Some(
+                    StreamType::parse(&v)
+                        .ok_or_else(|| ApiError::invalid(format!("invalid stream_type {v:?}")))?,
+                );
             }
             "content_type" => filter.content_type = Some(v),
             "purged" => {

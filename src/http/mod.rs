@@ -90,7 +90,7 @@ impl AppState {
     }
 
     pub fn max_request_bytes(&self) -> usize {
-        self.config.limits.max_request_bytes as usize
+        self.config.limits.max_request_bytes
     }
 }
 
@@ -208,7 +208,7 @@ pub async fn read_body(
             )));
         }
     }
-    let timeout = crate::config::secs(state.config.limits.body_timeout);
+    let timeout = state.config.limits.body_timeout;
     let read = async {
         let mut body = BytesMut::new();
         while let Some(chunk) = payload.next().await {

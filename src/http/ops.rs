@@ -104,11 +104,11 @@ pub async fn config(state: State, req: actix_web::HttpRequest) -> Result<HttpRes
         .map(|p| ProjectInfo {
             name: p.name.clone(),
             public: p.public,
-            prefix_expiration: p.prefix_expiration,
+            prefix_expiration: p.prefix_expiration.map(|d| d.as_secs_f64()),
         })
         .collect();
     Ok(HttpResponse::Ok().json(PublicConfig {
-        prefix_expiration: c.prefix_expiration,
+        prefix_expiration: c.prefix_expiration.as_secs_f64(),
         archive: c.archive.clone(),
         archival: c.archival.clone(),
         limits: c.limits.clone(),

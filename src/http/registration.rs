@@ -120,12 +120,7 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
     state.require_admin(caller)?;
     let prefix = super::path_param(&req, "prefix");
     names::validate_prefix(&prefix)?;
-    let (store, p, x) = (state.store.clone(), project.clone(), prefix.clone());
-    let paths = super::blocking(move || {
-        store.read(|c| logdog_schema::store::stream_paths_under(c, &p, &x))
-    })
-    .await?;
-    state
+    let ids = state
         .registry
         .send(DeletePrefix {
             project: project.clone(),
@@ -136,8 +131,8 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
     // The streams are gone; their archives go too.
     let archive = state.archive.clone();
     super::blocking(move || {
-        for path in paths {
-            archive.delete(&project, &names::stream_id(&path))?;
+        for id in ids {
+            archive.delete(&project, &id)?;
         }
         Ok::<_, crate::archive::ArchiveError>(())
     })

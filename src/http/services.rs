@@ -143,16 +143,17 @@ fn parse_entries(
             .into_iter()
             .map(IncomingEntry::from_request)
             .collect::<Result<Vec<_>, _>>()
+            .map_err(String::from)
     });
     if let Ok(entries) = &entries {
-        check_entry_sizes(entries, limits.max_entry_bytes as u64)?;
+        check_entry_sizes(entries, limits.max_entry_bytes)?;
     }
     Ok(entries)
 }
 
 /// 413 for a request with more entries (or raw-text lines) than `max_request_entries`.
 fn check_entry_count(n: usize, limits: &crate::config::Limits) -> Result<(), ApiError> {
-    let max = limits.max_request_entries as usize;
+    let max = limits.max_request_entries;
     if n > max {
         return Err(ApiError::too_large(format!(
             "the request carries {n} entries, over the {max}-entry request limit"
@@ -240,7 +241,7 @@ pub async fn append(
     let Authorized { project, body, .. } = authorize(&state, &req, Some(payload)).await?;
     let path = stream_path(&req)?;
     let limits = &state.config.limits;
-    let max_entry = limits.max_entry_bytes as u64;
+    let max_entry = limits.max_entry_bytes;
     let secret = prefix_secret(&req);
     let result = if media_type(&req).as_deref() == Some("text/plain") {
         check_entry_count(count_lines(&body), limits)?;
@@ -386,21 +387,52 @@ pub struct BundleResult {
 /// Most streams one bundle may name (they are handled concurrently).
 const MAX_BUNDLE_STREAMS: usize = 1000;
 
+/// One bundle stream with its entries checked: `Err` holds the stream's own refusal.
+struct CheckedStream {
+    name: String,
+    descriptor: Option<DescriptorRequest>,
+    entries: Result<Vec<IncomingEntry>, String>,
+    terminal_index: Option<i64>,
+}
+
+impl CheckedStream {
+    /// Checks every entry; one that breaks the `LogEntry` schema (ranges, delimiters,
+    /// base64) makes the whole bundle malformed (400), wherever it is in the stream.
+    fn check(s: BundleStream) -> Result<Self, ApiError> {
+        let results: Vec<_> = s
+            .entries
+            .into_iter()
+            .map(IncomingEntry::from_request)
+            .collect();
+        if let Some(e) = results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| e.malformed))
+        {
+            return Err(ApiError::invalid(format!("stream {:?}: {e}", s.name)));
+        }
+        Ok(Self {
+            name: s.name,
+            descriptor: s.descriptor,
+            entries: results
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(String::from),
+            terminal_index: s.terminal_index,
+        })
+    }
+}
+
 /// Registers (on first sight), appends and terminates one stream of a bundle.
 async fn ingest_one(
     state: &State,
     project: &str,
     prefix: &str,
     secret: Option<Vec<u8>>,
-    s: BundleStream,
+    s: CheckedStream,
     max_entry: u64,
 ) -> Result<AppendOk, ApiError> {
     let path = StreamPath::new(prefix, &s.name)?;
-    let entries = s
-        .entries
-        .into_iter()
-        .map(IncomingEntry::from_request)
-        .collect::<Result<Vec<_>, _>>();
+    let entries = s.entries;
     if let Ok(entries) = &entries {
         check_entry_sizes(entries, max_entry)?;
     }
@@ -476,18 +508,15 @@ pub async fn bundle(
         .sum();
     state.rates.take(&project, &bundle.prefix, lines)?;
     let secret = prefix_secret(&req);
-    let max_entry = state.config.limits.max_entry_bytes as u64;
-    // An entry that breaks the LogEntry schema (ranges, delimiters, base64) makes the
-    // bundle malformed: 400 as a whole. Every other refusal is its stream's own `error`.
-    if let Some((name, why)) = bundle.streams.iter().find_map(|s| {
-        s.entries
-            .iter()
-            .find_map(LogEntry::schema_violation)
-            .map(|why| (&s.name, why))
-    }) {
-        return Err(ApiError::invalid(format!("stream {name:?}: {why}")));
-    }
-    let work = bundle.streams.into_iter().map(|s| {
+    let max_entry = state.config.limits.max_entry_bytes;
+    // An entry that breaks the LogEntry schema makes the bundle malformed: 400 as a whole.
+    // Every other refusal is its stream's own `error`.
+    let streams = bundle
+        .streams
+        .into_iter()
+        .map(CheckedStream::check)
+        .collect::<Result<Vec<_>, _>>()?;
+    let work = streams.into_iter().map(|s| {
         let (state, project, prefix, secret) = (&state, &project, &bundle.prefix, secret.clone());
         async move {
             let name = s.name.clone();

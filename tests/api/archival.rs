@@ -12,10 +12,10 @@ use crate::common::*;
 
 fn fast_archival(db: &TestDb) -> logdog::config::Config {
     let mut config = db.config();
-    config.archival.complete_delay = 0.1;
-    config.archival.incomplete_delay = 0.4;
-    config.archival.pessimistic_delay = 0.6;
-    config.archival.retry_delay = 0.1;
+    config.archival.complete_delay = logdog::config::secs(0.1);
+    config.archival.incomplete_delay = logdog::config::secs(0.4);
+    config.archival.pessimistic_delay = logdog::config::secs(0.6);
+    config.archival.retry_delay = logdog::config::secs(0.1);
     config.archival.max_attempts = 3;
     config
 }
@@ -360,7 +360,7 @@ both!(tasks_survive_a_restart);
 
 async fn appends_racing_the_seal_are_stored_or_refused(db: TestDb) {
     let mut config = fast_archival(&db);
-    config.archival.pessimistic_delay = 0.3;
+    config.archival.pessimistic_delay = logdog::config::secs(0.3);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("race", "s").await;

@@ -15,10 +15,10 @@ use crate::common::*;
 fn archiving(db: &TestDb, embedded: bool) -> logdog::config::Config {
     let mut config = db.config();
     config.archival.embedded_archivist = embedded;
-    config.archival.complete_delay = 0.1;
-    config.archival.incomplete_delay = 0.3;
-    config.archival.pessimistic_delay = 0.5;
-    config.archival.retry_delay = 0.1;
+    config.archival.complete_delay = logdog::config::secs(0.1);
+    config.archival.incomplete_delay = logdog::config::secs(0.3);
+    config.archival.pessimistic_delay = logdog::config::secs(0.5);
+    config.archival.retry_delay = logdog::config::secs(0.1);
     config.archival.max_attempts = 3;
     config.archival.index_entries = 100;
     config
@@ -118,7 +118,7 @@ async fn replay(server: &TestServer, path: &str) -> (Vec<u64>, Value) {
 
 async fn archived_streams_read_exactly_as_before(db: TestDb) {
     let mut config = archiving(&db, true);
-    config.archival.complete_delay = 1.0;
+    config.archival.complete_delay = logdog::config::secs(1.0);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("arc", "s").await;

@@ -270,7 +270,7 @@ async fn the_embedded_archivist_has_its_own_service_token() {
     let db = TestDb::sqlite();
     let mut config = config(&db);
     config.archival.embedded_archivist = true;
-    config.archival.complete_delay = 0.1;
+    config.archival.complete_delay = logdog::config::secs(0.1);
     let server = TestServer::start(config);
     let c = server.client("priv").with_token(Some("writer-token"));
     let secret = c.text_stream("emb", "s").await;

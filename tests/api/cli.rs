@@ -856,8 +856,8 @@ async fn a_run_is_recorded_queryable_and_archived() {
     let db = TestDb::sqlite();
     let mut config = db.config();
     config.archival.embedded_archivist = true;
-    config.archival.complete_delay = 0.1;
-    config.archival.retry_delay = 0.1;
+    config.archival.complete_delay = logdog::config::secs(0.1);
+    config.archival.retry_delay = logdog::config::secs(0.1);
     let server = TestServer::start(config);
     let base = server.base();
     let r = run(

@@ -382,7 +382,7 @@ async fn declared_projects_hide_the_others(db: TestDb) {
     config.projects = vec![logdog::config::ProjectConfig {
         name: "chromium".into(),
         public: false,
-        prefix_expiration: Some(60.0),
+        prefix_expiration: Some(logdog::config::secs(60.0)),
         archive: None,
     }];
     let server = TestServer::start(config);
@@ -418,7 +418,7 @@ both!(declared_projects_hide_the_others);
 async fn no_positive_expiration_is_refused() {
     let db = TestDb::sqlite();
     let mut config = db.config();
-    config.prefix_expiration = 0.0;
+    config.prefix_expiration = logdog::config::secs(0.0);
     let server = TestServer::start(config);
     let c = server.client("p");
     c.json(Method::POST, "prefixes", None, &json!({"prefix": "x"}))

@@ -26,7 +26,7 @@ async fn task_call(c: &Client, rest: &str, body: Value) -> Answer {
 fn scoped(db: &TestDb) -> logdog::config::Config {
     use logdog::config::{ProjectConfig, TokenConfig};
     let mut c = db.config();
-    c.archival.complete_delay = 0.05;
+    c.archival.complete_delay = logdog::config::secs(0.05);
     c.projects = ["priv", "other"]
         .map(|name| ProjectConfig {
             name: name.into(),
@@ -170,7 +170,7 @@ both!(scoped_tokens_stay_in_their_projects);
 /// sizes, is 409 and changes nothing: the entries stay readable from intermediate storage.
 async fn bad_archive_reports_change_nothing(db: TestDb) {
     let mut config = db.config();
-    config.archival.complete_delay = 0.05;
+    config.archival.complete_delay = logdog::config::secs(0.05);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("bad", "s").await;
@@ -497,7 +497,7 @@ both!(made_up_methods_are_one_metric_label);
 async fn slow_bodies_time_out(db: TestDb) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut config = db.config();
-    config.limits.body_timeout = 0.5;
+    config.limits.body_timeout = logdog::config::secs(0.5);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("slow", "s").await;

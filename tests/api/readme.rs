@@ -256,7 +256,7 @@ async fn readme_archivist_command_archives_streams() {
         .expect("README shows the archivist");
     let db = TestDb::sqlite();
     let mut config = db.config();
-    config.archival.complete_delay = 0.1;
+    config.archival.complete_delay = logdog::config::secs(0.1);
     // The archivist writes where the coordinator keeps archives (it checks them there).
     let cwd = tempfile::tempdir().unwrap();
     config.archive = cwd.path().join("logdog-data/archive").display().to_string();

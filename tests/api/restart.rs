@@ -113,7 +113,7 @@ both!(graceful_stop_finishes_inflight_appends);
 
 async fn idle_actors_stop_and_reload(db: TestDb) {
     let mut config = db.config();
-    config.stream_idle_timeout = 0.2;
+    config.stream_idle_timeout = logdog::config::secs(0.2);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("idle", "s").await;

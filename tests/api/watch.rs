@@ -205,7 +205,7 @@ both!(out_of_order_appends_reach_viewers_in_order);
 async fn a_slow_viewer_catches_up_or_is_told_where_to_resume(db: TestDb) {
     let mut config = db.config();
     config.websocket.mailbox = 2;
-    config.websocket.lag_timeout = 0.5;
+    config.websocket.lag_timeout = logdog::config::secs(0.5);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("slow", "s").await;
@@ -331,9 +331,9 @@ both!(unknown_streams_and_bad_queries_are_refused_before_the_upgrade);
 async fn a_peer_that_accepts_nothing_is_disconnected(db: TestDb) {
     let mut config = db.config();
     config.websocket.mailbox = 2;
-    config.websocket.idle_timeout = 1.0;
-    config.websocket.ping_interval = 0.2;
-    config.websocket.lag_timeout = 60.0;
+    config.websocket.idle_timeout = logdog::config::secs(1.0);
+    config.websocket.ping_interval = logdog::config::secs(0.2);
+    config.websocket.lag_timeout = logdog::config::secs(60.0);
     let server = TestServer::start(config);
     let c = server.client("p");
     let secret = c.text_stream("stuck", "s").await;

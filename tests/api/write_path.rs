@@ -115,7 +115,7 @@ async fn write_lifecycle(db: TestDb) {
         })
         .unwrap()
         .unwrap();
-    assert_eq!(task.reason, "terminated");
+    assert_eq!(task.reason.as_str(), "terminated");
 
     // Purge: 204, data released, the stream marked purged (admins still see it).
     let p = c.delete(&format!("streams/{path}")).await;

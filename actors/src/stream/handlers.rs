@@ -99,13 +99,14 @@ impl Handler<Follow> for StreamActor {
 }
 
 impl Handler<Subscribe> for StreamActor {
-    type Result = Result<(StreamJson, Progress), ActorError>;
+    type Result = Result<(bytestring::ByteString, Progress), ActorError>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         self.gate()?;
         let json = self.visible(msg.see_purged)?.json();
         self.subscribers.insert(msg.id, msg.recipient);
-        Ok((json, *self.progress.borrow()))
+        let frame = logdog_schema::wire::state_frame(Some(&json));
+        Ok((frame.into(), *self.progress.borrow()))
     }
 }
 
@@ -266,10 +267,11 @@ impl Handler<MarkArchived> for StreamActor {
             Ok(n) => n,
             Err(e) => return AtomicResponse::new(reply(Err(e))),
         };
-        match next
-            .machine
-            .mark_archived(msg.terminal_index, msg.archive.complete)
-        {
+        match next.machine.mark_archived(
+            msg.terminal_index,
+            msg.archive.complete,
+            msg.log_entry_count,
+        ) {
             Err(e) => return AtomicResponse::new(reply(Err(e.into()))),
             Ok(false) => return AtomicResponse::new(reply(Ok(next.json()))),
             Ok(true) => {}

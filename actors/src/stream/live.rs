@@ -28,7 +28,7 @@ impl StreamActor {
         });
         if lifecycle_changed && !self.subscribers.is_empty() {
             let stream = self.stream.as_ref().map(Loaded::json);
-            let frame = serde_json::json!({"type": "state", "stream": stream}).to_string();
+            let frame = logdog_schema::wire::state_frame(stream.as_ref());
             self.broadcast(Live::State {
                 frame: frame.into(),
                 progress: now,

@@ -120,9 +120,9 @@ pub enum Live {
 pub struct LiveFrame(pub Live, pub Instant);
 
 /// Join the live set. Frames go to `recipient` with `try_send` (never buffered without
-/// bound); the answer is the stream and where it stands now.
+/// bound); the answer is the stream's `state` frame and where it stands now.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<(StreamJson, Progress), ActorError>")]
+#[rtype(result = "Result<(bytestring::ByteString, Progress), ActorError>")]
 pub struct Subscribe {
     pub id: u64,
     pub recipient: Recipient<LiveFrame>,
@@ -149,6 +149,8 @@ pub struct MarkArchived {
     pub archive: ArchiveInfo,
     /// The terminal index the archivist archived up to; must be the stream's.
     pub terminal_index: i64,
+    /// Entries in the archive: at least every stored one.
+    pub log_entry_count: u64,
     /// The task to mark done in the same transaction.
     pub task_id: String,
 }

@@ -32,7 +32,7 @@ impl Loaded {
         let descriptor: Descriptor = row
             .descriptor()
             .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
-        let m = StreamMachine::restore(descriptor.stream_type, descriptor.timestamp, &row, spans)?;
+        let m = StreamMachine::restore(descriptor.stream_type, descriptor.timestamp, &row, spans);
         let sequence_known =
             !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());
         Ok(Self {
@@ -74,7 +74,7 @@ impl Loaded {
             terminal_index: m.terminal_index().unwrap_or(-1),
             terminated_us: m.terminated_us(),
             sealed: m.is_sealed(),
-            archival: m.archival().as_str().to_owned(),
+            archival: m.archival(),
             archive: self.row.archive.clone(),
             archive_error: self.row.archive_error.clone(),
             purged: m.is_purged(),

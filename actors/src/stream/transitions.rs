@@ -2,6 +2,7 @@
 //! terminate, and the lifecycle changes computed on a draft and persisted.
 
 use super::*;
+use logdog_schema::wire::TaskReason;
 
 impl StreamActor {
     /// The error for a write to a stream this actor does not have: 412 when the prefix
@@ -102,9 +103,9 @@ impl StreamActor {
             }
             next.row.updated_us = now;
             let (reason, delay) = if next.machine.is_complete() {
-                ("terminated", act.deps.archival.complete_delay)
+                (TaskReason::Terminated, act.deps.archival.complete_delay)
             } else {
-                ("incomplete", act.deps.archival.incomplete_delay)
+                (TaskReason::Incomplete, act.deps.archival.incomplete_delay)
             };
             let due = now + delay.as_micros() as i64;
             let (store, project, id, change) = (
@@ -173,7 +174,7 @@ impl StreamActor {
             let schedule = match s.machine.terminal_index() {
                 Some(t) if plan.end_after as i64 == t + 1 && plan.end_before < plan.end_after => {
                     Some(TaskSchedule {
-                        reason: "terminated",
+                        reason: TaskReason::Terminated,
                         due_us: now_us() + self.deps.archival.complete_delay.as_micros() as i64,
                         new_task_id: task_id(),
                     })
@@ -249,7 +250,7 @@ impl StreamActor {
             path: self.path.to_string(),
             prefix: self.path.prefix.clone(),
             name: self.path.name.clone(),
-            stream_type: descriptor.stream_type.as_str().to_owned(),
+            stream_type: descriptor.stream_type,
             content_type: descriptor.content_type.clone(),
             descriptor: serde_json::to_string(&descriptor).expect("descriptor serialises"),
             created_us: now,
@@ -258,7 +259,7 @@ impl StreamActor {
             terminal_index: -1,
             terminated_us: None,
             sealed: false,
-            archival: Archival::None.as_str().to_owned(),
+            archival: Archival::None,
             archive: None,
             archive_error: None,
             purged: false,
@@ -275,11 +276,14 @@ impl StreamActor {
                     return reply(Err(e.into()));
                 }
                 (
-                    "incomplete",
+                    TaskReason::Incomplete,
                     now + timing.incomplete_delay.as_micros() as i64,
                 )
             }
-            _ => ("expired", now + timing.pessimistic_delay.as_micros() as i64),
+            _ => (
+                TaskReason::Expired,
+                now + timing.pessimistic_delay.as_micros() as i64,
+            ),
         };
         let lc = loaded.lifecycle();
         loaded.row.terminal_index = lc.terminal_index;
@@ -298,7 +302,7 @@ impl StreamActor {
             task_id: task_id(),
             project: self.key.project.clone(),
             stream_id: self.key.id.clone(),
-            reason: reason.to_owned(),
+            reason,
             due_us: due,
             attempt: 0,
             lease_id: None,

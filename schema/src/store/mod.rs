@@ -114,6 +114,16 @@ impl From<diesel::result::Error> for StoreError {
                         .into(),
                 )
             }
+            E::DeserializationError(cause) => {
+                // "Error deserializing field 'archival': unknown archival state \"x\"".
+                let mut message = cause.to_string();
+                let mut source = cause.source();
+                while let Some(e) = source {
+                    message = format!("{message}: {e}");
+                    source = e.source();
+                }
+                StoreError::Corrupt(message)
+            }
             _ => StoreError::Query(e),
         }
     }
@@ -409,6 +419,91 @@ mod tests {
         });
         assert!(err.is_err());
         assert!(store.read(|c| get_prefix(c, "p", "c")).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Stored enums are read strictly: an archival state, stream type or task reason that
+    /// is none of the known ones fails the read as corrupt data instead of becoming a
+    /// default (an unknown archival state read as `none` would reopen an archived stream).
+    #[test]
+    fn unknown_stored_enums_are_corrupt_not_defaults() {
+        use crate::models::{StreamRow, TaskRow};
+        use crate::wire::{Archival, StreamType, TaskReason};
+        use diesel::RunQueryDsl;
+        let dir = std::env::temp_dir().join(format!("logdog-enums-{}", std::process::id()));
+        let store = Store::open(dir.join("t.db").to_str().unwrap(), 2).unwrap();
+        store.migrate().unwrap();
+        let row = StreamRow {
+            project: "p".into(),
+            id: "x".into(),
+            path: "a/+/b".into(),
+            prefix: "a".into(),
+            name: "b".into(),
+            stream_type: StreamType::Datagram,
+            content_type: "application/x-logdog-datagram".into(),
+            descriptor: "{}".into(),
+            created_us: 0,
+            updated_us: 0,
+            next_index: 0,
+            terminal_index: -1,
+            terminated_us: None,
+            sealed: false,
+            archival: Archival::Tasked,
+            archive: None,
+            archive_error: None,
+            purged: false,
+            next_sequence: Some(0),
+        };
+        let task = TaskRow {
+            task_id: "t".into(),
+            project: "p".into(),
+            stream_id: "x".into(),
+            reason: TaskReason::Expired,
+            due_us: 1,
+            attempt: 0,
+            lease_id: None,
+            lease_expires_us: None,
+            last_error: None,
+            created_us: 0,
+        };
+        store.write(|c| insert_stream(c, &row, &[], &task)).unwrap();
+        assert_eq!(store.read(|c| get_stream(c, "p", "x")).unwrap(), Some(row));
+        assert_eq!(
+            store
+                .read(|c| get_task_by_id(c, "t"))
+                .unwrap()
+                .unwrap()
+                .reason,
+            TaskReason::Expired
+        );
+        for (sql, what) in [
+            ("UPDATE streams SET archival = 'archivd'", "archival state"),
+            (
+                "UPDATE streams SET archival = 'none', stream_type = 'video'",
+                "stream type",
+            ),
+        ] {
+            store
+                .write(|c| Ok(diesel::sql_query(sql).execute(c).map(|_| ())?))
+                .unwrap();
+            match store.read(|c| get_stream(c, "p", "x")) {
+                Err(StoreError::Corrupt(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        store
+            .write(|c| {
+                Ok(
+                    diesel::sql_query("UPDATE archive_tasks SET reason = 'bored'")
+                        .execute(c)
+                        .map(|_| ())?,
+                )
+            })
+            .unwrap();
+        assert!(matches!(
+            store.read(|c| get_task_by_id(c, "t")),
+            Err(StoreError::Corrupt(m)) if m.contains("archive task reason")
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -6,6 +6,7 @@ use super::long_keys::*;
 use super::{AnyConnection, StoreError};
 use crate::models::*;
 use crate::schema::{stream_tags, streams};
+use crate::wire::{Archival, Status, StreamType};
 
 /// Upper bound for a range scan over names that start with `literal` (names are ASCII
 /// below 0x7f, so appending 0x7f bounds every continuation bytewise).
@@ -23,9 +24,8 @@ pub struct StreamFilter {
     pub path_starts_with: Option<String>,
     /// (key, value): value None means "key present".
     pub tags: Vec<(String, Option<String>)>,
-    /// "streaming", "terminated" or "archived".
-    pub status: Option<String>,
-    pub stream_type: Option<String>,
+    pub status: Option<Status>,
+    pub stream_type: Option<StreamType>,
     pub content_type: Option<String>,
     /// None: both.
     pub purged: Option<bool>,
@@ -39,18 +39,13 @@ pub fn query_streams(
     f: &StreamFilter,
     limit: i64,
 ) -> Result<Vec<StreamRow>, StoreError> {
-    let archived = ["partial", "complete"];
+    let archived = [Archival::Partial, Archival::Complete];
     let mut q = streams::table
         .filter(streams::project.eq(&f.project))
-        .select(StreamRow::as_select())
         .into_boxed();
     let postgres = is_postgres(conn);
     if let Some(p) = &f.prefix {
-        q = q.filter(streams::prefix.eq(p));
-        if postgres {
-            let start = format!("{p}{}", crate::names::PATH_SEP);
-            q = q.filter(PATH_KEY.starts_with(&start));
-        }
+        q = super::streams::in_prefix(q, p, postgres);
     }
     if let Some(start) = &f.path_starts_with {
         q = q
@@ -82,22 +77,22 @@ pub fn query_streams(
             None => q.filter(streams::id.eq_any(with_key.select(stream_tags::stream_id))),
         };
     }
-    match f.status.as_deref() {
-        Some("streaming") => {
+    match f.status {
+        Some(Status::Streaming) => {
             q = q
                 .filter(streams::terminated_us.is_null())
                 .filter(streams::archival.ne_all(archived));
         }
-        Some("terminated") => {
+        Some(Status::Terminated) => {
             q = q
                 .filter(streams::terminated_us.is_not_null())
                 .filter(streams::archival.ne_all(archived));
         }
-        Some("archived") => q = q.filter(streams::archival.eq_any(archived)),
-        _ => {}
+        Some(Status::Archived) => q = q.filter(streams::archival.eq_any(archived)),
+        None => {}
     }
     if let Some(t) = &f.stream_type {
-        q = q.filter(streams::stream_type.eq(t.clone()));
+        q = q.filter(streams::stream_type.eq(*t));
     }
     if let Some(c) = &f.content_type {
         q = q.filter(streams::content_type.eq(c.clone()));
@@ -110,5 +105,5 @@ pub fn query_streams(
     } else {
         q.order(streams::path.asc())
     };
-    Ok(q.limit(limit).load(conn)?)
+    Ok(q.select(StreamRow::as_select()).limit(limit).load(conn)?)
 }

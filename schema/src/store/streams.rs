@@ -79,32 +79,46 @@ pub fn purge_stream(
     Ok(())
 }
 
-/// The paths of every stream of a prefix.
-pub fn stream_paths_under(
+/// The ids of every stream of a prefix.
+pub fn stream_ids_under(
     conn: &mut AnyConnection,
     project: &str,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
     Ok(streams_of_prefix(conn, project, prefix)
-        .select(streams::path)
+        .select(streams::id)
         .load(conn)?)
 }
 
-/// The streams of one prefix: on PostgreSQL a range of indexed paths (`prefix/+/…`).
+/// The streams of one prefix.
 pub(super) fn streams_of_prefix<'a>(
     conn: &AnyConnection,
     project: &'a str,
     prefix: &'a str,
-) -> streams::BoxedQuery<'a, <AnyConnection as Connection>::Backend> {
-    let mut q = streams::table
+) -> StreamQuery<'a> {
+    let q = streams::table
         .filter(streams::project.eq(project))
-        .filter(streams::prefix.eq(prefix))
         .into_boxed();
-    if is_postgres(conn) {
+    in_prefix(q, prefix, is_postgres(conn))
+}
+
+/// A boxed query over `streams`.
+pub(super) type StreamQuery<'a> = streams::BoxedQuery<'a, <AnyConnection as Connection>::Backend>;
+
+/// Narrows `q` to the streams of `prefix`: on PostgreSQL also a range of the indexed
+/// paths (`prefix/+/…`), which is what lets its index answer.
+pub(super) fn in_prefix<'a>(
+    q: StreamQuery<'a>,
+    prefix: &'a str,
+    postgres: bool,
+) -> StreamQuery<'a> {
+    let q = q.filter(streams::prefix.eq(prefix));
+    if postgres {
         let start = format!("{prefix}{}", crate::names::PATH_SEP);
-        q = q.filter(PATH_KEY.starts_with(&start));
+        q.filter(PATH_KEY.starts_with(&start))
+    } else {
+        q
     }
-    q
 }
 
 pub fn stream_tags(

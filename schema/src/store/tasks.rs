@@ -4,14 +4,15 @@ use diesel::prelude::*;
 
 use super::{AnyConnection, StoreError};
 use crate::models::*;
-use crate::schema::archive_tasks;
+use crate::schema::{archive_tasks, streams};
+use crate::wire::TaskReason;
 
 /// Moves a stream's archive task (creating it if it is gone) to a new due time and reason.
 pub fn schedule_task(
     conn: &mut AnyConnection,
     project: &str,
     stream_id: &str,
-    reason: &str,
+    reason: TaskReason,
     due_us: i64,
     new_task_id: &str,
     now_us: i64,
@@ -32,7 +33,7 @@ pub fn schedule_task(
                 task_id: new_task_id.to_owned(),
                 project: project.to_owned(),
                 stream_id: stream_id.to_owned(),
-                reason: reason.to_owned(),
+                reason,
                 due_us,
                 attempt: 0,
                 lease_id: None,
@@ -70,7 +71,7 @@ pub fn get_task_by_id(
 }
 
 /// Tasks due at `now_us` and not under a live lease, oldest due first.
-pub fn due_tasks(
+fn due_tasks(
     conn: &mut AnyConnection,
     now_us: i64,
     limit: i64,
@@ -93,7 +94,7 @@ pub fn due_tasks(
 }
 
 /// Takes a lease on a task if nobody holds a live one; false when another caller won.
-pub fn take_lease(
+fn take_lease(
     conn: &mut AnyConnection,
     task_id: &str,
     lease_id: &str,
@@ -114,6 +115,85 @@ pub fn take_lease(
     ))
     .execute(conn)?;
     Ok(n == 1)
+}
+
+/// What one leasing pass asks for.
+pub struct LeaseWanted<'a> {
+    pub now_us: i64,
+    pub max_tasks: usize,
+    /// Only tasks of these projects; None: every project.
+    pub projects: Option<&'a [String]>,
+    pub expires_us: i64,
+    /// A task that has had this many attempts is not handed out again.
+    pub max_attempts: i32,
+}
+
+/// What one leasing pass found: each task with its stream's path.
+#[derive(Debug, Default)]
+pub struct DueTasks {
+    /// Leased now (their rows as leased: attempt counted, lease set).
+    pub leased: Vec<(TaskRow, String)>,
+    /// Past the attempt cap: their streams are to be failed, not archived again.
+    pub exhausted: Vec<(TaskRow, String)>,
+}
+
+/// One leasing pass in one transaction: the due tasks with their streams' paths, leases
+/// taken on up to `max_tasks` of them (`lease_id` names each new lease), tasks whose
+/// stream is gone deleted, and tasks past the attempt cap set apart.
+pub fn lease_due_tasks(
+    conn: &mut AnyConnection,
+    want: &LeaseWanted,
+    mut lease_id: impl FnMut() -> String,
+) -> Result<DueTasks, StoreError> {
+    let mut out = DueTasks::default();
+    let due = due_tasks(
+        conn,
+        want.now_us,
+        (want.max_tasks * 2) as i64,
+        want.projects,
+    )?;
+    for mut row in due {
+        if out.leased.len() >= want.max_tasks {
+            break;
+        }
+        let path: Option<String> = streams::table
+            .find((&row.project, &row.stream_id))
+            .select(streams::path)
+            .first(conn)
+            .optional()?;
+        let Some(path) = path else {
+            delete_task(conn, &row.task_id)?;
+            continue;
+        };
+        if row.attempt >= want.max_attempts {
+            out.exhausted.push((row, path));
+            continue;
+        }
+        let id = lease_id();
+        if take_lease(conn, &row.task_id, &id, want.expires_us, want.now_us)? {
+            row.attempt += 1;
+            row.lease_id = Some(id);
+            row.lease_expires_us = Some(want.expires_us);
+            out.leased.push((row, path));
+        }
+    }
+    Ok(out)
+}
+
+/// A task and its stream's path (None when the stream is gone), read together.
+pub fn task_with_path(
+    conn: &mut AnyConnection,
+    task_id: &str,
+) -> Result<Option<(TaskRow, Option<String>)>, StoreError> {
+    let Some(row) = get_task_by_id(conn, task_id)? else {
+        return Ok(None);
+    };
+    let path = streams::table
+        .find((&row.project, &row.stream_id))
+        .select(streams::path)
+        .first(conn)
+        .optional()?;
+    Ok(Some((row, path)))
 }
 
 /// Moves a live lease's expiry.

@@ -4,11 +4,13 @@
 use super::*;
 
 /// Counts of live viewers, in total and per stream (limits answer 429 before the upgrade).
-#[derive(Default)]
 pub struct Viewers {
     total: AtomicUsize,
     per_stream: DashMap<StreamKey, usize>,
     pub(super) next_id: AtomicU64,
+    /// `limits.max_viewers_per_stream` and `limits.max_viewers`.
+    max_per_stream: usize,
+    max_total: usize,
 }
 
 /// One viewer's place in the counts; released when the session ends.
@@ -18,13 +20,24 @@ pub struct ViewerSlot {
 }
 
 impl Viewers {
-    /// A place for one more viewer (or follower) of `key`; 429 past either limit.
-    pub fn acquire(
-        self: &Arc<Self>,
-        key: StreamKey,
-        per_stream: usize,
-        total: usize,
-    ) -> Result<ViewerSlot, ApiError> {
+    pub fn new(limits: &crate::config::Limits) -> Self {
+        Self {
+            total: AtomicUsize::new(0),
+            per_stream: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            max_per_stream: limits.max_viewers_per_stream,
+            max_total: limits.max_viewers,
+        }
+    }
+
+    /// A place for one more viewer (or follower) of stream `id` of `project`; 429 past
+    /// either limit.
+    pub fn acquire(self: &Arc<Self>, project: &str, id: &str) -> Result<ViewerSlot, ApiError> {
+        let (per_stream, total) = (self.max_per_stream, self.max_total);
+        let key = StreamKey {
+            project: project.to_owned(),
+            id: id.to_owned(),
+        };
         if self.total.fetch_add(1, Ordering::SeqCst) >= total {
             self.total.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::exhausted(

@@ -11,6 +11,7 @@
 //! - `mod.rs`: the frames clients read (`WatchFrame`) and the route (origin check,
 //!   limits, the upgrade);
 //! - `session`: the `WsSession` actor;
+//! - `cursor`: where a viewer stands and what it gets next (pure, unit-tested);
 //! - `limits`: viewer counts (429 before the upgrade);
 //! - `watchdog`: the peer socket and the watchdog that disconnects a stuck session.
 
@@ -26,15 +27,13 @@ use dashmap::DashMap;
 use logdog_actors::stream::{Live, LiveFrame, Progress, Subscribe, Unsubscribe};
 use logdog_actors::StreamKey;
 use logdog_schema::names::StreamPath;
-use logdog_schema::store::ReadRange;
 use logdog_schema::wire::{Entry, StreamJson};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{authorize, load, params, stream_path, Authorized, Caller, State};
-use crate::config::secs;
 use crate::errors::ApiError;
 
+mod cursor;
 mod limits;
 mod session;
 mod watchdog;
@@ -43,6 +42,7 @@ pub use limits::{ViewerSlot, Viewers};
 pub use session::WsSession;
 pub use watchdog::{keep_peer_socket, PeerSocket, PEER_CHECK};
 
+use cursor::Cursor;
 use watchdog::*;
 
 /// A frame the watch route sends (JSON text): what clients read. The server writes the
@@ -129,25 +129,12 @@ pub async fn watch(
         (None, Some(t)) => (stream.state.next_index as u64).saturating_sub(t),
         (None, None) => 0,
     };
-    let limits = &state.config.limits;
-    let key = StreamKey {
-        project: project.clone(),
-        id: stream.id.clone(),
-    };
-    let slot = state.viewers.acquire(
-        key,
-        limits.max_viewers_per_stream as usize,
-        limits.max_viewers as usize,
-    )?;
+    let slot = state.viewers.acquire(&project, &stream.id)?;
     let ws_config = &state.config.websocket;
     let source = crate::http::entries::EntrySource::new(&state, &project, &path, &stream);
     let liveness = Liveness::new();
     if let Some(socket) = req.conn_data::<PeerSocket>() {
-        watchdog(
-            liveness.clone(),
-            socket.clone(),
-            secs(ws_config.idle_timeout),
-        );
+        watchdog(liveness.clone(), socket.clone(), ws_config.idle_timeout);
     }
     let session = WsSession {
         liveness,
@@ -156,22 +143,17 @@ pub async fn watch(
         project,
         path,
         id: state.viewers.next_id.fetch_add(1, Ordering::Relaxed),
-        next: from,
-        known_end: 0,
-        terminal: None,
+        cursor: Cursor::new(from, stream.state.archive.is_some(), Instant::now()),
         subscribed: false,
         sent_state: false,
         reading: false,
-        archived: stream.state.archive.is_some(),
         source,
         ended: false,
-        last_progress: Instant::now(),
-        behind_since: None,
         heartbeat: Instant::now(),
-        ping_interval: secs(ws_config.ping_interval).max(Duration::from_millis(10)),
-        idle_timeout: secs(ws_config.idle_timeout),
-        lag_timeout: secs(ws_config.lag_timeout),
-        mailbox: ws_config.mailbox as usize,
+        ping_interval: ws_config.ping_interval.max(Duration::from_millis(10)),
+        idle_timeout: ws_config.idle_timeout,
+        lag_timeout: ws_config.lag_timeout,
+        mailbox: ws_config.mailbox,
         max_frame_bytes: ws_config.max_frame_bytes as u64,
         _slot: slot,
     };

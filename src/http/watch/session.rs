@@ -15,26 +15,17 @@ pub struct WsSession {
     pub(super) path: StreamPath,
     /// Subscription id at the stream actor.
     pub(super) id: u64,
-    /// The first index this viewer has not been sent.
-    pub(super) next: u64,
-    /// The highest contiguous end the session has heard of.
-    pub(super) known_end: u64,
-    pub(super) terminal: Option<i64>,
+    /// What was sent and what is known: every rule about what to send next.
+    pub(super) cursor: Cursor,
     /// In the stream actor's live set.
     pub(super) subscribed: bool,
     /// The first state frame went out.
     pub(super) sent_state: bool,
     /// A storage read is under way.
     pub(super) reading: bool,
-    /// The stream is archived: replay what is stored, then end.
-    pub(super) archived: bool,
     /// Where entries are read from (intermediate storage or the archive).
     pub(super) source: crate::http::entries::EntrySource,
     pub(super) ended: bool,
-    /// Last time the viewer was sent entries.
-    pub(super) last_progress: Instant,
-    /// Since when the viewer has been behind (None while caught up).
-    pub(super) behind_since: Option<Instant>,
     /// Last time the peer answered (pong or any frame).
     pub(super) heartbeat: Instant,
     pub(super) ping_interval: Duration,
@@ -63,12 +54,12 @@ impl WsSession {
             async move { dir.send(&project, &path, msg).await }
                 .into_actor(self)
                 .map(|r, act, ctx| match r {
-                    Ok((stream, progress)) => {
+                    Ok((state, progress)) => {
                         act.subscribed = true;
                         // The first frame is always the state; after a lag, a missed change is resent.
-                        if !act.sent_state || act.terminal != progress.terminal_index {
+                        if !act.sent_state || act.cursor.terminal() != progress.terminal_index {
                             act.sent_state = true;
-                            act.send_state(&stream, ctx);
+                            ctx.text(state);
                         }
                         act.on_progress(progress, Instant::now(), ctx);
                     }
@@ -84,17 +75,9 @@ impl WsSession {
         );
     }
 
-    fn send_state(&mut self, stream: &StreamJson, ctx: &mut Ctx) {
-        ctx.text(json!({"type": "state", "stream": stream}).to_string());
-    }
-
     /// Records where the stream stands and sends what the viewer is missing.
     fn on_progress(&mut self, p: Progress, at: Instant, ctx: &mut Ctx) {
-        self.note_end(p.next_index, at);
-        self.archived |= p.archived;
-        if p.terminal_index.is_some() {
-            self.terminal = p.terminal_index;
-        }
+        self.cursor.note_progress(&p, at);
         if p.gone {
             ctx.close(Some(ws::CloseReason {
                 code: ws::CloseCode::Away,
@@ -111,9 +94,9 @@ impl WsSession {
         if self.ended || self.reading {
             return;
         }
-        if !self.archived && self.next >= self.known_end {
+        if self.cursor.caught_up() {
             if self.subscribed {
-                self.behind_since = None;
+                self.cursor.settle();
                 self.check_end(ctx);
             } else if !self.ended {
                 // Caught up with what we knew; the subscription tells the true end.
@@ -126,23 +109,7 @@ impl WsSession {
         }
         self.reading = true;
         // An archived stream is replayed from its archive, skipping gaps, then ends.
-        let range = if self.archived {
-            ReadRange {
-                from: self.next,
-                end: u64::MAX >> 1,
-                count: PAGE_ENTRIES,
-                bytes: self.max_frame_bytes,
-                contiguous: false,
-            }
-        } else {
-            ReadRange {
-                from: self.next,
-                end: self.known_end,
-                count: PAGE_ENTRIES,
-                bytes: self.max_frame_bytes,
-                contiguous: true,
-            }
-        };
+        let range = self.cursor.next_read(PAGE_ENTRIES, self.max_frame_bytes);
         let mut source = self.source.clone();
         let read = async move {
             let r = source.read(range).await;
@@ -156,16 +123,9 @@ impl WsSession {
                     act.send_entries(&page, ctx);
                     act.catch_up(ctx);
                 }
-                Ok(_) if act.archived || act.source.archive.is_some() => {
+                Ok(_) if act.cursor.archived() || act.source.archive.is_some() => {
                     // Everything stored has been sent.
-                    act.ended = true;
-                    let t = act.terminal.unwrap_or(act.next as i64 - 1);
-                    ctx.text(json!({"type": "end", "terminal_index": t}).to_string());
-                    ctx.close(Some(ws::CloseReason {
-                        code: ws::CloseCode::Normal,
-                        description: None,
-                    }));
-                    ctx.stop();
+                    act.end(act.cursor.replay_end(), ctx);
                 }
                 Ok(_) => {
                     // Nothing readable below known_end: the data went away (purged).
@@ -182,7 +142,7 @@ impl WsSession {
 
     fn read_failed(&mut self, e: String, ctx: &mut Ctx) {
         tracing::warn!(error = %e, "watch: storage read failed");
-        let reason = format!("storage unavailable; resume from={}", self.next);
+        let reason = format!("storage unavailable; resume from={}", self.cursor.next());
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::Again,
             description: Some(reason),
@@ -192,53 +152,43 @@ impl WsSession {
 
     fn send_entries(&mut self, entries: &[Entry], ctx: &mut Ctx) {
         ctx.text(logdog_schema::wire::entries_frame(entries));
-        self.next = entries.last().map_or(self.next, |e| e.stream_index + 1);
-        self.sent(ctx);
-    }
-
-    /// After sending entries: note the progress and whether the viewer is caught up.
-    fn sent(&mut self, ctx: &mut Ctx) {
-        self.last_progress = Instant::now();
-        if self.next >= self.known_end {
-            self.behind_since = None;
+        if let Some(last) = entries.last() {
+            self.cursor.sent(last.stream_index + 1, Instant::now());
         }
         self.check_end(ctx);
     }
 
     /// After the terminal entry: `end`, then a normal close.
     fn check_end(&mut self, ctx: &mut Ctx) {
-        if let Some(t) = self.terminal {
-            if !self.ended && self.next as i64 > t {
-                self.ended = true;
-                ctx.text(json!({"type": "end", "terminal_index": t}).to_string());
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Normal,
-                    description: None,
-                }));
-                ctx.stop();
+        if let Some(t) = self.cursor.finished() {
+            if !self.ended {
+                self.end(t, ctx);
             }
         }
     }
 
-    /// Learns of a contiguous end `end` from a frame sent at `at`.
-    fn note_end(&mut self, end: u64, at: Instant) {
-        if end > self.next && self.behind_since.is_none() {
-            self.behind_since = Some(at);
-        }
-        self.known_end = self.known_end.max(end);
+    /// `end`, then a normal close.
+    fn end(&mut self, terminal_index: i64, ctx: &mut Ctx) {
+        self.ended = true;
+        ctx.text(logdog_schema::wire::end_frame(terminal_index));
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Normal,
+            description: None,
+        }));
+        ctx.stop();
     }
 
-    /// Closes a viewer that is behind and has made no progress for `lag_timeout`: since
-    /// the later of its last send and the moment it fell behind.
+    /// Closes a viewer that is behind and has made no progress for `lag_timeout` (see
+    /// `Cursor::lagged`); true when the viewer is behind and done for.
     fn lagging(&mut self, ctx: &mut Ctx) -> bool {
-        let Some(behind) = self.behind_since else {
+        if self.cursor.behind_since().is_none() {
             return false;
-        };
+        }
         if self.ended {
             return true;
         }
-        if self.last_progress.max(behind).elapsed() > self.lag_timeout {
-            let reason = format!("lagged; resume from={}", self.next);
+        if self.cursor.lagged(Instant::now(), self.lag_timeout) {
+            let reason = format!("lagged; resume from={}", self.cursor.next());
             ctx.close(Some(ws::CloseReason {
                 code: ws::CloseCode::Again,
                 description: Some(reason),
@@ -265,12 +215,14 @@ impl Actor for WsSession {
             .map(|_, act, ctx| {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Away,
-                    description: Some(format!("server shutting down; resume from={}", act.next)),
+                    description: Some(format!(
+                        "server shutting down; resume from={}",
+                        act.cursor.next()
+                    )),
                 }));
                 ctx.stop();
             }),
         );
-        self.last_progress = Instant::now();
         self.subscribe(ctx);
         self.app.metrics.viewers.inc();
         self.liveness.ran();
@@ -315,20 +267,20 @@ impl Handler<LiveFrame> for WsSession {
         }
         match live {
             Live::Entries { first, end, frame } => {
-                self.note_end(end, at);
+                self.cursor.note_end(end, at);
                 if self.lagging(ctx) {
                     return;
                 }
-                if !self.reading && first == self.next {
+                if !self.reading && self.cursor.continues(first) {
                     ctx.text(ByteString::clone(&frame));
-                    self.next = end;
-                    self.sent(ctx);
-                } else if end > self.next {
+                    self.cursor.sent(end, Instant::now());
+                    self.check_end(ctx);
+                } else if end > self.cursor.next() {
                     self.catch_up(ctx);
                 }
             }
             Live::Advanced { end } => {
-                self.note_end(end, at);
+                self.cursor.note_end(end, at);
                 self.catch_up(ctx);
             }
             Live::State { frame, progress } => {
@@ -337,7 +289,7 @@ impl Handler<LiveFrame> for WsSession {
             }
             Live::Lagged => {
                 self.subscribed = false;
-                self.behind_since.get_or_insert(at);
+                self.cursor.dropped(at);
                 if !self.lagging(ctx) {
                     self.catch_up(ctx);
                 }

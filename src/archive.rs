@@ -376,8 +376,11 @@ impl ArchiveWriter {
                 e.stream_index
             )));
         }
-        let bytes = postcard::to_stdvec(e).expect("entries encode");
-        let at = self.record(&bytes)?;
+        // The same record as Get's binary form (`wire::entry_record`).
+        let rec = logdog_schema::wire::entry_record(e);
+        let at = self.offset;
+        self.entries.write_all(&rec)?;
+        self.offset += rec.len() as u64;
         let due = self.count == 0
             || self.since_index.0 >= self.every.0
             || self.since_index.1 >= self.every.1;
@@ -386,7 +389,7 @@ impl ArchiveWriter {
             self.since_index = (0, 0);
         }
         self.since_index.0 += 1;
-        self.since_index.1 += 4 + bytes.len() as u64;
+        self.since_index.1 += rec.len() as u64;
         self.last = Some((e.stream_index, at, due));
         self.count += 1;
         match &e.content {

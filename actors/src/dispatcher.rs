@@ -183,8 +183,9 @@ fn lease_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Leases up to `max` due tasks: takes the leases in one transaction, then seals each
-/// stream through its actor. Tasks past the attempt cap fail their stream instead.
+/// Leases up to `max` due tasks: one read finds them (and is all a pass with nothing due
+/// costs), one transaction takes the leases, then each stream is sealed through its actor.
+/// Tasks past the attempt cap fail their stream instead.
 async fn lease_due(
     dir: &Directory,
     config: &DispatchConfig,
@@ -206,7 +207,12 @@ async fn lease_due(
             expires_us: expires,
             max_attempts,
         };
-        s.write(|c| store::lease_due_tasks(c, &want, lease_id))
+        // A read first: a pass with nothing due takes no write lock.
+        let candidates = s.read(|c| store::due_tasks_with_paths(c, &want))?;
+        if candidates.is_empty() {
+            return Ok(store::DueTasks::default());
+        }
+        s.write(|c| store::take_leases(c, &want, &candidates, lease_id))
     })
     .await?;
     for (row, path) in due.exhausted {

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use logdog_schema::wire::{decode_entries, Entry, ENTRIES_CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -149,20 +150,32 @@ impl Api {
         }
     }
 
-    /// Sends `r` and decodes a JSON answer (`Value::Null` for an empty one).
     /// Sends `r` and reads the answer as `T` (the very type the handler sends); an error
     /// answer is read as the API's `ErrorBody`.
     pub async fn call<T: DeserializeOwned>(
         &self,
         r: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let (_, bytes) = self.send(r).await?;
+        // 204 and other empty answers read as JSON null (for `()` and `Option`s).
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(body).map_err(|e| {
+            ClientError::Network(format!("the coordinator's answer is not understood: {e}"))
+        })
+    }
+
+    /// Sends `r`: a success's headers and body, or the error answer as a `ClientError`.
+    pub async fn send(
+        &self,
+        r: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, bytes::Bytes), ClientError> {
         let res = r
             .send()
             .await
             .map_err(|e| ClientError::Network(describe(&e)))?;
         let status = res.status();
-        let retry_after = res
-            .headers()
+        let headers = res.headers().clone();
+        let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
@@ -173,17 +186,56 @@ impl Api {
             .await
             .map_err(|e| ClientError::Network(describe(&e)))?;
         if status.is_success() {
-            // 204 and other empty answers read as JSON null (for `()` and `Option`s).
-            let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(body).map_err(|e| {
-                ClientError::Network(format!("the coordinator's answer is not understood: {e}"))
-            });
+            return Ok((headers, bytes));
         }
         Err(ClientError::from_answer(status, &bytes, retry_after))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, ClientError> {
         self.call(self.request(Method::GET, url)).await
+    }
+
+    /// A Get page in the binary form (`Accept: application/x-logdog-entries`): no JSON to
+    /// parse, the entries as the server stores them.
+    pub async fn get_entries(&self, url: &str) -> Result<EntriesPage, ClientError> {
+        let r = self
+            .request(Method::GET, url)
+            .header(reqwest::header::ACCEPT, ENTRIES_CONTENT_TYPE);
+        let (headers, bytes) = self.send(r).await?;
+        EntriesPage::read(&headers, &bytes).map_err(ClientError::Network)
+    }
+}
+
+/// A Get page read in the binary form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntriesPage {
+    pub entries: Vec<Entry>,
+    pub next_index: u64,
+}
+
+impl EntriesPage {
+    /// Reads a binary Get answer (its content type, `X-Logdog-Next-Index`, the records).
+    pub fn read(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<Self, String> {
+        let ct = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with(ENTRIES_CONTENT_TYPE) {
+            return Err(format!(
+                "the coordinator answered {ct:?}, not {ENTRIES_CONTENT_TYPE}"
+            ));
+        }
+        let next_index = headers
+            .get(crate::http::logs::NEXT_INDEX_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or("the binary answer has no X-Logdog-Next-Index")?;
+        let entries =
+            decode_entries(body).map_err(|e| format!("the coordinator sent bad entries: {e}"))?;
+        Ok(Self {
+            entries,
+            next_index,
+        })
     }
 }
 

@@ -142,6 +142,22 @@ async fn call<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, Stri
     serde_json::from_slice(&bytes).map_err(|e| format!("the coordinator's answer: {e}"))
 }
 
+/// Sends a Get asking for the binary form and reads the page.
+async fn entries_page(r: reqwest::RequestBuilder) -> Result<super::api::EntriesPage, String> {
+    let r = r.header(
+        reqwest::header::ACCEPT,
+        logdog_schema::wire::ENTRIES_CONTENT_TYPE,
+    );
+    let res = r.send().await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(super::api::ClientError::from_answer(status, &bytes, None).to_string());
+    }
+    super::api::EntriesPage::read(&headers, &bytes)
+}
+
 async fn lease(
     http: &reqwest::Client,
     config: &ArchivistConfig,
@@ -257,12 +273,13 @@ async fn archive_stream(
             "{logs}?index={index}&count={}&non_contiguous=true",
             config.page
         );
-        let page: LogsPage = call(request(http, config, reqwest::Method::GET, url)).await?;
+        // The binary form: the entries as stored, no JSON to parse.
+        let page = entries_page(request(http, config, reqwest::Method::GET, url)).await?;
         if page.entries.is_empty() {
             break;
         }
-        for e in page.entries {
-            writer.push(&e.into_entry()?).map_err(|e| e.to_string())?;
+        for e in &page.entries {
+            writer.push(e).map_err(|e| e.to_string())?;
         }
         index = page.next_index;
     }

@@ -135,16 +135,16 @@ pub async fn cat(t: &Target, from: u64, follow: bool, out: &mut impl Write) -> a
             "logs",
             &format!("index={index}&count=10000&bytes={PAGE_BYTES}"),
         );
-        let page: LogsPage = retry("reading", t.patience, || t.api.get(&url)).await?;
-        let entries = entries_of(page.entries)?;
-        if entries.is_empty() {
+        // The binary form: the entries as stored, no JSON to parse.
+        let page = retry("reading", t.patience, || t.api.get_entries(&url)).await?;
+        if page.entries.is_empty() {
             return Ok(());
         }
-        for e in &entries {
+        for e in &page.entries {
             write_entry(out, e)?;
         }
         out.flush()?;
-        index = entries.last().map_or(index, |e| e.stream_index + 1);
+        index = page.next_index;
     }
 }
 

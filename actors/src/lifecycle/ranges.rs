@@ -36,6 +36,7 @@ impl RangeSet {
         self.spans.insert(span.start, span);
     }
 
+    #[inline]
     pub fn contains(&self, index: u64) -> bool {
         self.spans
             .range(..=index)
@@ -44,6 +45,7 @@ impl RangeSet {
     }
 
     /// The span that ends exactly at `index`, if any.
+    #[inline]
     pub fn ending_at(&self, index: u64) -> Option<Span> {
         self.spans
             .range(..index)
@@ -53,6 +55,7 @@ impl RangeSet {
     }
 
     /// The end of the run starting at 0 (0 when index 0 is missing).
+    #[inline]
     pub fn contiguous_end(&self) -> u64 {
         self.spans.get(&0).map_or(0, |s| s.end)
     }
@@ -63,6 +66,7 @@ impl RangeSet {
     }
 
     /// One past the highest index held, or 0.
+    #[inline]
     pub fn end(&self) -> u64 {
         self.spans.values().next_back().map_or(0, |s| s.end)
     }

@@ -7,20 +7,6 @@ use super::{AnyConnection, StoreError};
 use crate::models::*;
 use crate::schema::log_chunks;
 
-/// How many entries of a stream are stored in intermediate storage.
-pub fn stored_entry_count(
-    conn: &mut AnyConnection,
-    project: &str,
-    id: &str,
-) -> Result<u64, StoreError> {
-    let counts: Vec<i64> = log_chunks::table
-        .filter(log_chunks::project.eq(project))
-        .filter(log_chunks::stream_id.eq(id))
-        .select(log_chunks::count)
-        .load(conn)?;
-    Ok(counts.into_iter().map(|c| c as u64).sum())
-}
-
 /// Releases a stream's intermediate data (after its archive is written).
 pub fn delete_chunks(conn: &mut AnyConnection, project: &str, id: &str) -> Result<(), StoreError> {
     diesel::delete(

@@ -128,6 +128,9 @@ pub struct LeaseWanted<'a> {
     pub max_attempts: i32,
 }
 
+/// A due task and its stream's path (None when the stream is gone).
+pub type DueTask = (TaskRow, Option<String>);
+
 /// What one leasing pass found: each task with its stream's path.
 #[derive(Debug, Default)]
 pub struct DueTasks {
@@ -137,44 +140,61 @@ pub struct DueTasks {
     pub exhausted: Vec<(TaskRow, String)>,
 }
 
-/// One leasing pass in one transaction: the due tasks with their streams' paths, leases
-/// taken on up to `max_tasks` of them (`lease_id` names each new lease), tasks whose
-/// stream is gone deleted, and tasks past the attempt cap set apart.
-pub fn lease_due_tasks(
+/// The tasks a leasing pass may take, with their streams' paths: a read, so that a pass
+/// with nothing due (the common case, several times a second while archivists wait) never
+/// takes the write lock.
+pub fn due_tasks_with_paths(
     conn: &mut AnyConnection,
     want: &LeaseWanted,
-    mut lease_id: impl FnMut() -> String,
-) -> Result<DueTasks, StoreError> {
-    let mut out = DueTasks::default();
+) -> Result<Vec<DueTask>, StoreError> {
     let due = due_tasks(
         conn,
         want.now_us,
         (want.max_tasks * 2) as i64,
         want.projects,
     )?;
-    for mut row in due {
+    due.into_iter()
+        .map(|row| {
+            let path = streams::table
+                .find((&row.project, &row.stream_id))
+                .select(streams::path)
+                .first(conn)
+                .optional()?;
+            Ok((row, path))
+        })
+        .collect()
+}
+
+/// Takes the leases of a pass in one transaction: tasks whose stream is gone deleted,
+/// tasks past the attempt cap set apart, and a lease (a conditional update: another
+/// coordinator may have won meanwhile) on up to `max_tasks` of the others, `lease_id`
+/// naming each.
+pub fn take_leases(
+    conn: &mut AnyConnection,
+    want: &LeaseWanted,
+    candidates: &[DueTask],
+    mut lease_id: impl FnMut() -> String,
+) -> Result<DueTasks, StoreError> {
+    let mut out = DueTasks::default();
+    for (row, path) in candidates {
         if out.leased.len() >= want.max_tasks {
             break;
         }
-        let path: Option<String> = streams::table
-            .find((&row.project, &row.stream_id))
-            .select(streams::path)
-            .first(conn)
-            .optional()?;
         let Some(path) = path else {
             delete_task(conn, &row.task_id)?;
             continue;
         };
         if row.attempt >= want.max_attempts {
-            out.exhausted.push((row, path));
+            out.exhausted.push((row.clone(), path.clone()));
             continue;
         }
         let id = lease_id();
         if take_lease(conn, &row.task_id, &id, want.expires_us, want.now_us)? {
+            let mut row = row.clone();
             row.attempt += 1;
             row.lease_id = Some(id);
             row.lease_expires_us = Some(want.expires_us);
-            out.leased.push((row, path));
+            out.leased.push((row, path.clone()));
         }
     }
     Ok(out)

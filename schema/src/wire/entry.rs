@@ -218,6 +218,47 @@ impl Serialize for EntryJson<'_> {
     }
 }
 
+/// The binary form of entries for bulk readers: Get's `Accept: application/x-logdog-entries`
+/// answer, and the records of an archive's entries file after its header.
+pub const ENTRIES_CONTENT_TYPE: &str = "application/x-logdog-entries";
+
+/// One entry as a record: its postcard encoding (as in log chunks) after its length, a u32
+/// little-endian.
+pub fn entry_record(e: &Entry) -> Vec<u8> {
+    let body = postcard::to_stdvec(e).expect("entries encode");
+    let mut rec = Vec::with_capacity(4 + body.len());
+    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&body);
+    rec
+}
+
+/// Entries as consecutive records.
+pub fn encode_entries<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&entry_record(e));
+    }
+    out
+}
+
+/// Reads consecutive records back; a cut or undecodable record is an error.
+pub fn decode_entries(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            return Err("a record is cut short".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err("a record is cut short".into());
+        }
+        let (body, rest) = rest.split_at(len);
+        out.push(postcard::from_bytes(body).map_err(|e| format!("a record is not an entry: {e}"))?);
+        bytes = rest;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +281,22 @@ mod tests {
             json!({"stream_index": 2, "prefix_index": null, "sequence": 5, "time_offset": 0.125,
                    "text": {"lines": [{"value": "a", "delimiter": "\n"}]}})
         );
+    }
+
+    #[test]
+    fn entries_round_trip_as_records() {
+        let e = |i: u64| Entry {
+            stream_index: i,
+            prefix_index: Some(i + 10),
+            sequence: i * 2,
+            time_offset_us: 5,
+            content: Content::Binary(vec![i as u8; i as usize]),
+        };
+        let entries = [e(0), e(1), e(7)];
+        let bytes = encode_entries(&entries);
+        assert_eq!(decode_entries(&bytes).unwrap(), entries);
+        assert_eq!(decode_entries(&[]).unwrap(), vec![]);
+        assert!(decode_entries(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_entries(&[9, 0, 0, 0, 1]).is_err());
     }
 }

@@ -47,7 +47,10 @@ mod request;
 mod stream;
 
 pub use descriptor::{Descriptor, DescriptorRequest, StreamType};
-pub use entry::{Content, Delimiter, Entry, EntryJson, Line, Partial};
+pub use entry::{
+    decode_entries, encode_entries, entry_record, Content, Delimiter, Entry, EntryJson, Line,
+    Partial, ENTRIES_CONTENT_TYPE,
+};
 pub use frames::{end_frame, entries_frame, state_frame};
 pub use request::{
     DataJson, DatagramJson, EntryError, IncomingEntry, LineJson, LogEntry, TextJson,

@@ -221,22 +221,35 @@ impl IncomingEntry {
                 )))
             }
         };
+        // One pass over the lines: a bad delimiter is malformed at once; a value holding
+        // "\n" is refused, but only once nothing malformed follows.
+        let mut refusal = None;
         let lines = match e.text {
             None => None,
+            // Collected in place: the lines reuse the request's allocation.
             Some(t) => Some(
                 t.lines
                     .into_iter()
-                    .map(|l| match l {
-                        LineJson::Short(value) => Ok((value, Delimiter::Lf)),
-                        LineJson::Full { value, delimiter } => Delimiter::parse(&delimiter)
-                            .map(|d| (value, d))
-                            .ok_or_else(|| {
-                                EntryError::malformed(format!(
-                                    "entry {index}: invalid delimiter {delimiter:?}: \"\\n\", \"\\r\\n\" or \"\" (the line continues)"
-                                ))
-                            }),
+                    .map(|l| {
+                        let (value, delimiter) = match l {
+                            LineJson::Short(value) => (value, Delimiter::Lf),
+                            LineJson::Full { value, delimiter } => {
+                                let d = Delimiter::parse(&delimiter).ok_or_else(|| {
+                                    EntryError::malformed(format!(
+                                        "entry {index}: invalid delimiter {delimiter:?}: \"\\n\", \"\\r\\n\" or \"\" (the line continues)"
+                                    ))
+                                })?;
+                                (value, d)
+                            }
+                        };
+                        if refusal.is_none() && value.contains('\n') {
+                            refusal = Some(format!(
+                                "entry {index}: a line value must not contain \"\\n\" (that ends a line: send two lines)"
+                            ));
+                        }
+                        Ok(Line { value, delimiter })
                     })
-                    .collect::<Result<Vec<_>, _>>()?,
+                    .collect::<Result<Vec<_>, EntryError>>()?,
             ),
         };
         let binary = e
@@ -252,20 +265,11 @@ impl IncomingEntry {
         let stream_index = e
             .stream_index
             .ok_or_else(|| EntryError::refused("entry without stream_index".into()))?;
+        if let Some(r) = refusal {
+            return Err(EntryError::refused(r));
+        }
         let content = match (lines, binary, datagram) {
-            (Some(lines), None, None) => Content::Text(
-                lines
-                    .into_iter()
-                    .map(|(value, delimiter)| {
-                        if value.contains('\n') {
-                            return Err(EntryError::refused(format!(
-                                "entry {stream_index}: a line value must not contain \"\\n\" (that ends a line: send two lines)"
-                            )));
-                        }
-                        Ok(Line { value, delimiter })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+            (Some(lines), None, None) => Content::Text(lines),
             (None, Some(data), None) => Content::Binary(data),
             (None, None, Some((data, partial))) => {
                 if let Some(p) = partial {

@@ -9,7 +9,8 @@ use logdog_actors::stream::{Follow, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
 use logdog_schema::wire::{
-    format_us, Content, Entry, EntryJson, LogEntry, Status, StreamJson, StreamType,
+    encode_entries, format_us, Content, Entry, EntryJson, LogEntry, Status, StreamJson, StreamType,
+    ENTRIES_CONTENT_TYPE,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -167,7 +168,8 @@ pub struct PrefixList {
            ("non_contiguous" = Option<bool>, Query, description = "Skip gaps (JSON and text alike)"),
            ("format" = Option<ReadFormat>, Query, description = "text or raw: the rendered text"),
            ("follow" = Option<bool>, Query, description = "With format: stream until the terminal entry")),
-    responses((status = 200, description = "Entries (JSON), or with format=text|raw the text (text/plain) or bytes (application/octet-stream)", content((LogsPage = "application/json"), (String = "text/plain"), (String = "application/octet-stream"))),
+    responses((status = 200, description = "Entries (JSON); with `Accept: application/x-logdog-entries` the same entries as length-delimited records (docs/API.md, \"Binary entries\"), `next_index` in the X-Logdog-Next-Index header; with format=text|raw the text (text/plain) or bytes (application/octet-stream)", content((LogsPage = "application/json"), (Vec<u8> = "application/x-logdog-entries"), (String = "text/plain"), (String = "application/octet-stream")),
+                  headers(("X-Logdog-Next-Index" = u64, description = "Binary answers: one past the last entry returned (or `index` when none is)"))),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
@@ -179,6 +181,12 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     let p = read_params(&req)?;
     if text_format(&p) {
         return text(&state, &req, caller, &project, &path, &p).await;
+    }
+    let binary = wants_binary(&req);
+    if binary && p.state {
+        return Err(ApiError::invalid(
+            "state=true is for JSON answers; the binary form carries entries only",
+        ));
     }
     let stream = load(&state, caller, &project, &path).await?;
     let index = p.index.unwrap_or(0);
@@ -200,7 +208,28 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
         })
         .await?;
     let next = entries.last().map_or(index, |e| e.stream_index + 1);
+    if binary {
+        return Ok(HttpResponse::Ok()
+            .content_type(ENTRIES_CONTENT_TYPE)
+            .insert_header((NEXT_INDEX_HEADER, next.to_string()))
+            .body(encode_entries(&entries)));
+    }
     Ok(HttpResponse::Ok().json(entries_body(&project, &stream, &entries, next, p.state)))
+}
+
+/// The header of a binary Get answer that holds what JSON's `next_index` holds.
+pub const NEXT_INDEX_HEADER: &str = "X-Logdog-Next-Index";
+
+/// Does the request ask for entries in their binary form (`Accept:
+/// application/x-logdog-entries`)?
+fn wants_binary(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .any(|t| t.split(';').next().unwrap_or("").trim() == ENTRIES_CONTENT_TYPE)
+        })
 }
 
 /// `GET …/tail/{prefix}/+/{name}`: the last contiguous entry (`count=N`: the last N).

@@ -256,8 +256,8 @@ impl From<crate::archive::ArchiveError> for ApiError {
     fn from(e: crate::archive::ArchiveError) -> Self {
         use crate::archive::ArchiveError as E;
         match e {
-            E::Io(io) => {
-                tracing::warn!(error = %io, "archive store unavailable");
+            E::Store(err) => {
+                tracing::warn!(error = %err, "archive store unavailable");
                 Self::unavailable("the archive store is unavailable; retry later")
             }
             E::Refused(m) => Self::conflict(format!("archive refused: {m}")),

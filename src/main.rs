@@ -366,7 +366,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(a) = archive {
                 config.archive = a;
             }
-            let store = logdog::archive::ArchiveStore::open(&config.archive)?;
+            let store = logdog::server::open_archive(&config)?;
             let mut a = logdog::server::archivist_config(
                 &config,
                 coordinator.trim_end_matches('/').to_owned(),

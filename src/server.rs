@@ -113,6 +113,15 @@ fn loopback_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
+/// The archive store the config names, with its options.
+pub fn open_archive(config: &Config) -> Result<ArchiveStore, crate::archive::ArchiveError> {
+    ArchiveStore::open_with(
+        &config.archive,
+        &config.archive_options,
+        config.archival.index_cache_bytes,
+    )
+}
+
 /// The archivist settings from the config, for `coordinator`.
 pub fn archivist_config(
     config: &Config,
@@ -156,8 +165,8 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         Ok(store)
     })
     .await??;
-    let archive = ArchiveStore::open(&config.archive)
-        .with_context(|| format!("opening archive {:?}", config.archive))?;
+    let archive =
+        open_archive(&config).with_context(|| format!("opening archive {:?}", config.archive))?;
     let prometheus = prometheus::Registry::new();
     let actor_metrics = ActorMetrics::new(&prometheus);
     let writer = Writer::start(store.clone(), actor_metrics.clone());

@@ -65,9 +65,10 @@ pub struct Renew {
 }
 
 /// Checks a reported archive against the store it was written to, before it is believed
-/// (that store is the server's; the dispatcher knows only the task). Runs on a blocking
-/// thread once the task's lease is checked.
-pub type ArchiveCheck = Box<dyn FnOnce(&TaskRow) -> Result<(), ActorError> + Send>;
+/// (that store is the server's; the dispatcher knows only the task). Run once the task's
+/// lease is checked.
+pub type ArchiveCheck =
+    Box<dyn FnOnce(TaskRow) -> futures::future::BoxFuture<'static, Result<(), ActorError>> + Send>;
 
 /// What an archivist reports.
 pub enum Outcome {
@@ -419,8 +420,7 @@ impl Handler<Complete> for Dispatcher {
                     archive,
                     check,
                 } => {
-                    let checked = row.clone();
-                    blocking(move || Ok(check(&checked))).await??;
+                    check(row.clone()).await?;
                     dir.send(
                         &row.project,
                         &path,

@@ -142,6 +142,32 @@ async fn call<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, Stri
     serde_json::from_slice(&bytes).map_err(|e| format!("the coordinator's answer: {e}"))
 }
 
+/// Every stored entry of the stream, page by page (binary Get), into the archive.
+async fn copy_entries(
+    http: &reqwest::Client,
+    config: &ArchivistConfig,
+    logs: &str,
+    writer: &mut crate::archive::ArchiveWriter,
+) -> Result<(), String> {
+    let mut index = 0u64;
+    loop {
+        let url = format!(
+            "{logs}?index={index}&count={}&non_contiguous=true",
+            config.page
+        );
+        // The binary form: the entries as stored, no JSON to parse.
+        let page = entries_page(request(http, config, reqwest::Method::GET, url)).await?;
+        if page.entries.is_empty() {
+            return Ok(());
+        }
+        for e in &page.entries {
+            writer.push(e).map_err(|e| e.to_string())?;
+        }
+        writer.ready().await.map_err(|e| e.to_string())?;
+        index = page.next_index;
+    }
+}
+
 /// Sends a Get asking for the binary form and reads the page.
 async fn entries_page(r: reqwest::RequestBuilder) -> Result<super::api::EntriesPage, String> {
     let r = r.header(
@@ -266,26 +292,15 @@ async fn archive_stream(
     let mut writer = config
         .archive
         .writer(project, id, lease_id, &descriptor, config.index_every)
-        .map_err(|e| e.to_string())?;
-    let mut index = 0u64;
-    loop {
-        let url = format!(
-            "{logs}?index={index}&count={}&non_contiguous=true",
-            config.page
-        );
-        // The binary form: the entries as stored, no JSON to parse.
-        let page = entries_page(request(http, config, reqwest::Method::GET, url)).await?;
-        if page.entries.is_empty() {
-            break;
-        }
-        for e in &page.entries {
-            writer.push(e).map_err(|e| e.to_string())?;
-        }
-        index = page.next_index;
-    }
-    let written = tokio::task::spawn_blocking(move || writer.finish())
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    // Straight into the store: each page is pushed into the uploads, which send parts as
+    // they fill; an error gives the attempt up (nothing is published).
+    let copied = copy_entries(http, config, &logs, &mut writer).await;
+    if let Err(e) = copied {
+        writer.abort().await;
+        return Err(e);
+    }
+    let written = writer.finish().await.map_err(|e| e.to_string())?;
     Ok((terminal_index, written))
 }

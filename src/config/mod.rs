@@ -18,8 +18,11 @@ pub struct Config {
     pub listen: String,
     /// A SQLite path, `sqlite://PATH`, or a `postgres://` URL.
     pub database: String,
-    /// A directory, `file://PATH`, or an object-store URL.
+    /// A directory, `file://PATH`, or an object-store URL (`s3://`, `gs://`, `az://`).
     pub archive: String,
+    /// Passed to the object store's builder (the `object_store` crate's keys, such as
+    /// `aws_endpoint`), over what the environment sets.
+    pub archive_options: std::collections::BTreeMap<String, String>,
     /// Default prefix lifetime (seconds in the file).
     #[serde(with = "seconds")]
     pub prefix_expiration: Duration,
@@ -54,6 +57,8 @@ pub struct ArchivalConfig {
     pub index_entries: u64,
     /// …or this many bytes of the entries file, whichever comes first.
     pub index_bytes: u64,
+    /// Bytes of parsed archive indexes kept in memory for reads.
+    pub index_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +145,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             database: "logdog-data/logdog.db".into(),
             archive: "logdog-data/archive".into(),
+            archive_options: Default::default(),
             prefix_expiration: Duration::from_secs(86400),
             stream_idle_timeout: Duration::from_secs(60),
             archival: ArchivalConfig::default(),
@@ -164,6 +170,7 @@ impl Default for ArchivalConfig {
             archivist_lease: Duration::from_secs(600),
             index_entries: 1000,
             index_bytes: 262144,
+            index_cache_bytes: crate::archive::DEFAULT_INDEX_CACHE_BYTES,
         }
     }
 }

@@ -331,22 +331,27 @@ fn archive_check(
 ) -> logdog_actors::dispatcher::ArchiveCheck {
     let archive = state.archive.clone();
     Box::new(move |task| {
-        let lease_id = task.lease_id.as_deref().unwrap_or_default();
-        match archive.verify(
-            &task.project,
-            &task.stream_id,
-            lease_id,
-            &claim,
-            terminal_index,
-        ) {
-            Ok(()) => Ok(()),
-            Err(crate::archive::ArchiveError::Io(e)) => {
-                tracing::warn!(error = %e, task = %task.task_id, "archive store unreachable while verifying");
-                Err(ActorError::Unavailable(
-                    "the archive store is unavailable; retry later".into(),
-                ))
+        Box::pin(async move {
+            let lease_id = task.lease_id.as_deref().unwrap_or_default();
+            match archive
+                .verify(
+                    &task.project,
+                    &task.stream_id,
+                    lease_id,
+                    &claim,
+                    terminal_index,
+                )
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(crate::archive::ArchiveError::Store(e)) => {
+                    tracing::warn!(error = %e, task = %task.task_id, "archive store unreachable while verifying");
+                    Err(ActorError::Unavailable(
+                        "the archive store is unavailable; retry later".into(),
+                    ))
+                }
+                Err(e) => Err(ActorError::Conflict(format!("archive refused: {e}"))),
             }
-            Err(e) => Err(ActorError::Conflict(format!("archive refused: {e}"))),
-        }
+        })
     })
 }

@@ -40,8 +40,10 @@ impl EntrySource {
         loop {
             if let Some(a) = &self.archive {
                 let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
-                let archive = self.archive_store.clone();
-                return blocking(move || archive.read_entries(&entries, &index, range)).await;
+                return Ok(self
+                    .archive_store
+                    .read_entries(&entries, &index, range)
+                    .await?);
             }
             let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
             let entries =

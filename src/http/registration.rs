@@ -129,13 +129,8 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
         .await
         .map_err(ApiError::internal)??;
     // The streams are gone; their archives go too.
-    let archive = state.archive.clone();
-    super::blocking(move || {
-        for id in ids {
-            archive.delete(&project, &id)?;
-        }
-        Ok::<_, crate::archive::ArchiveError>(())
-    })
-    .await?;
+    for id in ids {
+        state.archive.delete(&project, &id).await?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }

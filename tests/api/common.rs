@@ -407,21 +407,35 @@ pub fn write_archive(
     let descriptor = logdog_schema::wire::DescriptorRequest::default()
         .resolve(0)
         .unwrap();
-    let mut w = store
-        .writer(project, id, lease, &descriptor, (10, 1 << 20))
-        .unwrap();
-    for i in 0..count {
-        w.push(&logdog_schema::wire::Entry {
-            stream_index: i,
-            prefix_index: None,
-            sequence: i,
-            time_offset_us: 0,
-            content: logdog_schema::wire::Content::Text(vec![logdog_schema::wire::Line {
-                value: format!("line {i}"),
-                delimiter: logdog_schema::wire::Delimiter::Lf,
-            }]),
+    // The writer is async; callers are plain functions inside the test's runtime, so it
+    // runs on a runtime of its own, on a thread of its own.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let mut w = store
+                    .writer(project, id, lease, &descriptor, (10, 1 << 20))
+                    .await
+                    .unwrap();
+                for i in 0..count {
+                    w.push(&logdog_schema::wire::Entry {
+                        stream_index: i,
+                        prefix_index: None,
+                        sequence: i,
+                        time_offset_us: 0,
+                        content: logdog_schema::wire::Content::Text(vec![
+                            logdog_schema::wire::Line {
+                                value: format!("line {i}"),
+                                delimiter: logdog_schema::wire::Delimiter::Lf,
+                            },
+                        ]),
+                    })
+                    .unwrap();
+                }
+                w.finish().await.unwrap()
+            })
         })
-        .unwrap();
-    }
-    w.finish().unwrap()
+        .join()
+        .unwrap()
+    })
 }

@@ -15,6 +15,7 @@ mod idempotency;
 mod readme;
 mod reads;
 mod restart;
+mod s3;
 mod watch;
 mod web;
 mod write_path;

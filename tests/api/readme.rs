@@ -219,10 +219,15 @@ fn invalid_config_is_refused_with_file_line_and_key() {
             "listen = \"127.0.0.1:0\"\ndatabase = \"mysql://h/db\"\n",
             vec!["bad.toml:2: database", "is not a database URL"],
         ),
-        // A bad archive URL.
+        // An archive URL no object store answers to.
         (
-            "listen = \"127.0.0.1:0\"\narchive = \"s3://bucket/logs\"\n",
-            vec!["unsupported archive location \"s3://bucket/logs\""],
+            "listen = \"127.0.0.1:0\"\narchive = \"ftp://host/logs\"\n",
+            vec!["unsupported archive location \"ftp://host/logs\""],
+        ),
+        // An object-store option its builder does not know.
+        (
+            "listen = \"127.0.0.1:0\"\narchive = \"s3://bucket/logs\"\n[archive_options]\naws_endpont = \"http://127.0.0.1:1\"\n",
+            vec!["archive_options.aws_endpont"],
         ),
         // The same project twice.
         (

@@ -1,0 +1,117 @@
+//! Opening the object store an archive location names: a directory or `file://PATH` (the
+//! default, `LocalFileSystem` with fsync), `s3://BUCKET/PATH` (S3 and S3-compatible
+//! stores), `gs://BUCKET/PATH`, `az://CONTAINER/PATH`. Each builder starts from the
+//! standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), then takes the
+//! `[archive_options]` keys (the crate's own names, e.g. `aws_endpoint`), so a file can say
+//! everything; an unknown key is an error. Requests fail fast (a few retries within
+//! seconds), so a store that is away makes reads answer 503 and archival retry later
+//! instead of hanging.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+
+use super::ArchiveError;
+
+/// A store that does not answer is given up on after this many retries, within
+/// `RETRY_TIMEOUT`.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+    }
+}
+
+/// Client defaults set before the options, which may override them.
+const CLIENT_DEFAULTS: [(&str, &str); 2] = [("connect_timeout", "2s"), ("timeout", "10s")];
+
+/// The store, the key prefix below its root, and the URL that names that prefix.
+pub(super) fn open(
+    location: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, ObjPath, String), ArchiveError> {
+    let Some((scheme, _)) = location.split_once("://") else {
+        return local(location);
+    };
+    if scheme == "file" {
+        return local(&location["file://".len()..]);
+    }
+    let url = url::Url::parse(location).map_err(|e| {
+        ArchiveError::Unsupported(format!("unsupported archive location {location:?}: {e}"))
+    })?;
+    let root = ObjPath::from(url.path().trim_matches('/'));
+    let base = location.trim_end_matches('/').to_owned();
+    let bad_key = |k: &str, e: object_store::Error| {
+        ArchiveError::Unsupported(format!(
+            "archive_options.{k}: not an option of {scheme}:// stores ({e})"
+        ))
+    };
+    let objects: Arc<dyn ObjectStore> = match scheme {
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(location)
+                .with_retry(retry());
+            for (k, v) in CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v)).chain(
+                options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
+                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
+            }
+            Arc::new(b.build()?)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(location)
+                .with_retry(retry());
+            for (k, v) in CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v)).chain(
+                options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
+                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
+            }
+            Arc::new(b.build()?)
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(location)
+                .with_retry(retry());
+            for (k, v) in CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v)).chain(
+                options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
+                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
+            }
+            Arc::new(b.build()?)
+        }
+        _ => {
+            return Err(ArchiveError::Unsupported(format!(
+                "unsupported archive location {location:?}: use a directory, file://PATH, s3://BUCKET/PATH, gs://BUCKET/PATH or az://CONTAINER/PATH"
+            )))
+        }
+    };
+    Ok((objects, root, base))
+}
+
+/// A local directory (created if missing); URLs `file://` + its canonical path, so
+/// archives written before keep their URLs.
+fn local(dir: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath, String), ArchiveError> {
+    let io =
+        |e: std::io::Error| ArchiveError::Unsupported(format!("archive directory {dir:?}: {e}"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let canonical = std::fs::canonicalize(dir).map_err(io)?;
+    let fs = LocalFileSystem::new_with_prefix(&canonical)?.with_fsync(true);
+    Ok((
+        Arc::new(fs),
+        ObjPath::default(),
+        format!("file://{}", canonical.display()),
+    ))
+}

@@ -70,7 +70,7 @@ fn main() {
         };
         let intermediate = read_all("intermediate").await;
 
-        let store = logdog::archive::ArchiveStore::open(&archivist_config.archive).unwrap();
+        let store = logdog::server::open_archive(&archivist_config).unwrap();
         let mut a = logdog::server::archivist_config(&archivist_config, format!("http://{addr}"), store);
         a.workers = 1;
         let started = Instant::now();

@@ -11,7 +11,7 @@ use logdog_actors::metrics::ActorMetrics;
 use logdog_actors::{ArchivalTiming, Directory, Registry, StreamDeps, Writer};
 use logdog_schema::Store;
 
-use crate::archive::ArchiveStore;
+use crate::archive::Archives;
 use crate::client::archivist::{self, ArchivistConfig, ArchivistHandle};
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -114,19 +114,15 @@ fn loopback_url(addr: SocketAddr) -> String {
 }
 
 /// The archive store the config names, with its options.
-pub fn open_archive(config: &Config) -> Result<ArchiveStore, crate::archive::ArchiveError> {
-    ArchiveStore::open_with(
-        &config.archive,
-        &config.archive_options,
-        config.archival.index_cache_bytes,
-    )
+pub fn open_archive(config: &Config) -> Result<Archives, crate::archive::ArchiveError> {
+    Archives::open(config)
 }
 
 /// The archivist settings from the config, for `coordinator`.
 pub fn archivist_config(
     config: &Config,
     coordinator: String,
-    archive: ArchiveStore,
+    archive: Archives,
 ) -> ArchivistConfig {
     ArchivistConfig {
         coordinator,

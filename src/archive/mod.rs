@@ -23,10 +23,12 @@ use logdog_schema::wire::Descriptor;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+mod archives;
 mod reader;
 mod store;
 mod writer;
 
+pub use archives::Archives;
 pub use writer::ArchiveWriter;
 
 use reader::IndexCache;
@@ -121,6 +123,12 @@ impl ArchiveStore {
     /// The URL of the object under `rel`.
     fn url(&self, rel: &str) -> String {
         format!("{}/{rel}", self.inner.base)
+    }
+
+    /// Whether `url` names an object of this store.
+    pub fn holds(&self, url: &str) -> bool {
+        url.strip_prefix(&self.inner.base)
+            .is_some_and(|r| r.starts_with('/'))
     }
 
     /// The key of the object at `url` (one of this store's URLs).

@@ -53,45 +53,40 @@ pub(super) fn open(
     })?;
     let root = ObjPath::from(url.path().trim_matches('/'));
     let base = location.trim_end_matches('/').to_owned();
-    let bad_key = |k: &str, e: object_store::Error| {
-        ArchiveError::Unsupported(format!(
-            "archive_options.{k}: not an option of {scheme}:// stores ({e})"
-        ))
-    };
     let objects: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env()
-                .with_url(location)
-                .with_retry(retry());
-            for (k, v) in CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v)).chain(
-                options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ) {
-                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
-            }
-            Arc::new(b.build()?)
-        }
-        "gs" => {
-            let mut b = GoogleCloudStorageBuilder::from_env()
-                .with_url(location)
-                .with_retry(retry());
-            for (k, v) in CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v)).chain(
-                options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ) {
-                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
-            }
-            Arc::new(b.build()?)
-        }
-        "az" | "azure" | "abfs" | "abfss" => {
-            let mut b = MicrosoftAzureBuilder::from_env()
-                .with_url(location)
-                .with_retry(retry());
-            for (k, v) in CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v)).chain(
-                options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ) {
-                b = b.with_config(k.parse().map_err(|e| bad_key(k, e))?, v);
-            }
-            Arc::new(b.build()?)
-        }
+        "s3" | "s3a" => Arc::new(
+            configure(
+                AmazonS3Builder::from_env()
+                    .with_url(location)
+                    .with_retry(retry()),
+                scheme,
+                options,
+                |b, k, v| b.with_config(k, v),
+            )?
+            .build()?,
+        ),
+        "gs" => Arc::new(
+            configure(
+                GoogleCloudStorageBuilder::from_env()
+                    .with_url(location)
+                    .with_retry(retry()),
+                scheme,
+                options,
+                |b, k, v| b.with_config(k, v),
+            )?
+            .build()?,
+        ),
+        "az" | "azure" | "abfs" | "abfss" => Arc::new(
+            configure(
+                MicrosoftAzureBuilder::from_env()
+                    .with_url(location)
+                    .with_retry(retry()),
+                scheme,
+                options,
+                |b, k, v| b.with_config(k, v),
+            )?
+            .build()?,
+        ),
         _ => {
             return Err(ArchiveError::Unsupported(format!(
                 "unsupported archive location {location:?}: use a directory, file://PATH, s3://BUCKET/PATH, gs://BUCKET/PATH or az://CONTAINER/PATH"
@@ -99,6 +94,27 @@ pub(super) fn open(
         }
     };
     Ok((objects, root, base))
+}
+
+/// The client defaults, then every option, set on a store's builder through its own
+/// config keys (`K`, parsed from the option's name: an unknown name is an error).
+fn configure<B, K: std::str::FromStr<Err = object_store::Error>>(
+    mut builder: B,
+    scheme: &str,
+    options: &BTreeMap<String, String>,
+    with: impl Fn(B, K, &str) -> B,
+) -> Result<B, ArchiveError> {
+    let defaults = CLIENT_DEFAULTS.iter().map(|(k, v)| (*k, *v));
+    let given = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (k, v) in defaults.chain(given) {
+        let key = k.parse().map_err(|e| {
+            ArchiveError::Unsupported(format!(
+                "archive_options.{k}: not an option of {scheme}:// stores ({e})"
+            ))
+        })?;
+        builder = with(builder, key, v);
+    }
+    Ok(builder)
 }
 
 /// A local directory (created if missing); URLs `file://` + its canonical path, so

@@ -10,7 +10,7 @@ use logdog_schema::wire::StreamJson;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::archive::{ArchiveStore, Written};
+use crate::archive::{Archives, Written};
 use crate::http::archival::{
     ArchiveTask, CompleteArchived, CompleteFailed, CompleteRequest, LeaseRequest, LeaseResponse,
     RenewRequest,
@@ -25,7 +25,8 @@ pub struct ArchivistConfig {
     /// Tasks archived at once.
     pub workers: usize,
     pub lease_seconds: f64,
-    pub archive: ArchiveStore,
+    /// The coordinator's archive stores: each project's archives go to its own.
+    pub archive: Archives,
     /// A sparse-index record every this many entries or bytes.
     pub index_every: (u64, u64),
     /// Entries asked for per Get.
@@ -291,6 +292,7 @@ async fn archive_stream(
     let terminal_index = state.terminal_index;
     let mut writer = config
         .archive
+        .for_project(project)
         .writer(project, id, lease_id, &descriptor, config.index_every)
         .await
         .map_err(|e| e.to_string())?;

@@ -334,6 +334,7 @@ fn archive_check(
         Box::pin(async move {
             let lease_id = task.lease_id.as_deref().unwrap_or_default();
             match archive
+                .for_project(&task.project)
                 .verify(
                     &task.project,
                     &task.stream_id,

@@ -20,7 +20,7 @@ pub struct EntrySource {
     pub path: StreamPath,
     pub id: String,
     pub archive: Option<ArchiveInfo>,
-    pub archive_store: crate::archive::ArchiveStore,
+    pub archive_store: crate::archive::Archives,
 }
 
 impl EntrySource {
@@ -42,6 +42,7 @@ impl EntrySource {
                 let (entries, index) = (a.stream_url.clone(), a.index_url.clone());
                 return Ok(self
                     .archive_store
+                    .for_url(&self.project, &entries)
                     .read_entries(&entries, &index, range)
                     .await?);
             }

@@ -38,7 +38,7 @@ use crate::metrics::HttpMetrics;
 /// What every handler shares.
 pub struct AppState {
     /// Where archives are kept (read for archived streams, deleted with their prefix).
-    pub archive: crate::archive::ArchiveStore,
+    pub archive: crate::archive::Archives,
     pub config: Arc<Config>,
     pub store: Store,
     pub directory: Directory,

@@ -238,7 +238,9 @@ fn standalone(
     archive: &std::path::Path,
     db: &TestDb,
 ) -> logdog::client::archivist::ArchivistHandle {
-    let store = logdog::archive::ArchiveStore::open(archive.to_str().unwrap()).unwrap();
+    let store = logdog::archive::Archives::single(
+        logdog::archive::ArchiveStore::open(archive.to_str().unwrap()).unwrap(),
+    );
     let config = archiving(db, false);
     let mut a = logdog::server::archivist_config(&config, server.base(), store);
     a.lease_seconds = 2.0;

@@ -166,7 +166,21 @@ impl Drop for Weed {
 fn store(weed: &Weed) -> logdog::archive::ArchiveStore {
     let mut config = logdog::config::Config::default();
     weed.configure(&mut config);
-    logdog::server::open_archive(&config).unwrap()
+    logdog::server::open_archive(&config)
+        .unwrap()
+        .for_project("p")
+        .clone()
+}
+
+/// The first `count` entries of a 3,000-entry stream.
+fn first(count: usize) -> logdog_schema::store::ReadRange {
+    logdog_schema::store::ReadRange {
+        from: 0,
+        end: 3000,
+        count,
+        bytes: u64::MAX,
+        contiguous: true,
+    }
 }
 
 async fn archived(c: &Client, path: &str) -> Value {
@@ -250,17 +264,7 @@ async fn archives_go_to_s3_and_read_back(db: TestDb) {
         log_entry_count: 3000,
     };
     let got = store
-        .read_entries(
-            &written.stream_url,
-            &written.index_url,
-            logdog_schema::store::ReadRange {
-                from: 0,
-                end: 3000,
-                count: 5000,
-                bytes: u64::MAX,
-                contiguous: true,
-            },
-        )
+        .read_entries(&written.stream_url, &written.index_url, first(5000))
         .await
         .unwrap();
     assert_eq!(got.len(), 3000);
@@ -277,17 +281,7 @@ async fn archives_go_to_s3_and_read_back(db: TestDb) {
         .await
         .expect(204);
     let gone = store
-        .read_entries(
-            &written.stream_url,
-            &written.index_url,
-            logdog_schema::store::ReadRange {
-                from: 0,
-                end: 3000,
-                count: 1,
-                bytes: u64::MAX,
-                contiguous: true,
-            },
-        )
+        .read_entries(&written.stream_url, &written.index_url, first(1))
         .await;
     assert!(gone.is_err(), "the objects are deleted");
     server.stop().await;
@@ -332,3 +326,51 @@ async fn a_store_that_is_away_is_answered_503(db: TestDb) {
     server.stop().await;
 }
 with_s3!(a_store_that_is_away_is_answered_503);
+
+/// A project's own `archive`: its streams go to S3 while the others stay in the local
+/// directory, and each reads back from where it went.
+async fn each_project_archives_where_its_config_says(db: TestDb) {
+    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = db.config();
+    let local = config.archive.clone();
+    weed.configure(&mut config);
+    config.archive = local;
+    config.archival.complete_delay = logdog::config::secs(0.1);
+    config.archival.embedded_archivist = true;
+    let project = |name: &str, archive: Option<&str>| logdog::config::ProjectConfig {
+        name: name.into(),
+        public: false,
+        prefix_expiration: None,
+        archive: archive.map(str::to_owned),
+    };
+    config.projects = vec![
+        project("p", None),
+        project("q", Some("s3://logs/q-archive")),
+    ];
+    let server = TestServer::start(config);
+    for (name, scheme) in [("p", "file://"), ("q", "s3://logs/q-archive/q/")] {
+        let c = server.client(name);
+        let secret = c.text_stream("pp", "s").await;
+        c.append("pp/+/s", &secret, lines(0, 20)).await.expect(200);
+        c.terminate("pp/+/s", &secret, json!({})).await.expect(200);
+        let s = archived(&c, "pp/+/s").await;
+        let url = s["state"]["archive"]["stream_url"].as_str().unwrap();
+        assert!(url.starts_with(scheme), "{name}: {url}");
+        let a = c
+            .raw(
+                Method::GET,
+                &c.url("logs/pp/+/s?index=17"),
+                None,
+                None,
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            a.expect(200)["entries"][0]["text"]["lines"][0]["value"],
+            "line 17",
+            "{name}"
+        );
+    }
+    server.stop().await;
+}
+with_s3!(each_project_archives_where_its_config_says);

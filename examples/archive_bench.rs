@@ -1,12 +1,20 @@
-//! Archive benchmark: a 1,000,000-line stream (100-byte lines) is written, read back from
-//! intermediate storage, archived by an archivist (timed), and read back from the archive.
+//! Archive benchmark: a 1,000,000-line stream (100-byte lines) per archive store is
+//! written, read back from intermediate storage, archived by an archivist (timed), and read
+//! back from the archive in JSON and in the binary entries form, beside `curl -o /dev/null`
+//! of the archive's entries object and `dd … conv=fdatasync` on the scratch disk, all in
+//! one run.
 //!
 //! ```sh
 //! cargo run --release --example archive_bench
 //! cargo run --release --example archive_bench -- --lines 1000000 --database postgres://postgres@127.0.0.1:5432/test
+//! # and an S3 store beside the local directory (credentials and endpoint from AWS_*, as
+//! # in the README's "Archives in S3"):
+//! cargo run --release --example archive_bench -- --s3 s3://logs/archive
 //! ```
-//! Prints archive throughput (payload MB/s, from the lease to the archived state) and Get
-//! throughput (pages of 10,000 entries) from each store, measured in the same run.
+//! Prints, per store: archive throughput (payload MB/s, from termination to the archived
+//! state), Get throughput (pages of 10,000 entries) from intermediate storage and from the
+//! archive in both forms, curl of the entries object (signed URL where the store signs,
+//! else the coordinator's archive route), and the bytes a Get from the middle read.
 
 use std::time::{Duration, Instant};
 
@@ -16,18 +24,32 @@ use serde_json::{json, Value};
 fn main() {
     let mut lines: u64 = 1_000_000;
     let mut database = None;
+    let mut s3 = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--lines" => lines = it.next().and_then(|v| v.parse().ok()).expect("--lines N"),
             "--database" => database = it.next(),
-            other => panic!("unknown flag {other}; flags: --lines N --database URL"),
+            "--s3" => s3 = Some(it.next().expect("--s3 s3://BUCKET/PATH")),
+            other => panic!("unknown flag {other}; flags: --lines N --database URL --s3 URL"),
         }
     }
     let db = support::BenchDb::new(database.as_deref(), "archbench");
+    let dd = dd(db.dir.path());
     let mut config = db.config();
     config.archival.embedded_archivist = false;
     config.archival.complete_delay = logdog::config::secs(0.0);
+    let project = |name: &str, archive: Option<String>| logdog::config::ProjectConfig {
+        name: name.into(),
+        public: false,
+        prefix_expiration: None,
+        archive,
+    };
+    config.projects = vec![project("local", None)];
+    if let Some(url) = &s3 {
+        config.projects.push(project("s3", Some(url.clone())));
+    }
+    let stores: Vec<String> = config.projects.iter().map(|p| p.name.clone()).collect();
     let archivist_config = config.clone();
     let server = logdog::server::Background::start(config).expect("start server");
     let addr = server.addr;
@@ -38,58 +60,163 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
-        let base = format!("http://{addr}/api/v1/projects/bench");
-        let secret = support::register_prefix(&http, &base, "arch").await;
+        let root = format!("http://{addr}");
         let path = "arch/+/big";
-        support::register_stream(&http, &base, path, &secret).await;
         let line = "a".repeat(99);
-        for first in (0..lines).step_by(5000) {
-            let r = support::append_lines(&http, &base, path, &secret, first..(first + 5000).min(lines), &line).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-        }
-        http.patch(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
         let mb = lines as f64 * 100.0 / 1e6;
-
-        let read_all = |label: &'static str| {
-            let (http, base) = (http.clone(), base.clone());
-            async move {
-                let started = Instant::now();
-                let (mut index, mut n) = (0u64, 0u64);
-                loop {
-                    let v: Value = http.get(format!("{base}/logs/{path}?index={index}&count=10000")).send().await.unwrap().json().await.unwrap();
-                    let got = v["entries"].as_array().unwrap().len() as u64;
-                    if got == 0 {
-                        break;
-                    }
-                    n += got;
-                    index = v["next_index"].as_u64().unwrap();
-                }
-                assert_eq!(n, lines, "{label}: read everything");
-                started.elapsed().as_secs_f64()
-            }
-        };
-        let intermediate = read_all("intermediate").await;
-
-        let store = logdog::server::open_archive(&archivist_config).unwrap();
-        let mut a = logdog::server::archivist_config(&archivist_config, format!("http://{addr}"), store);
+        let archive = logdog::server::open_archive(&archivist_config).unwrap();
+        let mut a = logdog::server::archivist_config(&archivist_config, root.clone(), archive);
         a.workers = 1;
-        let started = Instant::now();
         let worker = logdog::client::archivist::spawn(a);
-        loop {
-            let s: Value = http.get(format!("{base}/streams/{path}")).send().await.unwrap().json().await.unwrap();
-            if s["state"]["archival"] == "complete" {
-                break;
+        println!("{}: {lines} lines ({mb:.0} MB of payload) per store", db.backend());
+        println!("  dd if=/dev/zero bs=1M count=1000 conv=fdatasync (scratch disk): {dd:.1} MB/s");
+        for store in &stores {
+            let base = format!("{root}/api/v1/projects/{store}");
+            let secret = support::register_prefix(&http, &base, "arch").await;
+            support::register_stream(&http, &base, path, &secret).await;
+            for first in (0..lines).step_by(5000) {
+                let r = support::append_lines(&http, &base, path, &secret, first..(first + 5000).min(lines), &line).send().await.unwrap();
+                assert_eq!(r.status(), 200);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let intermediate = read_all(&http, &base, path, lines, false).await;
+            let started = Instant::now();
+            let r = http.patch(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let stream = loop {
+                let s: Value = http.get(format!("{base}/streams/{path}")).send().await.unwrap().json().await.unwrap();
+                if s["state"]["archival"] == "complete" {
+                    break s;
+                }
+                assert_ne!(s["state"]["archival"], "failed", "{s}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let archive_secs = started.elapsed().as_secs_f64();
+            let json = read_all(&http, &base, path, lines, false).await;
+            let binary = read_all(&http, &base, path, lines, true).await;
+            let urls: Value = http.get(format!("{base}/archive-urls/{path}")).send().await.unwrap().json().await.unwrap();
+            let (curl, size) = curl(urls["stream_url"].as_str().unwrap());
+            let before = metric(&http, &root, "logdog_archive_read_bytes_total").await;
+            let middle: Value = http.get(format!("{base}/logs/{path}?index={}&count=100", lines / 2)).send().await.unwrap().json().await.unwrap();
+            assert_eq!(middle["entries"].as_array().unwrap().len(), 100);
+            let read = metric(&http, &root, "logdog_archive_read_bytes_total").await - before;
+            let url = stream["state"]["archive"]["stream_url"].as_str().unwrap();
+            let entries_mb = size as f64 / 1e6;
+            println!("  {store} ({}):", url.split("/arch").next().unwrap_or(url));
+            println!("    archive: {archive_secs:.2} s, {:.1} MB/s of payload ({:.2}x dd)", mb / archive_secs, mb / archive_secs / dd);
+            println!("    Get JSON from intermediate storage:  {intermediate:.2} s, {:.1} MB/s", mb / intermediate);
+            println!("    Get JSON from the archive:           {json:.2} s, {:.1} MB/s", mb / json);
+            println!("    Get binary from the archive:         {binary:.2} s, {:.1} MB/s ({:.1} MB/s of records)", mb / binary, entries_mb / binary);
+            println!(
+                "    curl -o /dev/null of the entries object ({}, {entries_mb:.0} MB): {curl:.2} s, {:.1} MB/s; binary Get {:.2}x, JSON Get {:.2}x of curl",
+                if urls["signed"] == true { "signed URL" } else { "coordinator route" },
+                entries_mb / curl,
+                curl / binary,
+                curl / json
+            );
+            println!("    Get of 100 entries at index {}: {read} bytes read from the store (of {size})", lines / 2);
         }
-        let archive_secs = started.elapsed().as_secs_f64();
         worker.stop();
-        let archived = read_all("archive").await;
-        let backend = db.backend();
-        println!("{backend}: {lines} lines ({mb:.0} MB of payload)");
-        println!("  archive: {archive_secs:.2} s, {:.1} MB/s", mb / archive_secs);
-        println!("  Get (10,000 per page) from intermediate storage: {intermediate:.2} s, {:.1} MB/s", mb / intermediate);
-        println!("  Get (10,000 per page) from the archive:          {archived:.2} s, {:.1} MB/s ({:.2}x)", mb / archived, intermediate / archived);
     });
     rt.block_on(server.stop());
+}
+
+/// Reads the whole stream in pages of 10,000 (JSON, or the binary entries form); seconds.
+async fn read_all(http: &reqwest::Client, base: &str, path: &str, lines: u64, binary: bool) -> f64 {
+    let started = Instant::now();
+    let (mut index, mut n) = (0u64, 0u64);
+    loop {
+        let mut req = http.get(format!("{base}/logs/{path}?index={index}&count=10000"));
+        if binary {
+            req = req.header("Accept", "application/x-logdog-entries");
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let (got, next) = if binary {
+            let next: u64 = r.headers()["x-logdog-next-index"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let body = r.bytes().await.unwrap();
+            let mut records = 0u64;
+            let mut at = 0;
+            while at < body.len() {
+                let len = u32::from_le_bytes(body[at..at + 4].try_into().unwrap()) as usize;
+                at += 4 + len;
+                records += 1;
+            }
+            (records, next)
+        } else {
+            let v: Value = r.json().await.unwrap();
+            (
+                v["entries"].as_array().unwrap().len() as u64,
+                v["next_index"].as_u64().unwrap(),
+            )
+        };
+        if got == 0 {
+            break;
+        }
+        n += got;
+        index = next;
+    }
+    assert_eq!(n, lines, "read everything");
+    started.elapsed().as_secs_f64()
+}
+
+/// `curl -s -o /dev/null URL`: seconds and bytes.
+fn curl(url: &str) -> (f64, u64) {
+    let started = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", "-o", "/dev/null", "-w", "%{size_download}", url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+    )
+}
+
+/// `dd if=/dev/zero of=DIR/dd bs=1M count=1000 conv=fdatasync`: MB/s.
+fn dd(dir: &std::path::Path) -> f64 {
+    let file = dir.join("dd");
+    let started = Instant::now();
+    let status = std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", file.display()),
+            "bs=1M",
+            "count=1000",
+            "conv=fdatasync",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("dd");
+    assert!(status.success());
+    let secs = started.elapsed().as_secs_f64();
+    std::fs::remove_file(file).unwrap();
+    1000.0 * 1024.0 * 1024.0 / 1e6 / secs
+}
+
+/// A metric without labels from `/metrics`.
+async fn metric(http: &reqwest::Client, root: &str, name: &str) -> i64 {
+    let text = http
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .expect("metric")
+        .trim()
+        .parse()
+        .unwrap()
 }

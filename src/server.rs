@@ -205,10 +205,17 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     let rates = http::ratelimit::PrefixRates::new(config.limits.prefix_lines_per_second);
     let shutdown = Arc::new(tokio::sync::watch::channel(false).0);
     let viewers = Arc::new(crate::http::watch::Viewers::new(&config.limits));
+    let deleter = crate::archive::deleter::spawn(
+        store.clone(),
+        archive.clone(),
+        config.archival.retry_delay,
+        shutdown.subscribe(),
+    );
     let state = web::Data::new(AppState {
         auth,
         rates,
         archive,
+        deleter,
         config: Arc::new(config),
         store,
         directory: directory.clone(),

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use crate::schema::{archive_tasks, log_chunks, prefixes, stream_tags, streams};
+use crate::schema::{archive_deletions, archive_tasks, log_chunks, prefixes, stream_tags, streams};
 use crate::wire::{
     format_us, Archival, ArchiveInfo, Descriptor, Status, StreamJson, StreamStateJson, StreamType,
     TaskReason,
@@ -147,6 +147,18 @@ pub struct TaskRow {
     pub attempt: i32,
     pub lease_id: Option<String>,
     pub lease_expires_us: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_us: i64,
+}
+
+/// A stream whose archive objects are still to be deleted (`archive_deletions`).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = archive_deletions)]
+pub struct DeletionRow {
+    pub project: String,
+    pub stream_id: String,
+    pub due_us: i64,
+    pub attempt: i32,
     pub last_error: Option<String>,
     pub created_us: i64,
 }

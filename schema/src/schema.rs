@@ -73,10 +73,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    archive_deletions (project, stream_id) {
+        project -> Text,
+        stream_id -> Text,
+        due_us -> BigInt,
+        attempt -> Integer,
+        last_error -> Nullable<Text>,
+        created_us -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     prefixes,
     streams,
     stream_tags,
     log_chunks,
-    archive_tasks
+    archive_tasks,
+    archive_deletions
 );

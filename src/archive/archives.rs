@@ -75,6 +75,11 @@ impl Archives {
             .unwrap_or_else(|| self.for_project(project))
     }
 
+    /// Bytes read from every store by reads of entries and indexes.
+    pub fn read_bytes(&self) -> u64 {
+        self.all.iter().map(ArchiveStore::read_bytes).sum()
+    }
+
     /// Removes a stream's archives from every store.
     pub async fn delete(&self, project: &str, id: &str) -> Result<(), ArchiveError> {
         for s in self.all.iter() {

@@ -21,14 +21,17 @@ use std::sync::Arc;
 
 use logdog_schema::wire::Descriptor;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 mod archives;
+pub mod deleter;
 mod reader;
 mod store;
 mod writer;
 
 pub use archives::Archives;
+pub use reader::parse_index;
 pub use writer::ArchiveWriter;
 
 use reader::IndexCache;
@@ -76,7 +79,11 @@ struct Inner {
     objects: Arc<dyn ObjectStore>,
     root: ObjPath,
     base: String,
+    /// Where the store can sign download URLs (S3, GCS, Azure).
+    signer: Option<Arc<dyn Signer>>,
     cache: IndexCache,
+    /// Bytes read from the store (`logdog_archive_read_bytes_total`).
+    read_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ArchiveStore {
@@ -99,13 +106,20 @@ impl ArchiveStore {
         options: &std::collections::BTreeMap<String, String>,
         index_cache_bytes: usize,
     ) -> Result<Self, ArchiveError> {
-        let (objects, root, base) = store::open(location, options)?;
+        let store::Opened {
+            objects,
+            root,
+            base,
+            signer,
+        } = store::open(location, options)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 objects,
                 root,
                 base,
+                signer,
                 cache: IndexCache::new(index_cache_bytes),
+                read_bytes: Default::default(),
             }),
         })
     }
@@ -235,14 +249,79 @@ impl ArchiveStore {
         }
     }
 
+    /// An expiring download URL for the object at `url` (one of this store's), where the
+    /// store can sign; None where it cannot (a local directory).
+    pub async fn signed_url(
+        &self,
+        url: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<String>, ArchiveError> {
+        let Some(signer) = &self.inner.signer else {
+            return Ok(None);
+        };
+        let key = self.key_of_url(url)?;
+        let signed = signer
+            .signed_url(object_store::signer::Method::GET, &key, expires_in)
+            .await?;
+        Ok(Some(signed.to_string()))
+    }
+
+    /// Bytes read from the store so far, by reads of entries and indexes.
+    pub fn read_bytes(&self) -> u64 {
+        self.inner
+            .read_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_read(&self, n: usize) {
+        self.inner
+            .read_bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The size of the object at `url`.
+    pub async fn size(&self, url: &str) -> Result<u64, ArchiveError> {
+        match self.inner.objects.head(&self.key_of_url(url)?).await {
+            Ok(m) => Ok(m.size),
+            Err(object_store::Error::NotFound { .. }) => Err(missing(url)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The bytes `range` of the object at `url`, as they arrive from the store.
+    pub async fn object(
+        &self,
+        url: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, ArchiveError>>, ArchiveError>
+    {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        match self
+            .inner
+            .objects
+            .get_opts(&self.key_of_url(url)?, opts)
+            .await
+        {
+            Ok(r) => Ok(r.into_stream().map_err(ArchiveError::from).boxed()),
+            Err(object_store::Error::NotFound { .. }) => Err(missing(url)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The whole object at `url`.
     async fn fetch(&self, url: &str) -> Result<bytes::Bytes, ArchiveError> {
         let key = self.key_of_url(url)?;
         match self.inner.objects.get(&key).await {
-            Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => Err(ArchiveError::Corrupt(format!(
-                "archive object {url:?} is missing"
-            ))),
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                self.count_read(bytes.len());
+                Ok(bytes)
+            }
+            Err(object_store::Error::NotFound { .. }) => Err(missing(url)),
             Err(e) => Err(e.into()),
         }
     }
@@ -259,6 +338,11 @@ impl ArchiveStore {
             .await?;
         Ok(())
     }
+}
+
+/// An archive object the database names is not in its store.
+fn missing(url: &str) -> ArchiveError {
+    ArchiveError::Corrupt(format!("archive object {url:?} is missing"))
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl IndexCache {
 }
 
 /// Parses the sparse index: (stream index, byte offset) pairs.
-pub(super) fn parse_index(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ArchiveError> {
+pub fn parse_index(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ArchiveError> {
     if bytes.len() < 8 || &bytes[..8] != INDEX_MAGIC || !(bytes.len() - 8).is_multiple_of(16) {
         return Err(ArchiveError::Corrupt("bad index file".into()));
     }
@@ -81,6 +81,7 @@ pub(super) fn parse_index(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ArchiveError>
 
 /// Records read from a ranged GET, pulled from the body only as far as needed.
 struct Records {
+    store: ArchiveStore,
     body: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
     buf: BytesMut,
 }
@@ -94,14 +95,11 @@ impl Records {
         };
         let r = match store.inner.objects.get_opts(&key, opts).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(ArchiveError::Corrupt(format!(
-                    "archive object {url:?} is missing"
-                )))
-            }
+            Err(object_store::Error::NotFound { .. }) => return Err(super::missing(url)),
             Err(e) => return Err(e.into()),
         };
         Ok(Self {
+            store: store.clone(),
             body: r.into_stream(),
             buf: BytesMut::new(),
         })
@@ -111,7 +109,11 @@ impl Records {
     async fn fill(&mut self, n: usize) -> Result<bool, ArchiveError> {
         while self.buf.len() < n {
             match self.body.next().await {
-                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    self.store.count_read(chunk.len());
+                    self.buf.extend_from_slice(&chunk);
+                }
                 None => return Ok(false),
             }
         }

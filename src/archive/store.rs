@@ -16,6 +16,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use super::ArchiveError;
@@ -37,11 +38,41 @@ fn retry() -> RetryConfig {
 /// Client defaults set before the options, which may override them.
 const CLIENT_DEFAULTS: [(&str, &str); 2] = [("connect_timeout", "2s"), ("timeout", "10s")];
 
-/// The store, the key prefix below its root, and the URL that names that prefix.
+/// An opened location: the store, the key prefix below its root, the URL that names that
+/// prefix, and the store again as a signer where it can sign download URLs (S3, GCS, Azure).
+pub(super) struct Opened {
+    pub objects: Arc<dyn ObjectStore>,
+    pub root: ObjPath,
+    pub base: String,
+    pub signer: Option<Arc<dyn Signer>>,
+}
+
+/// Builds a cloud store from the environment, the location URL, the retry policy and the
+/// options (one expansion per builder type: they share no trait).
+macro_rules! cloud {
+    ($builder:ty, $location:expr, $scheme:expr, $options:expr) => {{
+        let built = configure(
+            <$builder>::from_env()
+                .with_url($location)
+                .with_retry(retry()),
+            $scheme,
+            $options,
+            |b, k, v| b.with_config(k, v),
+        )?
+        .build()?;
+        let store = Arc::new(built);
+        (
+            store.clone() as Arc<dyn ObjectStore>,
+            Some(store as Arc<dyn Signer>),
+        )
+    }};
+}
+
+/// Opens `location` (a directory, `file://PATH`, `s3://`, `gs://` or `az://` URL).
 pub(super) fn open(
     location: &str,
     options: &BTreeMap<String, String>,
-) -> Result<(Arc<dyn ObjectStore>, ObjPath, String), ArchiveError> {
+) -> Result<Opened, ArchiveError> {
     let Some((scheme, _)) = location.split_once("://") else {
         return local(location);
     };
@@ -53,47 +84,24 @@ pub(super) fn open(
     })?;
     let root = ObjPath::from(url.path().trim_matches('/'));
     let base = location.trim_end_matches('/').to_owned();
-    let objects: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => Arc::new(
-            configure(
-                AmazonS3Builder::from_env()
-                    .with_url(location)
-                    .with_retry(retry()),
-                scheme,
-                options,
-                |b, k, v| b.with_config(k, v),
-            )?
-            .build()?,
-        ),
-        "gs" => Arc::new(
-            configure(
-                GoogleCloudStorageBuilder::from_env()
-                    .with_url(location)
-                    .with_retry(retry()),
-                scheme,
-                options,
-                |b, k, v| b.with_config(k, v),
-            )?
-            .build()?,
-        ),
-        "az" | "azure" | "abfs" | "abfss" => Arc::new(
-            configure(
-                MicrosoftAzureBuilder::from_env()
-                    .with_url(location)
-                    .with_retry(retry()),
-                scheme,
-                options,
-                |b, k, v| b.with_config(k, v),
-            )?
-            .build()?,
-        ),
+    let (objects, signer) = match scheme {
+        "s3" | "s3a" => cloud!(AmazonS3Builder, location, scheme, options),
+        "gs" => cloud!(GoogleCloudStorageBuilder, location, scheme, options),
+        "az" | "azure" | "abfs" | "abfss" => {
+            cloud!(MicrosoftAzureBuilder, location, scheme, options)
+        }
         _ => {
             return Err(ArchiveError::Unsupported(format!(
                 "unsupported archive location {location:?}: use a directory, file://PATH, s3://BUCKET/PATH, gs://BUCKET/PATH or az://CONTAINER/PATH"
             )))
         }
     };
-    Ok((objects, root, base))
+    Ok(Opened {
+        objects,
+        root,
+        base,
+        signer,
+    })
 }
 
 /// The client defaults, then every option, set on a store's builder through its own
@@ -119,15 +127,16 @@ fn configure<B, K: std::str::FromStr<Err = object_store::Error>>(
 
 /// A local directory (created if missing); URLs `file://` + its canonical path, so
 /// archives written before keep their URLs.
-fn local(dir: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath, String), ArchiveError> {
+fn local(dir: &str) -> Result<Opened, ArchiveError> {
     let io =
         |e: std::io::Error| ArchiveError::Unsupported(format!("archive directory {dir:?}: {e}"));
     std::fs::create_dir_all(dir).map_err(io)?;
     let canonical = std::fs::canonicalize(dir).map_err(io)?;
     let fs = LocalFileSystem::new_with_prefix(&canonical)?.with_fsync(true);
-    Ok((
-        Arc::new(fs),
-        ObjPath::default(),
-        format!("file://{}", canonical.display()),
-    ))
+    Ok(Opened {
+        objects: Arc::new(fs),
+        root: ObjPath::default(),
+        base: format!("file://{}", canonical.display()),
+        signer: None,
+    })
 }

@@ -39,6 +39,8 @@ use crate::metrics::HttpMetrics;
 pub struct AppState {
     /// Where archives are kept (read for archived streams, deleted with their prefix).
     pub archive: crate::archive::Archives,
+    /// Woken when purge or DeletePrefix queued archives for deletion.
+    pub deleter: crate::archive::deleter::DeleterHandle,
     pub config: Arc<Config>,
     pub store: Store,
     pub directory: Directory,
@@ -379,6 +381,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/v1/projects/{project}/tail/{path:.+}", "GET")
                 .route(web::get().to(logs::tail)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/archive-urls/{path:.+}", "GET")
+                .route(web::get().to(logs::archive_urls)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/archive/{path:.+}", "GET")
+                .route(web::get().to(logs::archive_file)),
         )
         .service(
             resource("/api/v1/projects/{project}/watch/{path:.+}", "GET")

@@ -45,6 +45,8 @@ impl Modify for Bearer {
         logs::get,
         services::bundle,
         logs::tail,
+        logs::archive_urls,
+        logs::archive_file,
         logs::query,
         watch::watch,
         archival::lease,
@@ -65,7 +67,7 @@ impl Modify for Bearer {
         ErrorBody, ErrorDetail, ErrorCode, StreamJson, StreamStateJson, Descriptor,
         DescriptorRequest, StreamType, Status, Archival, ArchiveInfo, LogEntry, LineJson,
         TextJson, DataJson, DatagramJson, Partial, Delimiter, logs::LogsPage, logs::ReadFormat,
-        logs::PurgedFilter
+        logs::PurgedFilter, logs::ArchiveUrls, logs::ArchiveFile
     )),
     modifiers(&Bearer),
     tags(

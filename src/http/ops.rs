@@ -1,6 +1,6 @@
 //! Operations endpoints: liveness, readiness and Prometheus metrics.
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use prometheus::Encoder as _;
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,25 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     prometheus::TextEncoder::new()
         .encode(&state.prometheus.gather(), &mut out)
         .map_err(ApiError::internal)?;
+    // Kept by the archive stores themselves (they are opened before the registry).
+    out.extend_from_slice(
+        format!(
+            "# HELP logdog_archive_read_bytes_total Bytes read from archive stores by reads of entries and indexes\n# TYPE logdog_archive_read_bytes_total counter\nlogdog_archive_read_bytes_total {}\n",
+            state.archive.read_bytes()
+        )
+        .as_bytes(),
+    );
+    // Read from the queue itself, so it is right after a restart too; left out while the
+    // database is away (the rest of the page still answers).
+    let store = state.store.clone();
+    if let Ok(Ok(n)) = web::block(move || store.read(logdog_schema::store::count_deletions)).await {
+        out.extend_from_slice(
+            format!(
+                "# HELP logdog_archive_deletions_pending Purged or deleted streams whose archive objects are still to be removed\n# TYPE logdog_archive_deletions_pending gauge\nlogdog_archive_deletions_pending {n}\n"
+            )
+            .as_bytes(),
+        );
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))

@@ -120,7 +120,7 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
     state.require_admin(caller)?;
     let prefix = super::path_param(&req, "prefix");
     names::validate_prefix(&prefix)?;
-    let ids = state
+    state
         .registry
         .send(DeletePrefix {
             project: project.clone(),
@@ -128,9 +128,7 @@ pub async fn delete_prefix(state: State, req: HttpRequest) -> Result<HttpRespons
         })
         .await
         .map_err(ApiError::internal)??;
-    // The streams are gone; their archives go too.
-    for id in ids {
-        state.archive.delete(&project, &id).await?;
-    }
+    // The streams are gone; their archives were queued for deletion with them.
+    state.deleter.wake();
     Ok(HttpResponse::NoContent().finish())
 }

@@ -333,6 +333,7 @@ pub async fn purge_stream(state: State, req: HttpRequest) -> Result<HttpResponse
     state.require_admin(caller)?;
     let path = stream_path(&req)?;
     state.directory.send(&project, &path, Purge).await?;
+    state.deleter.wake();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -48,7 +48,7 @@ async fn lease(c: &Client, n: usize, lease_seconds: f64) -> Vec<Value> {
 /// entries `0..count`, written where this task's archive must be (the coordinator checks
 /// the objects before it believes the report). A task without a project (a made-up lease)
 /// gets placeholder URLs.
-fn success(db: &TestDb, task: &Value, terminal: i64, count: u64) -> Value {
+async fn success(db: &TestDb, task: &Value, terminal: i64, count: u64) -> Value {
     let (Some(project), Some(id), Some(lease)) = (
         task["project"].as_str(),
         task["id"].as_str(),
@@ -58,7 +58,7 @@ fn success(db: &TestDb, task: &Value, terminal: i64, count: u64) -> Value {
                "stream_url": "file:///a/entries", "stream_size": 10, "index_url": "file:///a/index", "index_size": 1,
                "data_url": "file:///a/data", "data_size": 5});
     };
-    let w = write_archive(db, project, id, lease, count);
+    let w = write_archive(db, project, id, lease, count).await;
     json!({"lease_id": lease, "terminal_index": terminal, "log_entry_count": w.log_entry_count,
            "stream_url": w.stream_url, "stream_size": w.stream_size, "index_url": w.index_url,
            "index_size": w.index_size, "data_url": w.data_url, "data_size": w.data_size})
@@ -115,14 +115,14 @@ async fn terminated_streams_are_tasked_sealed_and_archived(db: TestDb) {
     post(
         &c,
         &format!("{id}/complete"),
-        success(&db, &json!({"lease_id": "stale"}), 4, 5),
+        success(&db, &json!({"lease_id": "stale"}), 4, 5).await,
     )
     .await
     .expect_error(412, "failed_precondition");
-    post(&c, &format!("{id}/complete"), success(&db, t, 4, 4))
+    post(&c, &format!("{id}/complete"), success(&db, t, 4, 4).await)
         .await
         .expect_error(409, "conflict");
-    let done = post(&c, &format!("{id}/complete"), success(&db, t, 4, 5)).await;
+    let done = post(&c, &format!("{id}/complete"), success(&db, t, 4, 5).await).await;
     let s = done.expect(200).clone();
     assert_eq!(s["state"]["status"], "archived");
     assert_eq!(s["state"]["archival"], "complete");
@@ -142,7 +142,7 @@ async fn terminated_streams_are_tasked_sealed_and_archived(db: TestDb) {
     );
     // Complete again: idempotent. The stream is never handed out again.
     assert_eq!(
-        post(&c, &format!("{id}/complete"), success(&db, t, 4, 5))
+        post(&c, &format!("{id}/complete"), success(&db, t, 4, 5).await)
             .await
             .expect(200)["state"],
         s["state"]
@@ -194,7 +194,7 @@ async fn gaps_archive_partial_and_open_streams_are_sealed(db: TestDb) {
     let a = post(
         &c,
         &format!("{}/complete", gap["task_id"].as_str().unwrap()),
-        success(&db, &gap, 3, 2),
+        success(&db, &gap, 3, 2).await,
     )
     .await;
     assert_eq!(a.expect(200)["state"]["archival"], "partial");
@@ -203,14 +203,14 @@ async fn gaps_archive_partial_and_open_streams_are_sealed(db: TestDb) {
     post(
         &c,
         &format!("{}/complete", open["task_id"].as_str().unwrap()),
-        success(&db, &open, 9, 10),
+        success(&db, &open, 9, 10).await,
     )
     .await
     .expect_error(409, "conflict");
     post(
         &c,
         &format!("{}/complete", open["task_id"].as_str().unwrap()),
-        success(&db, &open, 6, 7),
+        success(&db, &open, 6, 7).await,
     )
     .await
     .expect(200);
@@ -232,9 +232,13 @@ async fn expired_leases_and_failures_are_retried_then_fail(db: TestDb) {
     assert_eq!(second["attempt"], 2);
     assert_ne!(second["lease_id"], first["lease_id"]);
     let id = second["task_id"].as_str().unwrap().to_owned();
-    post(&c, &format!("{id}/complete"), success(&db, &first, 1, 2))
-        .await
-        .expect_error(412, "failed_precondition");
+    post(
+        &c,
+        &format!("{id}/complete"),
+        success(&db, &first, 1, 2).await,
+    )
+    .await
+    .expect_error(412, "failed_precondition");
     // A reported failure: retried after the backoff.
     let a = post(
         &c,
@@ -345,7 +349,7 @@ async fn tasks_survive_a_restart(db: TestDb) {
         post(
             &c,
             &format!("{}/complete", t["task_id"].as_str().unwrap()),
-            success(&db, t, terminal, count),
+            success(&db, t, terminal, count).await,
         )
         .await
         .expect(200);
@@ -393,7 +397,7 @@ async fn appends_racing_the_seal_are_stored_or_refused(db: TestDb) {
     post(
         &c,
         &format!("{}/complete", task["task_id"].as_str().unwrap()),
-        success(&db, &task, terminal, stored.len() as u64),
+        success(&db, &task, terminal, stored.len() as u64).await,
     )
     .await
     .expect(200);

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::both;
 use crate::common::*;
 
-fn archiving(db: &TestDb, embedded: bool) -> logdog::config::Config {
+pub(crate) fn archiving(db: &TestDb, embedded: bool) -> logdog::config::Config {
     let mut config = db.config();
     config.archival.embedded_archivist = embedded;
     config.archival.complete_delay = logdog::config::secs(0.1);
@@ -25,8 +25,8 @@ fn archiving(db: &TestDb, embedded: bool) -> logdog::config::Config {
 }
 
 /// Waits until the stream's archival is one of `states`; returns the stream.
-async fn archived(c: &Client, path: &str, states: &[&str]) -> Value {
-    for _ in 0..200 {
+pub(crate) async fn archived(c: &Client, path: &str, states: &[&str]) -> Value {
+    for _ in 0..600 {
         let s = c.load(path).await.expect(200).clone();
         if states.iter().any(|st| s["state"]["archival"] == *st) {
             return s;
@@ -116,28 +116,72 @@ async fn replay(server: &TestServer, path: &str) -> (Vec<u64>, Value) {
     (idx, last)
 }
 
-async fn archived_streams_read_exactly_as_before(db: TestDb) {
-    let mut config = archiving(&db, true);
-    config.archival.complete_delay = logdog::config::secs(1.0);
-    let server = TestServer::start(config);
+/// A 1,300-entry stream (two lines an entry) read through every route before and after
+/// archival (which `server` must run about a second after termination): the same
+/// answers, the same replay, the same followed text. Returns the archived stream.
+pub(crate) async fn reads_the_same_after_archival(
+    server: &TestServer,
+    db: &TestDb,
+    prefix: &str,
+) -> Value {
     let c = server.client("p");
-    let secret = c.text_stream("arc", "s").await;
+    let path = format!("{prefix}/+/s");
+    let path = path.as_str();
+    let secret = c.text_stream(prefix, "s").await;
     for b in 0..10u64 {
         let e: Vec<Value> = (b * 130..(b + 1) * 130)
             .map(|i| json!({"stream_index": i, "time_offset": i as f64 / 1000.0, "text": {"lines": [format!("line {i}"), {"value": "cont", "delimiter": ""}]}}))
             .collect();
-        c.append("arc/+/s", &secret, json!(e)).await.expect(200);
+        c.append(path, &secret, json!(e)).await.expect(200);
     }
-    c.terminate("arc/+/s", &secret, json!({})).await.expect(200);
-    let before = every_read(&server, &c, "arc/+/s").await;
-    let s = archived(&c, "arc/+/s", &["complete"]).await;
+    c.terminate(path, &secret, json!({})).await.expect(200);
+    let before = every_read(server, &c, path).await;
+    let s = archived(&c, path, &["complete"]).await;
     assert_eq!(s["state"]["status"], "archived");
     assert_eq!(s["state"]["archive"]["log_entry_count"], 1300);
     assert_eq!(s["state"]["next_sequence"], 2600, "two lines an entry");
     assert!(
-        stored_entries(&db.url, "p", "arc/+/s").is_empty(),
+        stored_entries(&db.url, "p", path).is_empty(),
         "intermediate data released"
     );
+    // The stored row keeps the line count with no chunks left (Query reads rows).
+    let q = c
+        .raw(
+            Method::GET,
+            &c.url(&format!("streams?prefix={prefix}")),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(q.expect(200)["streams"][0]["state"]["next_sequence"], 2600);
+    let after = every_read(server, &c, path).await;
+    assert_eq!(
+        after, before,
+        "every read route returns the same from the archive"
+    );
+    let (idx, last) = replay(server, path).await;
+    assert_eq!(idx, (0..1300).collect::<Vec<_>>());
+    assert_eq!(last, json!({"type": "end", "terminal_index": 1299}));
+    let follow = c
+        .text(format!("{}/logs/p/{path}?follow=true", server.base()))
+        .await;
+    assert_eq!(
+        follow,
+        before[6]["text"].as_str().unwrap(),
+        "follow returns the same text"
+    );
+    c.append(path, &secret, lines(1300, 1301))
+        .await
+        .expect_error(409, "conflict");
+    s
+}
+
+async fn archived_streams_read_exactly_as_before(db: TestDb) {
+    let mut config = archiving(&db, true);
+    config.archival.complete_delay = logdog::config::secs(1.0);
+    let server = TestServer::start(config);
+    let s = reads_the_same_after_archival(&server, &db, "arc").await;
     let stream_file = s["state"]["archive"]["stream_url"]
         .as_str()
         .unwrap()
@@ -145,39 +189,10 @@ async fn archived_streams_read_exactly_as_before(db: TestDb) {
         .unwrap()
         .to_owned();
     assert_eq!(&std::fs::read(&stream_file).unwrap()[..8], b"LDARCH01");
-    // The stored row keeps the line count with no chunks left (Query reads rows).
-    let q = c
-        .raw(
-            Method::GET,
-            &c.url("streams?prefix=arc"),
-            None,
-            None,
-            vec![],
-        )
-        .await;
-    assert_eq!(q.expect(200)["streams"][0]["state"]["next_sequence"], 2600);
-    let after = every_read(&server, &c, "arc/+/s").await;
-    assert_eq!(
-        after, before,
-        "every read route returns the same from the archive"
-    );
-    let (idx, last) = replay(&server, "arc/+/s").await;
-    assert_eq!(idx, (0..1300).collect::<Vec<_>>());
-    assert_eq!(last, json!({"type": "end", "terminal_index": 1299}));
-    let follow = c
-        .text(format!("{}/logs/p/arc/+/s?follow=true", server.base()))
-        .await;
-    assert_eq!(
-        follow,
-        before[6]["text"].as_str().unwrap(),
-        "follow returns the same text"
-    );
-    c.append("arc/+/s", &secret, lines(1300, 1301))
-        .await
-        .expect_error(409, "conflict");
     // Deleting the prefix removes the archive too.
-    let d = c.delete("prefixes/arc").await;
+    let d = server.client("p").delete("prefixes/arc").await;
     assert_eq!(d.status.as_u16(), 204);
+    server.deletions_done().await;
     assert!(!std::path::Path::new(&stream_file).exists());
     server.stop().await;
 }
@@ -317,3 +332,109 @@ async fn a_failing_destination_is_retried_then_failed(db: TestDb) {
     server.stop().await;
 }
 both!(a_failing_destination_is_retried_then_failed);
+
+/// A local directory cannot sign: the archive's URLs are the coordinator's own route,
+/// which serves each object (and one byte range of it); `logdog cat` reads Get pages.
+async fn archive_objects_download_through_the_coordinator(db: TestDb) {
+    let server = TestServer::start(archiving(&db, true));
+    let c = server.client("p");
+    let secret = c.text_stream("dl", "s").await;
+    c.append("dl/+/s", &secret, lines(0, 30)).await.expect(200);
+    c.register("dl/+/open", &secret, json!({}))
+        .await
+        .expect(201);
+    c.terminate("dl/+/s", &secret, json!({})).await.expect(200);
+    let s = archived(&c, "dl/+/s", &["complete"]).await;
+    let a = c
+        .raw(
+            Method::GET,
+            &c.url("archive-urls/dl/+/s"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    let own = |file: &str| {
+        format!(
+            "{}/api/v1/projects/p/archive/dl/+/s?file={file}",
+            server.base()
+        )
+    };
+    assert_eq!(
+        a.expect(200),
+        &json!({"project": "p", "path": "dl/+/s", "signed": false, "expires_at": null,
+                "stream_url": own("entries"), "index_url": own("index"), "data_url": own("data"),
+                "log_entry_count": 30, "complete": true})
+    );
+    for (field, file) in [
+        ("stream_url", "entries"),
+        ("index_url", "index"),
+        ("data_url", "data"),
+    ] {
+        let on_disk = std::fs::read(
+            s["state"]["archive"][field]
+                .as_str()
+                .unwrap()
+                .strip_prefix("file://")
+                .unwrap(),
+        )
+        .unwrap();
+        let res = c.http.get(own(file)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{file}");
+        assert_eq!(res.headers()["accept-ranges"], "bytes");
+        assert_eq!(
+            res.headers()["content-length"],
+            on_disk.len().to_string().as_str()
+        );
+        assert_eq!(res.bytes().await.unwrap(), on_disk, "{file}");
+    }
+    let ranged = |range: &'static str, file: &'static str| {
+        let req = c.http.get(own(file)).header("range", range);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let cr = res
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, cr, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, cr, body) = ranged("bytes=0-7", "entries").await;
+    assert_eq!((status, &body[..]), (206, &b"LDARCH01"[..]));
+    assert!(cr.unwrap().starts_with("bytes 0-7/"));
+    let data_len = (0..30).map(|i| format!("line {i}\n").len()).sum::<usize>();
+    let (status, cr, body) = ranged("bytes=-8", "data").await;
+    assert_eq!((status, &body[..]), (206, &b"line 29\n"[..]));
+    assert_eq!(
+        cr.unwrap(),
+        format!("bytes {}-{}/{data_len}", data_len - 8, data_len - 1)
+    );
+    let (status, cr, body) = ranged("bytes=99999-", "data").await;
+    assert_eq!((status, cr, body.len()), (200, None, data_len), "ignored");
+    for (q, status, code) in [
+        ("archive/dl/+/s", 400, "invalid_argument"),
+        ("archive/dl/+/s?file=secrets", 400, "invalid_argument"),
+        ("archive/dl/+/open?file=data", 412, "failed_precondition"),
+        ("archive/dl/+/nope?file=data", 404, "not_found"),
+        ("archive-urls/dl/+/open", 412, "failed_precondition"),
+    ] {
+        c.raw(Method::GET, &c.url(q), None, None, vec![])
+            .await
+            .expect_error(status, code);
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+        .args(["cat", "p/dl/+/s"])
+        .env("LOGDOG_COORDINATOR", server.base())
+        .env_remove("LOGDOG_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        (0..30).map(|i| format!("line {i}\n")).collect::<String>()
+    );
+    server.stop().await;
+}
+both!(archive_objects_download_through_the_coordinator);

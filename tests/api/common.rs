@@ -129,6 +129,18 @@ impl TestServer {
     }
 
     /// The current value of a Prometheus metric without labels, from `/metrics`.
+    /// Waits until no archive deletion is queued (purge and DeletePrefix remove archive
+    /// objects in the background).
+    pub async fn deletions_done(&self) {
+        for _ in 0..300 {
+            if self.metric("logdog_archive_deletions_pending").await == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("archive deletions still pending after 30 s");
+    }
+
     pub async fn metric(&self, name: &str) -> i64 {
         let text = self
             .client("p")
@@ -396,7 +408,7 @@ pub fn private_project(mut config: Config, token: &str, role: &str) -> Config {
 
 /// Writes an archive of text entries `0..count` for (project, id, lease) into the test
 /// server's archive directory, as the archivist would.
-pub fn write_archive(
+pub async fn write_archive(
     db: &TestDb,
     project: &str,
     id: &str,
@@ -404,38 +416,36 @@ pub fn write_archive(
     count: u64,
 ) -> logdog::archive::Written {
     let store = logdog::archive::ArchiveStore::open(&db.config().archive).unwrap();
+    write_archive_in(&store, project, id, lease, count).await
+}
+
+/// `write_archive` into `store`.
+pub async fn write_archive_in(
+    store: &logdog::archive::ArchiveStore,
+    project: &str,
+    id: &str,
+    lease: &str,
+    count: u64,
+) -> logdog::archive::Written {
     let descriptor = logdog_schema::wire::DescriptorRequest::default()
         .resolve(0)
         .unwrap();
-    // The writer is async; callers are plain functions inside the test's runtime, so it
-    // runs on a runtime of its own, on a thread of its own.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                let mut w = store
-                    .writer(project, id, lease, &descriptor, (10, 1 << 20))
-                    .await
-                    .unwrap();
-                for i in 0..count {
-                    w.push(&logdog_schema::wire::Entry {
-                        stream_index: i,
-                        prefix_index: None,
-                        sequence: i,
-                        time_offset_us: 0,
-                        content: logdog_schema::wire::Content::Text(vec![
-                            logdog_schema::wire::Line {
-                                value: format!("line {i}"),
-                                delimiter: logdog_schema::wire::Delimiter::Lf,
-                            },
-                        ]),
-                    })
-                    .unwrap();
-                }
-                w.finish().await.unwrap()
-            })
+    let mut w = store
+        .writer(project, id, lease, &descriptor, (10, 1 << 20))
+        .await
+        .unwrap();
+    for i in 0..count {
+        w.push(&logdog_schema::wire::Entry {
+            stream_index: i,
+            prefix_index: None,
+            sequence: i,
+            time_offset_us: 0,
+            content: logdog_schema::wire::Content::Text(vec![logdog_schema::wire::Line {
+                value: format!("line {i}"),
+                delimiter: logdog_schema::wire::Delimiter::Lf,
+            }]),
         })
-        .join()
-        .unwrap()
-    })
+        .unwrap();
+    }
+    w.finish().await.unwrap()
 }

@@ -191,13 +191,13 @@ async fn bad_archive_reports_change_nothing(db: TestDb) {
     );
     let before = stored_entries(&db.url, "p", "bad/+/s");
     assert_eq!(before.len(), 5);
-    let good = write_archive(&db, project, id, lease_id, 5);
+    let good = write_archive(&db, project, id, lease_id, 5).await;
     let report = |w: &logdog::archive::Written| -> Value {
         json!({"lease_id": lease_id, "terminal_index": 4, "log_entry_count": w.log_entry_count,
                "stream_url": w.stream_url, "stream_size": w.stream_size, "index_url": w.index_url,
                "index_size": w.index_size, "data_url": w.data_url, "data_size": w.data_size})
     };
-    let elsewhere = write_archive(&db, project, id, "another-lease", 5);
+    let elsewhere = write_archive(&db, project, id, "another-lease", 5).await;
     let passwd = logdog::archive::Written {
         stream_url: "file:///etc/passwd".into(),
         ..good.clone()

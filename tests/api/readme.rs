@@ -197,7 +197,7 @@ fn migrate_command_prepares_a_database() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 migration(s) applied"));
     let again = Command::new(env!("CARGO_BIN_EXE_logdog"))
         .args(["migrate", "--database", db.to_str().unwrap()])
         .output()
@@ -395,4 +395,90 @@ async fn readme_cli_examples_work() {
         "pipe_file streams the file exactly"
     );
     server.stop().await;
+}
+
+/// The "Archives in S3" section, run by bash as written (SeaweedFS's `weed mini` and
+/// `logdog serve`, on a free S3 port): a stream written to that coordinator is archived
+/// into the `logs` bucket and reads back from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_s3), ignore = "needs LOGDOG_TEST_WEED (SeaweedFS)")]
+async fn readme_s3_example_archives_to_seaweedfs() {
+    use std::os::unix::process::CommandExt as _;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = tested_blocks(&readme, "tested: s3")
+        .pop()
+        .expect("README shows S3 archives");
+    let weed = std::env::var("LOGDOG_TEST_WEED").expect("LOGDOG_TEST_WEED names weed");
+    let (s3, port) = (free_port(), free_port());
+    assert!(
+        block.contains("weed mini") && block.contains("-s3.port=8333"),
+        "{block}"
+    );
+    let script = format!(
+        "set -euo pipefail\n{}",
+        block
+            .replace("weed mini", &format!("{weed} mini"))
+            .replace("8333", &s3.to_string())
+            .replace(
+                "cargo run --release --",
+                &format!("{} ", env!("CARGO_BIN_EXE_logdog"))
+            )
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(cwd.path())
+        .env("LOGDOG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("LOGDOG_ARCHIVAL_COMPLETE_DELAY", "0.1")
+        .env("LOGDOG_ARCHIVAL_RETRY_DELAY", "0.5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            unsafe {
+                libc::kill(-(self.0 as i32), libc::SIGKILL);
+            }
+        }
+    }
+    let _group = Group(child.id());
+    let _child = Guard(Some(child));
+    let base = format!("http://127.0.0.1:{port}");
+    let c = crate::common::Client::new(&base, "p");
+    let mut ready = false;
+    for _ in 0..1200 {
+        if c.http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ready,
+        "the README's SeaweedFS and coordinator did not come up"
+    );
+    let secret = c.text_stream("readme", "s").await;
+    c.append("readme/+/s", &secret, crate::common::lines(0, 30))
+        .await
+        .expect(200);
+    c.terminate("readme/+/s", &secret, serde_json::json!({}))
+        .await
+        .expect(200);
+    let s = crate::archivist::archived(&c, "readme/+/s", &["complete"]).await;
+    let url = s["state"]["archive"]["stream_url"].as_str().unwrap();
+    assert!(url.starts_with("s3://logs/archive/p/"), "{url}");
+    assert_eq!(
+        c.text(c.url("logs/readme/+/s?format=text")).await,
+        (0..30).map(|i| format!("line {i}\n")).collect::<String>()
+    );
 }

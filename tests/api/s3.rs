@@ -40,6 +40,8 @@ const SECRET: &str = "logdog-test-secret";
 struct Weed {
     child: Child,
     s3: u16,
+    /// The program and its arguments, to start it again on the same ports and data.
+    command: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,46 +72,48 @@ impl Weed {
         let (master, volume, filer, s3) = (weed_port(), weed_port(), weed_port(), weed_port());
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        use std::os::unix::process::CommandExt as _;
-        let child = Command::new(weed)
-            .args([
-                "server",
-                &format!("-dir={}", data.display()),
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                &format!("-master.port={master}"),
-                &format!("-volume.port={volume}"),
-                "-filer",
-                &format!("-filer.port={filer}"),
-                "-s3",
-                &format!("-s3.port={s3}"),
-                &format!("-s3.config={}", config.display()),
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                "-master.telemetry=false",
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=0",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("starting weed");
+        let mut command = vec![weed];
+        command.extend([
+            "server".to_owned(),
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-master.port={master}"),
+            format!("-volume.port={volume}"),
+            "-filer".into(),
+            format!("-filer.port={filer}"),
+            "-s3".into(),
+            format!("-s3.port={s3}"),
+            format!("-s3.config={}", config.display()),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            "-master.telemetry=false".into(),
+            "-master.volumeSizeLimitMB=64".into(),
+            "-volume.max=0".into(),
+        ]);
+        let child = spawn(&command, dir.path());
         let w = Weed {
             child,
             s3,
+            command,
             _dir: dir,
         };
+        w.wait_ready();
+        w
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if healthy(s3) {
-                break;
-            }
+        while !healthy(self.s3) {
             assert!(Instant::now() < deadline, "SeaweedFS did not become ready");
             std::thread::sleep(Duration::from_millis(100));
         }
-        w
+    }
+
+    /// Starts the killed server again, on the same ports and data.
+    fn restart(&mut self) {
+        self.child = spawn(&self.command, self._dir.path());
+        self.wait_ready();
     }
 
     fn endpoint(&self) -> String {
@@ -138,6 +142,18 @@ impl Weed {
         }
         let _ = self.child.wait();
     }
+}
+
+fn spawn(command: &[String], dir: &std::path::Path) -> Child {
+    use std::os::unix::process::CommandExt as _;
+    Command::new(&command[0])
+        .args(&command[1..])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("starting weed")
 }
 
 /// `GET /healthz` answers 200.
@@ -172,17 +188,6 @@ fn store(weed: &Weed) -> logdog::archive::ArchiveStore {
         .clone()
 }
 
-/// The first `count` entries of a 3,000-entry stream.
-fn first(count: usize) -> logdog_schema::store::ReadRange {
-    logdog_schema::store::ReadRange {
-        from: 0,
-        end: 3000,
-        count,
-        bytes: u64::MAX,
-        contiguous: true,
-    }
-}
-
 async fn archived(c: &Client, path: &str) -> Value {
     for _ in 0..400 {
         let s = c.load(path).await.expect(200).clone();
@@ -194,99 +199,473 @@ async fn archived(c: &Client, path: &str) -> Value {
     panic!("{path} was not archived: {}", c.load(path).await.body);
 }
 
-/// A stream archived to S3 reads back exactly, from the middle, in every form; its
-/// objects are this lease's, and DeletePrefix removes them.
-async fn archives_go_to_s3_and_read_back(db: TestDb) {
-    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
-    let mut config = db.config();
+/// The archiving config of `crate::archivist`, with the archive in `weed`.
+fn s3_archiving(db: &TestDb, weed: &Weed, embedded: bool) -> logdog::config::Config {
+    let mut config = crate::archivist::archiving(db, embedded);
     weed.configure(&mut config);
-    config.archival.complete_delay = logdog::config::secs(0.1);
-    config.archival.embedded_archivist = true;
-    config.archival.index_entries = 100;
+    config
+}
+
+/// Every byte of the object at `url` (one of `store`'s).
+async fn object(store: &logdog::archive::ArchiveStore, url: &str) -> Vec<u8> {
+    use futures::TryStreamExt as _;
+    let size = store.size(url).await.unwrap();
+    let parts: Vec<bytes::Bytes> = store
+        .object(url, 0..size)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    parts.concat()
+}
+
+/// The URLs of an archive object of the stream JSON `s`.
+fn archive_urls(s: &Value) -> [String; 3] {
+    ["stream_url", "index_url", "data_url"]
+        .map(|f| s["state"]["archive"][f].as_str().unwrap().to_owned())
+}
+
+/// A 1,300-entry stream reads the same through every route before and after archival to
+/// S3; its objects are this stream's and lease's; DeletePrefix removes them.
+async fn a_stream_reads_the_same_before_and_after_archival_to_s3(db: TestDb) {
+    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = s3_archiving(&db, &weed, true);
+    config.archival.complete_delay = logdog::config::secs(1.0);
     let server = TestServer::start(config);
-    let c = server.client("p");
-    let secret = c.text_stream("s3", "s").await;
-    for first in (0..3000).step_by(1000) {
-        c.append("s3/+/s", &secret, lines(first, first + 1000))
-            .await
-            .expect(200);
-    }
-    c.terminate("s3/+/s", &secret, json!({})).await.expect(200);
-    let s = archived(&c, "s3/+/s").await;
-    let archive = &s["state"]["archive"];
-    assert_eq!(archive["log_entry_count"], 3000);
-    let url = archive["stream_url"].as_str().unwrap();
-    assert!(
-        url.starts_with(&format!(
+    let s = crate::archivist::reads_the_same_after_archival(&server, &db, "arc").await;
+    let urls = archive_urls(&s);
+    let lease = urls[0]
+        .strip_prefix(&format!(
             "s3://logs/archive/p/{}/",
             s["id"].as_str().unwrap()
-        )) && url.ends_with("/entries"),
-        "{url}"
-    );
-    // Get from the middle: the index is read, then one ranged read from there.
+        ))
+        .and_then(|r| r.strip_suffix("/entries"))
+        .unwrap_or_else(|| panic!("{}", urls[0]));
+    for (url, file) in urls.iter().zip(["entries", "index", "data"]) {
+        assert!(url.ends_with(&format!("/{lease}/{file}")), "{url}");
+    }
+    let store = store(&weed);
+    assert_eq!(&object(&store, &urls[0]).await[..8], b"LDARCH01");
+    let c = server.client("p");
+    assert_eq!(c.delete("prefixes/arc").await.status.as_u16(), 204);
+    server.deletions_done().await;
+    for url in &urls {
+        assert!(
+            matches!(store.size(url).await, Err(logdog::archive::ArchiveError::Corrupt(m)) if m.contains("missing")),
+            "{url} is deleted"
+        );
+    }
+    server.stop().await;
+}
+with_s3!(a_stream_reads_the_same_before_and_after_archival_to_s3);
+
+/// A Get from the middle of a big archived stream reads the index and one page's worth
+/// of the entries object, not the archive from its start.
+async fn a_get_from_the_middle_reads_only_the_middle(db: TestDb) {
+    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = s3_archiving(&db, &weed, true);
+    config.archival.index_entries = 1000;
+    // Writing 100,000 entries takes longer than the suite's half-second pessimistic delay.
+    config.archival.pessimistic_delay = logdog::config::secs(600.0);
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("big", "s").await;
+    let pad = "x".repeat(90);
+    for b in 0..100u64 {
+        let e: Vec<Value> = (b * 1000..(b + 1) * 1000)
+            .map(|i| json!({"stream_index": i, "text": {"lines": [format!("{i:08} {pad}")]}}))
+            .collect();
+        c.append("big/+/s", &secret, json!(e)).await.expect(200);
+    }
+    c.terminate("big/+/s", &secret, json!({})).await.expect(200);
+    let s = crate::archivist::archived(&c, "big/+/s", &["complete"]).await;
+    let [entries_url, ..] = archive_urls(&s);
+    let size = store(&weed).size(&entries_url).await.unwrap();
+    assert!(size > 10_000_000, "{size}");
+    let before = server.metric("logdog_archive_read_bytes_total").await;
     let a = c
         .raw(
             Method::GET,
-            &c.url("logs/s3/+/s?index=2345&count=3"),
+            &c.url("logs/big/+/s?index=54321&count=3"),
             None,
             None,
             vec![],
         )
         .await;
-    let entries = a.expect(200)["entries"].as_array().unwrap().clone();
-    assert_eq!(
-        entries
-            .iter()
-            .map(|e| e["text"]["lines"][0]["value"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>(),
-        ["line 2345", "line 2346", "line 2347"]
-    );
-    assert_eq!(a.body["next_index"], 2348);
-    let text = c
-        .http
-        .get(c.url("logs/s3/+/s?format=text&index=2998"))
-        .send()
-        .await
+    let got: Vec<_> = a.expect(200)["entries"]
+        .as_array()
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(text, "line 2998\nline 2999\n");
-    // The objects are there, under this stream's id and lease.
-    let store = store(&weed);
-    let written = logdog::archive::Written {
-        stream_url: archive["stream_url"].as_str().unwrap().into(),
-        stream_size: 0,
-        index_url: archive["index_url"].as_str().unwrap().into(),
-        index_size: 0,
-        data_url: archive["data_url"].as_str().unwrap().into(),
-        data_size: 0,
-        log_entry_count: 3000,
-    };
-    let got = store
-        .read_entries(&written.stream_url, &written.index_url, first(5000))
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 3000);
-    // DeletePrefix removes the stream and its objects.
-    let admin = server.client("p");
-    admin
-        .raw(
-            Method::DELETE,
-            &admin.url("prefixes/s3"),
-            None,
-            None,
-            vec![],
-        )
-        .await
-        .expect(204);
-    let gone = store
-        .read_entries(&written.stream_url, &written.index_url, first(1))
-        .await;
-    assert!(gone.is_err(), "the objects are deleted");
+        .iter()
+        .map(|e| e["text"]["lines"][0]["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, [54321, 54322, 54323].map(|i| format!("{i:08} {pad}")));
+    let read = server.metric("logdog_archive_read_bytes_total").await - before;
+    // The index (100 records of 16 bytes) and what one ranged read delivered before the
+    // page was full: far from the 10 MB before entry 54,321.
+    assert!(read > 0 && read < 1_000_000, "read {read} of {size} bytes");
     server.stop().await;
 }
-with_s3!(archives_go_to_s3_and_read_back);
+with_s3!(a_get_from_the_middle_reads_only_the_middle);
+
+/// Signed URLs of the three objects download the same bytes as the coordinator's route
+/// and the store itself, with plain curl and no token; `logdog cat` reads from them
+/// without passing the entries through the coordinator.
+async fn signed_urls_download_the_archive(db: TestDb) {
+    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = s3_archiving(&db, &weed, true);
+    // sig/+/open stays unarchived for the test's 412.
+    config.archival.pessimistic_delay = logdog::config::secs(600.0);
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("sig", "s").await;
+    c.append("sig/+/s", &secret, lines(0, 1300))
+        .await
+        .expect(200);
+    c.register("sig/+/open", &secret, json!({}))
+        .await
+        .expect(201);
+    c.terminate("sig/+/s", &secret, json!({})).await.expect(200);
+    let s = crate::archivist::archived(&c, "sig/+/s", &["complete"]).await;
+    let get = |q: &str| {
+        let url = c.url(q);
+        let c = c.clone();
+        async move { c.raw(Method::GET, &url, None, None, vec![]).await }
+    };
+    get("archive-urls/sig/+/open")
+        .await
+        .expect_error(412, "failed_precondition");
+    get("archive-urls/sig/+/s?expires=0")
+        .await
+        .expect_error(400, "invalid_argument");
+    get("archive-urls/sig/+/s?expires=604801")
+        .await
+        .expect_error(400, "invalid_argument");
+    let a = get("archive-urls/sig/+/s?expires=600").await;
+    let urls = a.expect(200).clone();
+    assert_eq!(urls["signed"], true);
+    assert_eq!(urls["log_entry_count"], 1300);
+    assert_eq!(urls["complete"], true);
+    assert_eq!(urls["path"], "sig/+/s");
+    assert!(urls["expires_at"].as_str().unwrap().ends_with('Z'));
+    let store = store(&weed);
+    let stored = archive_urls(&s);
+    for ((field, file), stored) in [
+        ("stream_url", "entries"),
+        ("index_url", "index"),
+        ("data_url", "data"),
+    ]
+    .into_iter()
+    .zip(&stored)
+    {
+        let url = urls[field].as_str().unwrap();
+        assert!(
+            url.starts_with(&weed.endpoint())
+                && url.contains("X-Amz-Signature=")
+                && url.contains("X-Amz-Expires=600"),
+            "{url}"
+        );
+        let curl = std::process::Command::new("curl")
+            .args(["-sSf", url])
+            .output()
+            .unwrap();
+        assert!(
+            curl.status.success(),
+            "{}",
+            String::from_utf8_lossy(&curl.stderr)
+        );
+        let direct = object(&store, stored).await;
+        assert_eq!(curl.stdout, direct, "{file}: curl");
+        let routed = c
+            .http
+            .get(c.url(&format!("archive/sig/+/s?file={file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(routed.status(), 200);
+        assert_eq!(routed.bytes().await.unwrap(), direct, "{file}: the route");
+        // A tampered signature is refused by the store.
+        let forged = url.replace("X-Amz-Expires=600", "X-Amz-Expires=6000");
+        let curl = std::process::Command::new("curl")
+            .args(["-sSf", "-o", "/dev/null", &forged])
+            .output()
+            .unwrap();
+        assert!(!curl.status.success(), "{file}: a forged URL");
+    }
+    let text = c.text(c.url("logs/sig/+/s?format=text")).await;
+    assert_eq!(
+        text,
+        (0..1300).map(|i| format!("line {i}\n")).collect::<String>()
+    );
+    let data = std::process::Command::new("curl")
+        .args(["-sSf", urls["data_url"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(data.stdout).unwrap(),
+        text,
+        "data is the text"
+    );
+    // logdog cat: the entries straight from the store.
+    let before = server.metric("logdog_archive_read_bytes_total").await;
+    for (from, expected) in [
+        (0, &text[..]),
+        (1234, &text[text.find("line 1234\n").unwrap()..]),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_logdog"))
+            .args(["cat", "--from", &from.to_string(), "p/sig/+/s"])
+            .env("LOGDOG_COORDINATOR", server.base())
+            .env_remove("LOGDOG_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expected,
+            "cat --from {from}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no fallback");
+    }
+    assert_eq!(
+        server.metric("logdog_archive_read_bytes_total").await,
+        before,
+        "cat read nothing through the coordinator"
+    );
+    server.stop().await;
+}
+with_s3!(signed_urls_download_the_archive);
+
+/// The store away while a stream waits for archival: attempts fail and are retried, the
+/// entries stay readable from intermediate storage, and once the store is back the
+/// stream is archived.
+async fn archival_waits_for_a_store_that_is_away(db: TestDb) {
+    let mut weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = s3_archiving(&db, &weed, true);
+    config.archival.retry_delay = logdog::config::secs(0.3);
+    config.archival.max_attempts = 10;
+    let server = TestServer::start(config);
+    weed.kill();
+    let c = server.client("p");
+    let secret = c.text_stream("back", "s").await;
+    c.append("back/+/s", &secret, lines(0, 20))
+        .await
+        .expect(200);
+    c.terminate("back/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    // Attempts at about 0.1, 0.4, 1.0 and 2.2 s, each failing within a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = c.load("back/+/s").await.expect(200).clone();
+    assert_eq!(s["state"]["status"], "terminated", "{s}");
+    assert_eq!(s["state"]["archival"], "tasked", "{s}");
+    let a = c
+        .raw(
+            Method::GET,
+            &c.url("logs/back/+/s?index=15"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        a.expect(200)["entries"][0]["text"]["lines"][0]["value"],
+        "line 15"
+    );
+    let mut weed = tokio::task::spawn_blocking(move || {
+        weed.restart();
+        weed
+    })
+    .await
+    .unwrap();
+    let s = archived(&c, "back/+/s").await;
+    assert!(archive_urls(&s)[0].starts_with("s3://"));
+    let a = c
+        .raw(
+            Method::GET,
+            &c.url("logs/back/+/s?index=15"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        a.expect(200)["entries"][0]["text"]["lines"][0]["value"],
+        "line 15"
+    );
+    weed.kill();
+    server.stop().await;
+}
+with_s3!(archival_waits_for_a_store_that_is_away);
+
+/// A store that stays away: after `max_attempts` the stream's archival is `failed` with
+/// the store's error, and nothing was lost.
+async fn archival_fails_with_the_store_error_after_max_attempts(db: TestDb) {
+    let mut weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = s3_archiving(&db, &weed, true);
+    config.archival.max_attempts = 2;
+    let server = TestServer::start(config);
+    weed.kill();
+    let c = server.client("p");
+    let secret = c.text_stream("gone", "s").await;
+    c.append("gone/+/s", &secret, lines(0, 5)).await.expect(200);
+    c.terminate("gone/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    let s = crate::archivist::archived(&c, "gone/+/s", &["failed"]).await;
+    let error = s["state"]["archive_error"].as_str().unwrap();
+    assert!(
+        error.contains("after 2 attempts") && error.contains("archive store"),
+        "{error}"
+    );
+    let a = c
+        .raw(Method::GET, &c.url("logs/gone/+/s"), None, None, vec![])
+        .await;
+    assert_eq!(a.expect(200)["entries"].as_array().unwrap().len(), 5);
+    server.stop().await;
+}
+with_s3!(archival_fails_with_the_store_error_after_max_attempts);
+
+/// A stream with a gap is archived partial to S3 and reads back what is stored.
+async fn a_partial_archive_in_s3(db: TestDb) {
+    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let server = TestServer::start(s3_archiving(&db, &weed, true));
+    let c = server.client("p");
+    let secret = c.text_stream("pa", "gap").await;
+    c.append("pa/+/gap", &secret, lines(0, 3)).await.expect(200);
+    c.append(
+        "pa/+/gap",
+        &secret,
+        json!([{"stream_index": 5, "sequence": 5, "text": {"lines": ["five"]}}]),
+    )
+    .await
+    .expect(200);
+    c.terminate("pa/+/gap", &secret, json!({"terminal_index": 6}))
+        .await
+        .expect(200);
+    let s = crate::archivist::archived(&c, "pa/+/gap", &["partial"]).await;
+    assert_eq!(s["state"]["archive"]["log_entry_count"], 4);
+    assert_eq!(s["state"]["archive"]["complete"], false);
+    assert!(archive_urls(&s)[0].starts_with("s3://"));
+    let a = c
+        .raw(
+            Method::GET,
+            &c.url("logs/pa/+/gap?non_contiguous=true"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    let idx: Vec<u64> = a.expect(200)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, [0, 1, 2, 5]);
+    let text = c.text(c.url("logs/pa/+/gap?format=text")).await;
+    assert_eq!(text, "line 0\nline 1\nline 2\n", "contiguous by default");
+    server.stop().await;
+}
+with_s3!(a_partial_archive_in_s3);
+
+/// An archivist that published its archive and died before reporting it: the next
+/// attempt writes under its own lease, and the first attempt's objects stay exactly as
+/// they were (nothing is overwritten).
+async fn a_second_attempt_never_overwrites_the_first(db: TestDb) {
+    let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let config = s3_archiving(&db, &weed, false);
+    let server = TestServer::start(config.clone());
+    let c = server.client("p");
+    let secret = c.text_stream("dead", "s").await;
+    c.append("dead/+/s", &secret, lines(0, 50))
+        .await
+        .expect(200);
+    c.terminate("dead/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = c
+        .raw(
+            Method::POST,
+            &format!("{}/api/v1/archive-tasks/lease", server.base()),
+            None,
+            Some("application/json"),
+            br#"{"lease_seconds": 1}"#.to_vec(),
+        )
+        .await;
+    let task = a.expect(200)["tasks"][0].clone();
+    let (id, lease) = (
+        task["id"].as_str().unwrap().to_owned(),
+        task["lease_id"].as_str().unwrap().to_owned(),
+    );
+    let store = store(&weed);
+    let first = write_archive_in(&store, "p", &id, &lease, 50).await;
+    let first_bytes = [
+        object(&store, &first.stream_url).await,
+        object(&store, &first.index_url).await,
+        object(&store, &first.data_url).await,
+    ];
+    // The first archivist is gone; another takes the task once the lease lapses.
+    let mut a = logdog::server::archivist_config(
+        &config,
+        server.base(),
+        logdog::archive::Archives::open(&config).unwrap(),
+    );
+    a.lease_seconds = 2.0;
+    let worker = logdog::client::archivist::spawn(a);
+    let s = crate::archivist::archived(&c, "dead/+/s", &["complete"]).await;
+    let urls = archive_urls(&s);
+    assert!(!urls[0].contains(&lease), "{}", urls[0]);
+    assert_ne!(urls[0], first.stream_url);
+    for (url, bytes) in [&first.stream_url, &first.index_url, &first.data_url]
+        .into_iter()
+        .zip(&first_bytes)
+    {
+        assert_eq!(&object(&store, url).await, bytes, "{url} untouched");
+    }
+    let text = c.text(c.url("logs/dead/+/s?format=text")).await;
+    assert_eq!(
+        text,
+        (0..50).map(|i| format!("line {i}\n")).collect::<String>()
+    );
+    // The first lease is over: its report is refused.
+    let late = c
+        .raw(
+            Method::POST,
+            &format!(
+                "{}/api/v1/archive-tasks/{}/complete",
+                server.base(),
+                task["task_id"].as_str().unwrap()
+            ),
+            None,
+            Some("application/json"),
+            json!({"lease_id": lease, "terminal_index": 49, "log_entry_count": 50,
+                   "stream_url": first.stream_url, "stream_size": first.stream_size,
+                   "index_url": first.index_url, "index_size": first.index_size,
+                   "data_url": first.data_url, "data_size": first.data_size})
+            .to_string()
+            .into_bytes(),
+        )
+        .await;
+    assert!(
+        matches!(late.status.as_u16(), 409 | 412),
+        "{} {}",
+        late.status,
+        late.body
+    );
+    assert_eq!(
+        archive_urls(&c.load("dead/+/s").await.expect(200).clone()),
+        urls
+    );
+    worker.stop();
+    server.stop().await;
+}
+with_s3!(a_second_attempt_never_overwrites_the_first);
 
 /// The store away: reads of an archived stream answer 503 with Retry-After within
 /// seconds (never a hang, never a 500).
@@ -326,6 +705,46 @@ async fn a_store_that_is_away_is_answered_503(db: TestDb) {
     server.stop().await;
 }
 with_s3!(a_store_that_is_away_is_answered_503);
+
+/// Purge and DeletePrefix while the store is away: both answer 204, the deletions stay
+/// queued (retried, not forgotten), and once the store is back the objects are removed.
+async fn deletions_wait_for_a_store_that_is_away(db: TestDb) {
+    let mut weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
+    let mut config = s3_archiving(&db, &weed, true);
+    config.archival.retry_delay = logdog::config::secs(0.2);
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let mut urls = Vec::new();
+    for prefix in ["pg", "dp"] {
+        let secret = c.text_stream(prefix, "s").await;
+        let path = format!("{prefix}/+/s");
+        c.append(&path, &secret, lines(0, 20)).await.expect(200);
+        c.terminate(&path, &secret, json!({})).await.expect(200);
+        urls.extend(archive_urls(&archived(&c, &path).await));
+    }
+    let store = store(&weed);
+    weed.kill();
+    assert_eq!(c.delete("streams/pg/+/s").await.status.as_u16(), 204);
+    assert_eq!(c.delete("prefixes/dp").await.status.as_u16(), 204);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.metric("logdog_archive_deletions_pending").await, 2);
+    // Every attempt so far failed; the queue still holds both. The store comes back.
+    let _weed = tokio::task::spawn_blocking(move || {
+        weed.restart();
+        weed
+    })
+    .await
+    .unwrap();
+    server.deletions_done().await;
+    for url in &urls {
+        assert!(
+            matches!(store.size(url).await, Err(logdog::archive::ArchiveError::Corrupt(m)) if m.contains("missing")),
+            "{url} is deleted"
+        );
+    }
+    server.stop().await;
+}
+with_s3!(deletions_wait_for_a_store_that_is_away);
 
 /// A project's own `archive`: its streams go to S3 while the others stay in the local
 /// directory, and each reads back from where it went.

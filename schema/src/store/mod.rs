@@ -23,6 +23,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
 mod chunks;
 mod databases;
+mod deletions;
 mod long_keys;
 mod prefixes;
 mod query;
@@ -31,6 +32,7 @@ mod tasks;
 
 pub use chunks::*;
 pub use databases::*;
+pub use deletions::*;
 pub use prefixes::*;
 pub use query::*;
 pub use streams::*;
@@ -391,7 +393,7 @@ mod tests {
     fn sqlite_store_migrates_and_round_trips_a_prefix() {
         let dir = std::env::temp_dir().join(format!("logdog-store-{}", std::process::id()));
         let store = Store::open(dir.join("t.db").to_str().unwrap(), 2).unwrap();
-        assert_eq!(store.migrate().unwrap(), 2);
+        assert_eq!(store.migrate().unwrap(), 3);
         store.ready().unwrap();
         let row = PrefixRow {
             project: "p".into(),

@@ -65,6 +65,8 @@ pub fn delete_prefix(
     let ids: Vec<String> = streams_of_prefix(conn, project, prefix)
         .select(streams::id)
         .load(conn)?;
+    // Their archives go too, retried until the store has removed them.
+    super::queue_deletions(conn, project, &ids, now_us)?;
     for chunk in ids.chunks(500) {
         diesel::delete(
             stream_tags::table

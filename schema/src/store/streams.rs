@@ -64,6 +64,7 @@ pub fn purge_stream(
     diesel::update(streams::table.find((project, id)))
         .set((streams::purged.eq(true), streams::updated_us.eq(now_us)))
         .execute(conn)?;
+    super::queue_deletions(conn, project, &[id.to_owned()], now_us)?;
     diesel::delete(
         log_chunks::table
             .filter(log_chunks::project.eq(project))

@@ -245,18 +245,28 @@ pub fn encode_entries<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u
 pub fn decode_entries(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+        let Some((e, used)) = decode_record(bytes)? else {
             return Err("a record is cut short".into());
         };
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err("a record is cut short".into());
-        }
-        let (body, rest) = rest.split_at(len);
-        out.push(postcard::from_bytes(body).map_err(|e| format!("a record is not an entry: {e}"))?);
-        bytes = rest;
+        out.push(e);
+        bytes = &bytes[used..];
     }
     Ok(out)
+}
+
+/// The record at the front of `bytes` and the bytes it took; None while it is incomplete
+/// (for readers that decode as the bytes arrive).
+pub fn decode_record(bytes: &[u8]) -> Result<Option<(Entry, usize)>, String> {
+    let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Ok(None);
+    }
+    let e =
+        postcard::from_bytes(&rest[..len]).map_err(|e| format!("a record is not an entry: {e}"))?;
+    Ok(Some((e, 4 + len)))
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@ use super::blocking;
 use super::{authorize, load, params, stream_path, Authorized, Caller, State};
 use crate::errors::ApiError;
 
+mod archive;
 mod query;
 mod text;
 
+pub use archive::*;
 pub use query::*;
 pub use text::*;
 

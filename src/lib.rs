@@ -15,6 +15,7 @@
 pub mod archive;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod http;

@@ -44,6 +44,8 @@ pub struct Started {
     /// The address actually bound (port 0 resolved).
     pub addr: SocketAddr,
     pub server: actix_web::dev::Server,
+    /// This node's cluster membership, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Membership>>,
     pub directory: Directory,
     /// The embedded archivist, when configured.
     pub archivist: Option<ArchivistHandle>,
@@ -87,9 +89,13 @@ impl Started {
             server,
             directory,
             archivist,
+            cluster,
             ..
         } = self;
         let result = server.await;
+        if let Some(m) = cluster {
+            m.leave().await;
+        }
         if let Some(a) = archivist {
             a.stop();
         }
@@ -163,6 +169,10 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     .await??;
     let archive =
         open_archive(&config).with_context(|| format!("opening archive {:?}", config.archive))?;
+    let cluster = match config.cluster.enabled() {
+        true => Some(crate::cluster::Membership::join(store.clone(), &config.cluster).await?),
+        false => None,
+    };
     let prometheus = prometheus::Registry::new();
     let actor_metrics = ActorMetrics::new(&prometheus);
     let writer = Writer::start(store.clone(), actor_metrics.clone());
@@ -211,7 +221,11 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         config.archival.retry_delay,
         shutdown.subscribe(),
     );
+    if let Some(m) = &cluster {
+        m.spawn_heartbeat(shutdown.subscribe());
+    }
     let state = web::Data::new(AppState {
+        cluster: cluster.clone(),
         auth,
         rates,
         archive,
@@ -237,6 +251,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     Ok(Started {
         addr,
         server,
+        cluster,
         directory,
         archivist,
         dispatcher,

@@ -86,7 +86,8 @@ impl Config {
             ConfigError(format!("{at}{e}"))
         })?;
         config.apply_env(env)?;
-        config.validate_at(&src)?;
+        // The database may still change by flag: its backend is checked by `validate`.
+        config.validate_at(&src, false)?;
         Ok(config)
     }
 
@@ -153,13 +154,80 @@ impl Config {
 
     /// Checks values the types cannot; used after flags are applied too.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_at(&Source {
-            file: None,
-            text: "",
-        })
+        self.validate_at(
+            &Source {
+                file: None,
+                text: "",
+            },
+            true,
+        )
     }
 
-    fn validate_at(&self, src: &Source) -> Result<(), ConfigError> {
+    /// `[cluster]`, when it is on: PostgreSQL only, a URL to advertise, a real secret,
+    /// and a node timeout that outlasts a few missed heartbeats.
+    fn validate_cluster(
+        &self,
+        bad: &dyn Fn(&str, usize, String) -> Result<(), ConfigError>,
+        complete: bool,
+    ) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let postgres = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|p| self.database.starts_with(p));
+        if complete && !postgres {
+            return bad(
+                "cluster.advertise",
+                0,
+                format!(
+                    "cluster mode needs PostgreSQL (database = {:?} is SQLite, which serves one node): set database to a postgres:// URL, or remove [cluster] to run a single node",
+                    self.database
+                ),
+            );
+        }
+        let url_ok = ["http://", "https://"].iter().any(|p| {
+            c.advertise
+                .strip_prefix(p)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        });
+        if !url_ok {
+            return bad(
+                "cluster.advertise",
+                0,
+                format!(
+                    "{:?} is not a URL like http://10.0.0.5:8080 (how the other nodes reach this one, no path)",
+                    c.advertise
+                ),
+            );
+        }
+        if c.secret.len() < 16 {
+            return bad(
+                "cluster.secret",
+                0,
+                "must be at least 16 characters, the same on every node".into(),
+            );
+        }
+        if c.heartbeat_interval.is_zero() {
+            return bad(
+                "cluster.heartbeat_interval",
+                0,
+                "must be more than 0".into(),
+            );
+        }
+        if c.node_timeout < c.heartbeat_interval * 2 {
+            return bad(
+                "cluster.node_timeout",
+                0,
+                format!(
+                    "{:?} must be at least twice heartbeat_interval ({:?})",
+                    c.node_timeout, c.heartbeat_interval
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `complete`: the config is final (flags applied), so the database is known.
+    fn validate_at(&self, src: &Source, complete: bool) -> Result<(), ConfigError> {
         let bad = |key: &str, nth: usize, why: String| {
             Err(ConfigError(format!("{}: {why}", src.locate(key, nth))))
         };
@@ -235,6 +303,9 @@ impl Config {
             if v < 1 {
                 return bad(key, 0, format!("{v} must be 1 or more"));
             }
+        }
+        if self.cluster.enabled() {
+            self.validate_cluster(&bad, complete)?;
         }
         let mut seen = HashSet::new();
         for (index, p) in self.projects.iter().enumerate() {

@@ -33,6 +33,8 @@ pub struct Config {
     pub archival: ArchivalConfig,
     pub limits: Limits,
     pub websocket: WebsocketConfig,
+    /// Several coordinators on one PostgreSQL (off while `advertise` is empty).
+    pub cluster: ClusterConfig,
     pub projects: Vec<ProjectConfig>,
     pub tokens: Vec<TokenConfig>,
 }
@@ -93,6 +95,51 @@ pub struct WebsocketConfig {
     pub max_frame_bytes: usize,
 }
 
+/// Cluster mode: on when `advertise` is set, and only on PostgreSQL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How the other nodes reach this one (`http://HOST:PORT`); empty: not in a cluster.
+    pub advertise: String,
+    /// Shared by every node: authenticates node-to-node calls (at least 16 characters).
+    pub secret: String,
+    /// How often this node writes its heartbeat.
+    #[serde(with = "seconds")]
+    pub heartbeat_interval: Duration,
+    /// A node whose heartbeat is older than this is dead.
+    #[serde(with = "seconds")]
+    pub node_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.advertise.is_empty()
+    }
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("advertise", &self.advertise)
+            .field("secret", &"…")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_timeout", &self.node_timeout)
+            .finish()
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            advertise: String::new(),
+            secret: String::new(),
+            heartbeat_interval: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
@@ -151,6 +198,7 @@ impl Default for Config {
             archival: ArchivalConfig::default(),
             limits: Limits::default(),
             websocket: WebsocketConfig::default(),
+            cluster: ClusterConfig::default(),
             projects: Vec::new(),
             tokens: Vec::new(),
         }

@@ -114,3 +114,57 @@ fn errors_name_file_line_and_key() {
     let e = load_str("[limits]\nmax_viewers = \"ten\"\n", &[]).unwrap_err();
     assert!(e.0.contains("line 2") && e.0.contains("max_viewers"), "{e}");
 }
+
+#[test]
+fn cluster_settings_are_checked() {
+    let pg = "database = \"postgres://postgres@127.0.0.1/x\"\n";
+    let ok = load_str(
+        &format!(
+            "{pg}[cluster]\nadvertise = \"http://10.0.0.5:8080\"\nsecret = \"0123456789abcdef\"\n"
+        ),
+        &[("LOGDOG_CLUSTER_NODE_TIMEOUT", "5")],
+    )
+    .unwrap();
+    assert!(ok.cluster.enabled());
+    assert_eq!(ok.cluster.node_timeout, secs(5.0));
+    assert_eq!(ok.cluster.heartbeat_interval, secs(1.0));
+    ok.validate().unwrap();
+    assert!(
+        !format!("{:?}", ok.cluster).contains("0123456789abcdef"),
+        "Debug hides the secret"
+    );
+    let err = |text: &str| {
+        load_str(&format!("{pg}[cluster]\n{text}"), &[])
+            .unwrap_err()
+            .0
+    };
+    let e = err("advertise = \"10.0.0.5:8080\"\nsecret = \"0123456789abcdef\"\n");
+    assert!(
+        e.contains(":3: cluster.advertise") && e.contains("not a URL"),
+        "{e}"
+    );
+    let e = err("advertise = \"http://a:1\"\nsecret = \"short\"\n");
+    assert!(
+        e.contains(":4: cluster.secret") && e.contains("16 characters"),
+        "{e}"
+    );
+    let e =
+        err("advertise = \"http://a:1\"\nsecret = \"0123456789abcdef\"\nheartbeat_interval = 2\n");
+    assert!(
+        e.contains("cluster.node_timeout") && e.contains("twice"),
+        "{e}"
+    );
+    // On SQLite: refused once the database is final (flags applied).
+    let sqlite = load_str(
+        "[cluster]\nadvertise = \"http://a:1\"\nsecret = \"0123456789abcdef\"\n",
+        &[],
+    )
+    .unwrap();
+    let e = sqlite.validate().unwrap_err().0;
+    assert!(e.contains("cluster mode needs PostgreSQL"), "{e}");
+    // Without advertise, nothing is checked and nothing changes.
+    Config::load(None, &[("LOGDOG_CLUSTER_SECRET".into(), "x".into())])
+        .unwrap()
+        .validate()
+        .unwrap();
+}

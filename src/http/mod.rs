@@ -41,6 +41,8 @@ pub struct AppState {
     pub archive: crate::archive::Archives,
     /// Woken when purge or DeletePrefix queued archives for deletion.
     pub deleter: crate::archive::deleter::DeleterHandle,
+    /// This node's membership, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Membership>>,
     pub config: Arc<Config>,
     pub store: Store,
     pub directory: Directory,
@@ -340,6 +342,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(resource("/api/v1/config", "GET").route(web::get().to(ops::config)))
         .service(resource("/api/v1/projects", "GET").route(web::get().to(ops::projects)))
+        .service(resource("/api/v1/cluster", "GET").route(web::get().to(ops::cluster)))
         .service(
             resource("/api/v1/projects/{project}/prefixes", "POST, GET")
                 .route(web::post().to(registration::register_prefix))

@@ -53,6 +53,7 @@ impl Modify for Bearer {
         archival::renew,
         archival::complete,
         ops::config,
+        ops::cluster,
         ops::projects,
         ops::healthz,
         ops::readyz,
@@ -64,6 +65,7 @@ impl Modify for Bearer {
         webapp::asset,
     ),
     components(schemas(
+        ops::ClusterJson, ops::NodeJson,
         ErrorBody, ErrorDetail, ErrorCode, StreamJson, StreamStateJson, Descriptor,
         DescriptorRequest, StreamType, Status, Archival, ArchiveInfo, LogEntry, LineJson,
         TextJson, DataJson, DatagramJson, Partial, Delimiter, logs::LogsPage, logs::ReadFormat,

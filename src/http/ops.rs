@@ -103,9 +103,94 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
             .as_bytes(),
         );
     }
+    if let Some(m) = state.cluster.clone() {
+        use std::fmt::Write as _;
+        let mut text = format!(
+            "# HELP logdog_cluster_heartbeat_failures_total Heartbeats of this node that did not commit\n# TYPE logdog_cluster_heartbeat_failures_total counter\nlogdog_cluster_heartbeat_failures_total {}\n",
+            m.heartbeat_failures.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let timeout = m.config.node_timeout.as_micros() as i64;
+        if let Ok(Ok(rows)) = web::block(move || m.nodes()).await {
+            text.push_str("# HELP logdog_cluster_nodes Nodes of the cluster by state\n# TYPE logdog_cluster_nodes gauge\n");
+            for st in ["live", "dead", "stopped"] {
+                let n = rows
+                    .iter()
+                    .filter(|r| r.state(timeout).as_str() == st)
+                    .count();
+                let _ = writeln!(text, "logdog_cluster_nodes{{state=\"{st}\"}} {n}");
+            }
+        }
+        out.extend_from_slice(text.as_bytes());
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))
+}
+
+/// `GET /api/v1/cluster`: the coordinators sharing this database.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterJson {
+    /// The node that answered.
+    pub node_id: String,
+    pub heartbeat_interval: f64,
+    pub node_timeout: f64,
+    /// Every node row, oldest start first (dead and stopped nodes are kept for a day).
+    pub nodes: Vec<NodeJson>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeJson {
+    pub node_id: String,
+    /// How the other nodes reach it.
+    pub advertise: String,
+    /// `live`, `dead` (no heartbeat for `node_timeout`) or `stopped` (left gracefully).
+    #[schema(pattern = "^(live|dead|stopped)$")]
+    pub state: String,
+    pub started: String,
+    pub heartbeat: String,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+}
+
+/// `GET /api/v1/cluster` (service): the cluster's nodes; 412 when not in cluster mode.
+#[utoipa::path(
+    get, path = "/api/v1/cluster", tag = "Operations",
+    responses((status = 200, description = "The cluster's nodes", body = ClusterJson), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied", body = crate::errors::ErrorBody), (status = 412, description = "failed_precondition: not in cluster mode", body = crate::errors::ErrorBody), (status = 503, description = "unavailable", body = crate::errors::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn cluster(state: State, req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.require_service(&req)?;
+    let Some(m) = state.cluster.clone() else {
+        return Err(ApiError::failed_precondition(
+            "this coordinator is not in cluster mode ([cluster] advertise is not set)",
+        ));
+    };
+    let timeout = m.config.node_timeout.as_micros() as i64;
+    let rows = {
+        let m = m.clone();
+        web::block(move || m.nodes())
+            .await
+            .map_err(ApiError::internal)??
+    };
+    let nodes = rows
+        .into_iter()
+        .map(|r| NodeJson {
+            state: r.state(timeout).as_str().to_owned(),
+            started: logdog_schema::wire::format_us(r.started_us),
+            heartbeat: logdog_schema::wire::format_us(r.heartbeat_us),
+            heartbeat_age_ms: (r.now_us - r.heartbeat_us) / 1000,
+            node_id: r.node_id,
+            advertise: r.advertise,
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(ClusterJson {
+            node_id: m.node_id.clone(),
+            heartbeat_interval: m.config.heartbeat_interval.as_secs_f64(),
+            node_timeout: m.config.node_timeout.as_secs_f64(),
+            nodes,
+        }))
 }
 
 /// `GET /api/v1/config` (service): the effective public config, without tokens.

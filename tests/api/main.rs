@@ -8,6 +8,7 @@ mod archivist;
 mod auth;
 mod browser;
 mod cli;
+mod cluster;
 mod concurrency;
 mod errors;
 mod hardening;

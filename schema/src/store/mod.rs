@@ -22,6 +22,7 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
 mod chunks;
+mod cluster;
 mod databases;
 mod deletions;
 mod long_keys;
@@ -31,6 +32,7 @@ mod streams;
 mod tasks;
 
 pub use chunks::*;
+pub use cluster::*;
 pub use databases::*;
 pub use deletions::*;
 pub use prefixes::*;

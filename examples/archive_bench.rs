@@ -79,6 +79,7 @@ fn main() {
                 assert_eq!(r.status(), 200);
             }
             let intermediate = read_all(&http, &base, path, lines, false).await;
+            let intermediate_binary = read_all(&http, &base, path, lines, true).await;
             let started = Instant::now();
             let r = http.patch(format!("{base}/streams/{path}")).header("X-Prefix-Secret", &secret).json(&json!({})).send().await.unwrap();
             assert_eq!(r.status(), 200);
@@ -104,6 +105,7 @@ fn main() {
             println!("  {store} ({}):", url.split("/arch").next().unwrap_or(url));
             println!("    archive: {archive_secs:.2} s, {:.1} MB/s of payload ({:.2}x dd)", mb / archive_secs, mb / archive_secs / dd);
             println!("    Get JSON from intermediate storage:  {intermediate:.2} s, {:.1} MB/s", mb / intermediate);
+            println!("    Get binary from intermediate storage: {intermediate_binary:.2} s, {:.1} MB/s (what the archivist reads)", mb / intermediate_binary);
             println!("    Get JSON from the archive:           {json:.2} s, {:.1} MB/s", mb / json);
             println!("    Get binary from the archive:         {binary:.2} s, {:.1} MB/s ({:.1} MB/s of records)", mb / binary, entries_mb / binary);
             println!(

@@ -198,13 +198,9 @@ async fn archived_streams_read_exactly_as_before(db: TestDb) {
 }
 both!(archived_streams_read_exactly_as_before);
 
-async fn gaps_and_open_streams_are_archived_partial_and_pessimistically(db: TestDb) {
-    let mut config = archiving(&db, true);
-    // Long enough that the gap stream is terminated (by the test) before its pessimistic
-    // task is due, even on a loaded machine (at 0.5 s it was once sealed first).
-    config.archival.pessimistic_delay = logdog::config::secs(2.0);
-    let server = TestServer::start(config);
-    let c = server.client("p");
+/// `pa/+/gap`: entries 0-2 and 5 stored, terminated at 6 (3, 4 and 6 missing); the
+/// prefix's secret.
+pub(crate) async fn gap_stream(c: &Client) -> String {
     let secret = c.text_stream("pa", "gap").await;
     c.append("pa/+/gap", &secret, lines(0, 3)).await.expect(200);
     c.append(
@@ -217,6 +213,17 @@ async fn gaps_and_open_streams_are_archived_partial_and_pessimistically(db: Test
     c.terminate("pa/+/gap", &secret, json!({"terminal_index": 6}))
         .await
         .expect(200);
+    secret
+}
+
+async fn gaps_and_open_streams_are_archived_partial_and_pessimistically(db: TestDb) {
+    let mut config = archiving(&db, true);
+    // Long enough that the gap stream is terminated (by the test) before its pessimistic
+    // task is due, even on a loaded machine (at 0.5 s it was once sealed first).
+    config.archival.pessimistic_delay = logdog::config::secs(2.0);
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = gap_stream(&c).await;
     c.register("pa/+/open", &secret, json!({}))
         .await
         .expect(201);

@@ -53,20 +53,10 @@ impl Node {
             port,
             _dir: dir,
         };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(format!("{}/readyz", node.base()))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "node on {port} did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            crate::common::ready(&node.base(), Duration::from_secs(30)).await,
+            "node on {port} did not become ready"
+        );
         node
     }
 

@@ -382,6 +382,24 @@ pub fn stored_indices(db_url: &str, project: &str, path: &str) -> Vec<u64> {
 }
 
 /// A port nothing listens on right now (for servers that must come back on the same one).
+/// Polls `{base}/readyz` until it answers 200 (true) or `within` has passed (false).
+pub async fn ready(base: &str, within: std::time::Duration) -> bool {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -59,21 +59,10 @@ async fn run_readme_against(database: Option<&str>) {
     }
     let mut child = Guard(Some(cmd.stdout(Stdio::null()).spawn().unwrap()));
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "logdog serve did not become ready");
+    assert!(
+        crate::common::ready(&base, Duration::from_secs(5)).await,
+        "logdog serve did not become ready"
+    );
     if database.is_none() {
         assert!(
             cwd.path().join("logdog-data/logdog.db").exists(),
@@ -450,21 +439,8 @@ async fn readme_s3_example_archives_to_seaweedfs() {
     let _child = Guard(Some(child));
     let base = format!("http://127.0.0.1:{port}");
     let c = crate::common::Client::new(&base, "p");
-    let mut ready = false;
-    for _ in 0..1200 {
-        if c.http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert!(
-        ready,
+        crate::common::ready(&base, Duration::from_secs(60)).await,
         "the README's SeaweedFS and coordinator did not come up"
     );
     let secret = c.text_stream("readme", "s").await;

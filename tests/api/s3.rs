@@ -220,6 +220,16 @@ async fn object(store: &logdog::archive::ArchiveStore, url: &str) -> Vec<u8> {
     parts.concat()
 }
 
+/// Asserts every object at `urls` is gone from `store`.
+async fn assert_deleted(store: &logdog::archive::ArchiveStore, urls: &[String]) {
+    for url in urls {
+        assert!(
+            matches!(store.size(url).await, Err(logdog::archive::ArchiveError::Corrupt(m)) if m.contains("missing")),
+            "{url} is deleted"
+        );
+    }
+}
+
 /// The URLs of an archive object of the stream JSON `s`.
 fn archive_urls(s: &Value) -> [String; 3] {
     ["stream_url", "index_url", "data_url"]
@@ -250,12 +260,7 @@ async fn a_stream_reads_the_same_before_and_after_archival_to_s3(db: TestDb) {
     let c = server.client("p");
     assert_eq!(c.delete("prefixes/arc").await.status.as_u16(), 204);
     server.deletions_done().await;
-    for url in &urls {
-        assert!(
-            matches!(store.size(url).await, Err(logdog::archive::ArchiveError::Corrupt(m)) if m.contains("missing")),
-            "{url} is deleted"
-        );
-    }
+    assert_deleted(&store, &urls).await;
     server.stop().await;
 }
 with_s3!(a_stream_reads_the_same_before_and_after_archival_to_s3);
@@ -535,18 +540,7 @@ async fn a_partial_archive_in_s3(db: TestDb) {
     let weed = tokio::task::spawn_blocking(Weed::start).await.unwrap();
     let server = TestServer::start(s3_archiving(&db, &weed, true));
     let c = server.client("p");
-    let secret = c.text_stream("pa", "gap").await;
-    c.append("pa/+/gap", &secret, lines(0, 3)).await.expect(200);
-    c.append(
-        "pa/+/gap",
-        &secret,
-        json!([{"stream_index": 5, "sequence": 5, "text": {"lines": ["five"]}}]),
-    )
-    .await
-    .expect(200);
-    c.terminate("pa/+/gap", &secret, json!({"terminal_index": 6}))
-        .await
-        .expect(200);
+    crate::archivist::gap_stream(&c).await;
     let s = crate::archivist::archived(&c, "pa/+/gap", &["partial"]).await;
     assert_eq!(s["state"]["archive"]["log_entry_count"], 4);
     assert_eq!(s["state"]["archive"]["complete"], false);
@@ -736,12 +730,7 @@ async fn deletions_wait_for_a_store_that_is_away(db: TestDb) {
     .await
     .unwrap();
     server.deletions_done().await;
-    for url in &urls {
-        assert!(
-            matches!(store.size(url).await, Err(logdog::archive::ArchiveError::Corrupt(m)) if m.contains("missing")),
-            "{url} is deleted"
-        );
-    }
+    assert_deleted(&store, &urls).await;
     server.stop().await;
 }
 with_s3!(deletions_wait_for_a_store_that_is_away);

@@ -150,22 +150,32 @@ async fn copy_entries(
     logs: &str,
     writer: &mut crate::archive::ArchiveWriter,
 ) -> Result<(), String> {
-    let mut index = 0u64;
-    loop {
+    // The next page is asked for as soon as this one arrives, so the coordinator reads it
+    // while this page is encoded and uploaded.
+    let fetch = |index: u64| {
         let url = format!(
             "{logs}?index={index}&count={}&non_contiguous=true",
             config.page
         );
         // The binary form: the entries as stored, no JSON to parse.
-        let page = entries_page(request(http, config, reqwest::Method::GET, url)).await?;
+        tokio::spawn(entries_page(request(
+            http,
+            config,
+            reqwest::Method::GET,
+            url,
+        )))
+    };
+    let mut next = fetch(0);
+    loop {
+        let page = next.await.map_err(|e| e.to_string())??;
         if page.entries.is_empty() {
             return Ok(());
         }
+        next = fetch(page.next_index);
         for e in &page.entries {
             writer.push(e).map_err(|e| e.to_string())?;
         }
         writer.ready().await.map_err(|e| e.to_string())?;
-        index = page.next_index;
     }
 }
 

@@ -84,16 +84,21 @@ impl ArchiveWriter {
     /// Appends the next entry (indices must increase). Buffers; `ready` waits for the
     /// uploads to catch up.
     pub fn push(&mut self, e: &Entry) -> Result<(), ArchiveError> {
+        // The same record as Get's binary form (`wire::entry_record`).
+        self.push_record(e, &logdog_schema::wire::entry_record(e))
+    }
+
+    /// `push` for an entry whose record (`wire::entry_record`) the caller already holds,
+    /// as a binary Get answered it: the bytes are copied, not encoded again.
+    pub fn push_record(&mut self, e: &Entry, rec: &[u8]) -> Result<(), ArchiveError> {
         if self.last.is_some_and(|(i, _, _)| e.stream_index <= i) {
             return Err(ArchiveError::Corrupt(format!(
                 "entry {} is out of order",
                 e.stream_index
             )));
         }
-        // The same record as Get's binary form (`wire::entry_record`).
-        let rec = logdog_schema::wire::entry_record(e);
         let at = self.entries.size;
-        self.entries.write(&rec);
+        self.entries.write(rec);
         let due = self.count == 0
             || self.since_index.0 >= self.every.0
             || self.since_index.1 >= self.every.1;

@@ -167,20 +167,29 @@ async fn copy_entries(
     };
     let mut next = fetch(0);
     loop {
-        let page = next.await.map_err(|e| e.to_string())??;
+        let (page, body) = next.await.map_err(|e| e.to_string())??;
         if page.entries.is_empty() {
             return Ok(());
         }
         next = fetch(page.next_index);
+        // The body is the entries' records, in order (checked as the page was read): each
+        // goes into the archive as it came.
+        let mut at = 0;
         for e in &page.entries {
-            writer.push(e).map_err(|e| e.to_string())?;
+            let len = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+            writer
+                .push_record(e, &body[at..at + 4 + len])
+                .map_err(|e| e.to_string())?;
+            at += 4 + len;
         }
         writer.ready().await.map_err(|e| e.to_string())?;
     }
 }
 
 /// Sends a Get asking for the binary form and reads the page.
-async fn entries_page(r: reqwest::RequestBuilder) -> Result<super::api::EntriesPage, String> {
+async fn entries_page(
+    r: reqwest::RequestBuilder,
+) -> Result<(super::api::EntriesPage, bytes::Bytes), String> {
     let r = r.header(
         reqwest::header::ACCEPT,
         logdog_schema::wire::ENTRIES_CONTENT_TYPE,
@@ -192,7 +201,7 @@ async fn entries_page(r: reqwest::RequestBuilder) -> Result<super::api::EntriesP
     if !status.is_success() {
         return Err(super::api::ClientError::from_answer(status, &bytes, None).to_string());
     }
-    super::api::EntriesPage::read(&headers, &bytes)
+    Ok((super::api::EntriesPage::read(&headers, &bytes)?, bytes))
 }
 
 async fn lease(

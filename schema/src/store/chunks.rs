@@ -155,6 +155,73 @@ pub struct ReadRange {
     pub contiguous: bool,
 }
 
+/// Where a read is: which entries it has taken, and what `range` still allows.
+struct Pager {
+    range: ReadRange,
+    cur: u64,
+    total: u64,
+    taken: usize,
+}
+
+/// What a read does with the next stored entry.
+enum Admit {
+    /// Before where the read is (an earlier chunk's overlap).
+    Skip,
+    Take,
+    /// Past the end, a gap of a contiguous read, or over the count or byte cap.
+    Stop,
+}
+
+impl Pager {
+    fn admit(&mut self, stream_index: u64, size: u64) -> Admit {
+        let r = &self.range;
+        if stream_index < self.cur {
+            return Admit::Skip;
+        }
+        if stream_index >= r.end
+            || (r.contiguous && stream_index != self.cur)
+            || self.taken >= r.count
+            || (self.taken > 0 && self.total + size > r.bytes)
+        {
+            return Admit::Stop;
+        }
+        self.total += size;
+        self.cur = stream_index + 1;
+        self.taken += 1;
+        Admit::Take
+    }
+}
+
+/// Walks the chunks `range` covers, a page of rows at a time, handing each chunk's data to
+/// `each` until it answers false or the range is done.
+fn walk_chunks(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    range: ReadRange,
+    mut each: impl FnMut(&[u8], &mut Pager) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    const PAGE_ROWS: i64 = 16;
+    let mut pager = Pager {
+        range,
+        cur: range.from,
+        total: 0,
+        taken: 0,
+    };
+    while pager.taken < range.count && pager.cur < range.end {
+        let rows = read_chunks(conn, project, id, pager.cur, range.end, PAGE_ROWS)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            if !each(&row.data, &mut pager)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the entries `range` asks for, a page of chunks at a time.
 pub fn read_entries(
     conn: &mut AnyConnection,
@@ -162,43 +229,44 @@ pub fn read_entries(
     id: &str,
     range: ReadRange,
 ) -> Result<Vec<crate::wire::Entry>, StoreError> {
-    let ReadRange {
-        from,
-        end,
-        count,
-        bytes,
-        contiguous,
-    } = range;
-    const PAGE_ROWS: i64 = 16;
     let mut out = Vec::new();
-    let (mut cur, mut total) = (from, 0u64);
-    while out.len() < count && cur < end {
-        let rows = read_chunks(conn, project, id, cur, end, PAGE_ROWS)?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in rows {
-            let entries =
-                crate::chunk::decode(&row.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            for e in entries {
-                if e.stream_index < cur {
-                    continue;
-                }
-                if e.stream_index >= end
-                    || (contiguous && e.stream_index != cur)
-                    || out.len() >= count
-                {
-                    return Ok(out);
-                }
-                let size = e.content.payload_bytes();
-                if !out.is_empty() && total + size > bytes {
-                    return Ok(out);
-                }
-                total += size;
-                cur = e.stream_index + 1;
-                out.push(e);
+    walk_chunks(conn, project, id, range, |data, pager| {
+        let entries = crate::chunk::decode(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for e in entries {
+            match pager.admit(e.stream_index, e.content.payload_bytes()) {
+                Admit::Skip => {}
+                Admit::Take => out.push(e),
+                Admit::Stop => return Ok(false),
             }
         }
-    }
+        Ok(true)
+    })?;
     Ok(out)
+}
+
+/// The same entries as `read_entries`, as Get's binary records (u32 LE length, then the
+/// entry's postcard encoding) copied straight from the chunks, with the last index taken.
+pub fn read_records(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+    range: ReadRange,
+) -> Result<(Vec<u8>, Option<u64>), StoreError> {
+    let (mut out, mut last) = (Vec::new(), None);
+    walk_chunks(conn, project, id, range, |data, pager| {
+        let raw = crate::chunk::records(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for r in raw {
+            match pager.admit(r.stream_index, r.payload_bytes) {
+                Admit::Skip => {}
+                Admit::Take => {
+                    out.extend_from_slice(&(r.encoded.len() as u32).to_le_bytes());
+                    out.extend_from_slice(r.encoded);
+                    last = Some(r.stream_index);
+                }
+                Admit::Stop => return Ok(false),
+            }
+        }
+        Ok(true)
+    })?;
+    Ok((out, last))
 }

@@ -9,7 +9,7 @@ use logdog_actors::stream::{Follow, Progress};
 use logdog_schema::names::{self, NameGlob, StreamPath};
 use logdog_schema::store::{self, ReadRange, StreamFilter};
 use logdog_schema::wire::{
-    encode_entries, format_us, Content, Entry, EntryJson, LogEntry, Status, StreamJson, StreamType,
+    format_us, Content, Entry, EntryJson, LogEntry, Status, StreamJson, StreamType,
     ENTRIES_CONTENT_TYPE,
 };
 use serde::{Deserialize, Serialize};
@@ -200,22 +200,22 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
         i64::MAX as u64
     };
     let mut source = crate::http::entries::EntrySource::new(&state, &project, &path, &stream);
-    let entries = source
-        .read(ReadRange {
-            from: index,
-            end,
-            count,
-            bytes,
-            contiguous,
-        })
-        .await?;
-    let next = entries.last().map_or(index, |e| e.stream_index + 1);
+    let range = ReadRange {
+        from: index,
+        end,
+        count,
+        bytes,
+        contiguous,
+    };
     if binary {
+        let (records, next) = source.read_records(range).await?;
         return Ok(HttpResponse::Ok()
             .content_type(ENTRIES_CONTENT_TYPE)
             .insert_header((NEXT_INDEX_HEADER, next.to_string()))
-            .body(encode_entries(&entries)));
+            .body(records));
     }
+    let entries = source.read(range).await?;
+    let next = entries.last().map_or(index, |e| e.stream_index + 1);
     Ok(HttpResponse::Ok().json(entries_body(&project, &stream, &entries, next, p.state)))
 }
 

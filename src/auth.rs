@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use actix_web::http::{header, Method};
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage as _, HttpRequest};
 use sha2::{Digest, Sha256};
 
 pub use crate::config::Role;
@@ -41,12 +41,18 @@ pub struct Caller {
     pub admin: bool,
 }
 
-/// A token the config declares (or the embedded archivist's).
-#[derive(Debug, Clone)]
-struct Grant {
+/// A token the config declares (or the embedded archivist's). In a cluster it is also
+/// the caller's identity a node forwards to a stream's owner, already verified.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grant {
     role: Role,
     projects: Option<Vec<String>>,
 }
+
+/// A request forwarded by another node of the cluster (its secret checked): the caller's
+/// verified grant, `None` for an anonymous caller.
+#[derive(Debug, Clone)]
+pub struct ForwardedCaller(pub Option<Grant>);
 
 impl Grant {
     fn scope(&self) -> Scope {
@@ -141,7 +147,10 @@ impl Auth {
     /// or malformed one.
     /// Browsers cannot set headers on a websocket, so the watch route (and only it) also
     /// takes the token as the query parameter `access_token`.
-    fn grant(&self, req: &HttpRequest) -> Result<Option<&Grant>, ApiError> {
+    pub fn grant(&self, req: &HttpRequest) -> Result<Option<Grant>, ApiError> {
+        if let Some(f) = req.extensions().get::<ForwardedCaller>() {
+            return Ok(f.0.clone());
+        }
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
             let from_query = req.method() == actix_web::http::Method::GET && is_watch(req.path());
             if !from_query {
@@ -156,6 +165,7 @@ impl Auth {
             return self
                 .grants
                 .get(&token_hash(&token))
+                .cloned()
                 .map(Some)
                 .ok_or_else(|| ApiError::unauthenticated("unknown token"));
         };
@@ -167,6 +177,7 @@ impl Auth {
             .ok_or_else(|| ApiError::unauthenticated("Authorization must be \"Bearer <token>\""))?;
         self.grants
             .get(&token_hash(token))
+            .cloned()
             .map(Some)
             .ok_or_else(|| ApiError::unauthenticated("unknown token"))
     }

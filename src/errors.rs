@@ -119,7 +119,14 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// Cluster mode: the advertise URL of the live node that owns the stream. The
+    /// response carries it as an extension, and `http::forward` sends the request there.
+    pub owner: Option<String>,
 }
+
+/// The response extension naming the node a request must be forwarded to.
+#[derive(Debug, Clone)]
+pub struct OwnerElsewhere(pub String);
 
 impl ApiError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -127,6 +134,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            owner: None,
         }
     }
 
@@ -212,6 +220,9 @@ impl ResponseError for ApiError {
             res.insert_header((header::RETRY_AFTER, s.to_string()));
         }
         res.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        if let Some(owner) = &self.owner {
+            res.extensions_mut().insert(OwnerElsewhere(owner.clone()));
+        }
         if self.code == ErrorCode::RequestTimeout {
             // The rest of a late body may still come: this connection is done.
             res.force_close();
@@ -234,6 +245,14 @@ impl From<ActorError> for ApiError {
                 Self::unavailable("storage is unavailable; retry later")
             }
             ActorError::Retired => Self::unavailable("stream owner restarting; retry"),
+            ActorError::Deposed(m) => {
+                tracing::info!(%m, "stream taken over by another node");
+                Self::unavailable("the stream's owner changed; retry")
+            }
+            ActorError::Elsewhere(owner) => Self {
+                owner: Some(owner),
+                ..Self::unavailable("the stream's owner is another node; retry")
+            },
             ActorError::Internal(m) => Self::internal(m),
         }
     }

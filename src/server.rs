@@ -186,6 +186,12 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         },
         idle_timeout: config.stream_idle_timeout,
         metrics: actor_metrics,
+        cluster: cluster
+            .as_ref()
+            .map(|m| logdog_actors::stream::ClusterNode {
+                node_id: m.node_id.clone(),
+                node_timeout: m.config.node_timeout,
+            }),
     };
     let directory = Directory::new(deps, STREAM_ARBITERS);
     let registry = Registry::new(directory.clone()).start();
@@ -222,7 +228,12 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         shutdown.subscribe(),
     );
     if let Some(m) = &cluster {
-        m.spawn_heartbeat(shutdown.subscribe());
+        m.spawn_heartbeat(shutdown.subscribe(), directory.clone());
+        m.spawn_listener(
+            config.database.clone(),
+            shutdown.subscribe(),
+            directory.clone(),
+        );
     }
     let state = web::Data::new(AppState {
         cluster: cluster.clone(),

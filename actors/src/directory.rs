@@ -15,7 +15,17 @@ use dashmap::DashMap;
 use logdog_schema::names::StreamPath;
 
 use crate::error::ActorError;
-use crate::stream::{Retire, StreamActor, StreamDeps, StreamKey};
+use crate::stream::{Depose, Retire, StreamActor, StreamDeps, StreamKey, Wake};
+
+/// Tells an actor to stop (outside the generic `send`, whose bounds would shadow this one).
+fn depose(addr: &Addr<StreamActor>) {
+    addr.do_send(Depose);
+}
+
+/// Tells an actor its stream changed in storage.
+fn wake(addr: &Addr<StreamActor>) {
+    addr.do_send(Wake);
+}
 
 pub(crate) struct DirectoryInner {
     actors: DashMap<StreamKey, (u64, Addr<StreamActor>)>,
@@ -66,6 +76,48 @@ impl Directory {
 
     pub fn deps(&self) -> &StreamDeps {
         &self.inner.deps
+    }
+
+    /// How many stream actors run.
+    pub fn len(&self) -> usize {
+        self.inner.actors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.actors.is_empty()
+    }
+
+    /// Cluster mode: stops every stream actor whose key `keep` refuses (all of them when
+    /// this node may have lost its leases), without touching storage. Answers how many.
+    pub fn depose(&self, keep: impl Fn(&StreamKey) -> bool) -> usize {
+        let gone: Vec<(StreamKey, Addr<StreamActor>)> = self
+            .inner
+            .actors
+            .iter()
+            .filter(|e| !keep(e.key()))
+            .map(|e| (e.key().clone(), e.value().1.clone()))
+            .collect();
+        for (key, addr) in &gone {
+            self.inner.actors.remove_if(key, |_, (_, a)| a == addr);
+            addr.do_send(Depose);
+        }
+        gone.len()
+    }
+
+    /// Cluster mode: another node committed a change to `key` (a notification): its
+    /// actor here, if one runs and is a replica, reads it and tells its viewers.
+    pub fn wake(&self, key: &StreamKey) {
+        if let Some(addr) = self.live(key) {
+            wake(&addr);
+        }
+    }
+
+    /// Wakes every actor (the notification listener reconnected and may have missed some).
+    pub fn wake_all(&self) {
+        let all: Vec<Addr<StreamActor>> = self.inner.actors.iter().map(|e| e.1.clone()).collect();
+        for addr in &all {
+            wake(addr);
+        }
     }
 
     /// The live actor of a stream, if one runs.
@@ -148,6 +200,17 @@ impl Directory {
         for _ in 0..2 {
             let addr = self.get(project, path);
             match addr.send(msg.clone()).await {
+                Ok(Err(ActorError::Deposed(m))) => {
+                    // Another node took the stream over: drop this actor; the retry
+                    // claims afresh and finds the new owner.
+                    depose(&addr);
+                    last = ActorError::Deposed(m);
+                    let key = StreamKey {
+                        project: project.to_owned(),
+                        id: path.id(),
+                    };
+                    self.inner.actors.remove_if(&key, |_, (_, a)| *a == addr);
+                }
                 Ok(Err(ActorError::Retired)) | Err(MailboxError::Closed) => {
                     last = ActorError::Unavailable("stream owner was stopping".into());
                     // Make sure the next `get` does not hand out the same actor.

@@ -239,7 +239,17 @@ async fn lease_due(
             continue;
         };
         // Seal before handing out: nothing can be appended that the archive would miss.
-        if let Err(e) = dir.send(&row.project, &stream_path, Seal).await {
+        let sealed = dir.send(&row.project, &stream_path, Seal).await;
+        if let Err(ActorError::Elsewhere(owner)) = &sealed {
+            // Cluster mode: another node owns the stream; its dispatcher seals and hands
+            // the task out. This lease is given back without counting an attempt.
+            tracing::debug!(task = %row.task_id, %owner, "task's stream is owned elsewhere");
+            let (s, t) = (store.clone(), row.task_id.clone());
+            let due = now + config.retry_delay.as_micros() as i64;
+            blocking(move || s.write(|c| store::unlease_task(c, &t, due))).await?;
+            continue;
+        }
+        if let Err(e) = sealed {
             tracing::warn!(error = %e, task = %row.task_id, "sealing failed; the task stays due");
             let (s, t, msg) = (store.clone(), row.task_id.clone(), e.to_string());
             let retry = now + config.retry_delay.as_micros() as i64;

@@ -30,6 +30,14 @@ pub enum ActorError {
     /// The actor was stopping; the `Directory` retries with a fresh one.
     #[error("stream owner stopped")]
     Retired,
+    /// Cluster mode: a live node owns the stream (its advertise URL); the HTTP layer
+    /// forwards the request there.
+    #[error("stream is owned by {0}")]
+    Elsewhere(String),
+    /// Cluster mode: the actor's write was fenced (another node took the stream over);
+    /// the `Directory` drops the actor and retries with a fresh claim.
+    #[error("{0}")]
+    Deposed(String),
     /// 500 `internal`; the message is logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -44,8 +52,10 @@ impl ActorError {
 
 impl From<StoreError> for ActorError {
     fn from(e: StoreError) -> Self {
-        if let StoreError::KeyTooLong(m) = e {
-            return ActorError::Invalid(m);
+        match e {
+            StoreError::KeyTooLong(m) => return ActorError::Invalid(m),
+            StoreError::Fenced(m) => return ActorError::Deposed(m),
+            _ => {}
         }
         if e.is_unavailable() {
             ActorError::Unavailable(e.to_string())

@@ -11,6 +11,11 @@ pub struct ActorMetrics {
     pub commit_batch_ops: Histogram,
     pub commit_batch_entries: Histogram,
     pub commit_seconds: Histogram,
+    /// Cluster mode: streams this node claimed, took over from a node that was not live,
+    /// and actors it dropped because another node owns their stream now.
+    pub claims: IntCounter,
+    pub takeovers: IntCounter,
+    pub deposed: IntCounter,
 }
 
 impl ActorMetrics {
@@ -53,8 +58,30 @@ impl ActorMetrics {
                 "Time to commit one group",
             ))
             .unwrap(),
+            claims: IntCounter::new(
+                "logdog_cluster_claims_total",
+                "Streams this node claimed before starting their actor",
+            )
+            .unwrap(),
+            takeovers: IntCounter::new(
+                "logdog_cluster_takeovers_total",
+                "Claims that took a stream over from a node that was dead or stopped",
+            )
+            .unwrap(),
+            deposed: IntCounter::new(
+                "logdog_cluster_deposed_total",
+                "Stream actors dropped because another node owns their stream (a fenced write, a missed heartbeat)",
+            )
+            .unwrap(),
         };
-        for c in [&m.entries_ingested, &m.bytes_ingested, &m.commits] {
+        for c in [
+            &m.entries_ingested,
+            &m.bytes_ingested,
+            &m.commits,
+            &m.claims,
+            &m.takeovers,
+            &m.deposed,
+        ] {
             let _ = registry.register(Box::new(c.clone()));
         }
         let _ = registry.register(Box::new(m.live_stream_actors.clone()));

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use logdog_schema::models::ChunkRow;
-use logdog_schema::store::{self, AnyConnection};
+use logdog_schema::store::{self, AnyConnection, Fence};
 use logdog_schema::wire::TaskReason;
 use logdog_schema::{Store, StoreError};
 use tokio::sync::oneshot;
@@ -27,6 +27,8 @@ const MAX_GROUP_BYTES: u64 = 32 << 20;
 pub enum WriteError {
     /// The stream was deleted before its entries could be written.
     StreamGone,
+    /// The stream's owner row no longer names this actor's node and epoch (cluster mode).
+    Fenced(String),
     Store {
         message: String,
         unavailable: bool,
@@ -35,6 +37,9 @@ pub enum WriteError {
 
 impl From<StoreError> for WriteError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Fenced(m) = e {
+            return WriteError::Fenced(m);
+        }
         WriteError::Store {
             unavailable: e.is_unavailable(),
             message: e.to_string(),
@@ -46,6 +51,7 @@ impl From<WriteError> for ActorError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::StreamGone => ActorError::NotFound("stream was deleted".into()),
+            WriteError::Fenced(m) => ActorError::Deposed(m),
             WriteError::Store {
                 message,
                 unavailable: true,
@@ -75,6 +81,8 @@ pub struct AppendOp {
     /// extends it.
     pub advance: Option<(u64, u64, u64)>,
     pub schedule: Option<TaskSchedule>,
+    /// Cluster mode: the owner's node and epoch, checked in the same transaction.
+    pub fence: Option<Fence>,
     pub entries: u64,
     pub bytes: u64,
 }
@@ -98,6 +106,12 @@ impl Op {
     fn apply(&self, conn: &mut AnyConnection, now_us: i64) -> Result<WriteResult, StoreError> {
         match self {
             Op::Append(a, _) => {
+                if let Some(fence) = &a.fence {
+                    match store::check_fence(conn, &a.project, &a.stream_id, fence) {
+                        Err(StoreError::Fenced(m)) => return Ok(Err(WriteError::Fenced(m))),
+                        other => other?,
+                    }
+                }
                 match store::get_stream(conn, &a.project, &a.stream_id)? {
                     Some(row) if !row.purged => {}
                     _ => return Ok(Err(WriteError::StreamGone)),

@@ -1,7 +1,6 @@
 //! Where a stream's entries are read from: intermediate storage, or its archive once it is
 //! archived. Get, Tail, the followed text form and the websocket sessions all read here.
 
-use logdog_actors::stream::Load;
 use logdog_schema::names::StreamPath;
 use logdog_schema::store::{self, ReadRange};
 use logdog_schema::wire::{ArchiveInfo, Entry, StreamJson};
@@ -73,13 +72,16 @@ impl EntrySource {
             if !entries.is_empty() || range.from >= range.end {
                 return Ok(entries);
             }
-            // Nothing where something was expected: the stream may have just been archived.
-            let stream = self
-                .directory
-                .send(&self.project, &self.path, Load { see_purged: true })
-                .await?;
-            match stream.state.archive {
-                Some(a) => self.archive = Some(a),
+            // Nothing where something was expected: the stream may have just been archived
+            // (the chunks go in the transaction that records the archive; on any node).
+            let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
+            let row = blocking(move || s.read(|c| store::get_stream(c, &project, &id))).await?;
+            match row.and_then(|r| r.archive) {
+                Some(a) => {
+                    self.archive = Some(serde_json::from_str(&a).map_err(|e| {
+                        ApiError::internal(format!("stored archive info is invalid: {e}"))
+                    })?)
+                }
                 None => return Ok(entries),
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod archival;
 pub mod entries;
+pub mod forward;
 pub mod logs;
 pub mod openapi;
 pub mod ops;
@@ -179,6 +180,26 @@ pub async fn load(
             project,
             path,
             Load {
+                see_purged: caller.admin,
+            },
+        )
+        .await?)
+}
+
+/// The stream's state as this node's actor knows it, for a reader that will follow it
+/// (in a cluster, a replica's copy of a stream owned elsewhere: never forwarded).
+pub async fn peek(
+    state: &State,
+    caller: Caller,
+    project: &str,
+    path: &StreamPath,
+) -> Result<StreamJson, ApiError> {
+    Ok(state
+        .directory
+        .send_existing(
+            project,
+            path,
+            logdog_actors::stream::Peek {
                 see_purged: caller.admin,
             },
         )
@@ -427,6 +448,8 @@ pub fn app(
     actix_web::App::new()
         .app_data(state)
         .configure(configure)
+        // Cluster mode: requests for streams another node owns go to that node.
+        .wrap_fn(forward::middleware)
         // Every answer, JSON included, is to be taken as the type it says it is.
         .wrap(
             actix_web::middleware::DefaultHeaders::new()

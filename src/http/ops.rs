@@ -105,9 +105,20 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     }
     if let Some(m) = state.cluster.clone() {
         use std::fmt::Write as _;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let mut text = format!(
-            "# HELP logdog_cluster_heartbeat_failures_total Heartbeats of this node that did not commit\n# TYPE logdog_cluster_heartbeat_failures_total counter\nlogdog_cluster_heartbeat_failures_total {}\n",
-            m.heartbeat_failures.load(std::sync::atomic::Ordering::Relaxed)
+            "# HELP logdog_cluster_heartbeat_failures_total Heartbeats of this node that did not commit\n# TYPE logdog_cluster_heartbeat_failures_total counter\nlogdog_cluster_heartbeat_failures_total {}\n\
+             # HELP logdog_cluster_forwards_total Requests this node forwarded to a stream's owner, by outcome (ok: the owner answered)\n# TYPE logdog_cluster_forwards_total counter\n\
+             logdog_cluster_forwards_total{{outcome=\"ok\"}} {}\nlogdog_cluster_forwards_total{{outcome=\"failed\"}} {}\n\
+             # HELP logdog_cluster_forwarded_in_total Requests other nodes forwarded to this one\n# TYPE logdog_cluster_forwarded_in_total counter\nlogdog_cluster_forwarded_in_total {}\n\
+             # HELP logdog_cluster_wakeups_total Notifications of other nodes' commits this node received (live tail)\n# TYPE logdog_cluster_wakeups_total counter\nlogdog_cluster_wakeups_total {}\n\
+             # HELP logdog_cluster_listens_total Times this node's notification listener connected\n# TYPE logdog_cluster_listens_total counter\nlogdog_cluster_listens_total {}\n",
+            load(&m.heartbeat_failures),
+            load(&m.forwards_ok),
+            load(&m.forwards_failed),
+            load(&m.forwarded_in),
+            load(&m.wakeups),
+            load(&m.listens),
         );
         let timeout = m.config.node_timeout.as_micros() as i64;
         if let Ok(Ok(rows)) = web::block(move || m.nodes()).await {
@@ -115,9 +126,17 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
             for st in ["live", "dead", "stopped"] {
                 let n = rows
                     .iter()
-                    .filter(|r| r.state(timeout).as_str() == st)
+                    .filter(|(r, _)| r.state(timeout).as_str() == st)
                     .count();
                 let _ = writeln!(text, "logdog_cluster_nodes{{state=\"{st}\"}} {n}");
+            }
+            text.push_str("# HELP logdog_cluster_owned_streams Streams each node owns (claims not released)\n# TYPE logdog_cluster_owned_streams gauge\n");
+            for (r, owned) in &rows {
+                let _ = writeln!(
+                    text,
+                    "logdog_cluster_owned_streams{{node=\"{}\",advertise=\"{}\"}} {owned}",
+                    r.node_id, r.advertise
+                );
             }
         }
         out.extend_from_slice(text.as_bytes());
@@ -150,6 +169,9 @@ pub struct NodeJson {
     pub heartbeat: String,
     /// Milliseconds since its last heartbeat, by the database's clock.
     pub heartbeat_age_ms: i64,
+    /// How many streams it owns (claims it has not released; a dead node's are taken
+    /// over one by one as requests for them arrive).
+    pub streams: i64,
 }
 
 /// `GET /api/v1/cluster` (service): the cluster's nodes; 412 when not in cluster mode.
@@ -174,7 +196,8 @@ pub async fn cluster(state: State, req: actix_web::HttpRequest) -> Result<HttpRe
     };
     let nodes = rows
         .into_iter()
-        .map(|r| NodeJson {
+        .map(|(r, streams)| NodeJson {
+            streams,
             state: r.state(timeout).as_str().to_owned(),
             started: logdog_schema::wire::format_us(r.started_us),
             heartbeat: logdog_schema::wire::format_us(r.heartbeat_us),

@@ -512,15 +512,30 @@ pub async fn bundle(
     let max_entry = state.config.limits.max_entry_bytes;
     // An entry that breaks the LogEntry schema makes the bundle malformed: 400 as a whole.
     // Every other refusal is its stream's own `error`.
+    // Cluster mode: each stream's part, kept to forward to its owner when that is another node.
+    let originals: Vec<Option<BundleStream>> = match &state.cluster {
+        Some(_) if !super::forward::is_forwarded(&req) => {
+            bundle.streams.iter().cloned().map(Some).collect()
+        }
+        _ => vec![None; bundle.streams.len()],
+    };
     let streams = bundle
         .streams
         .into_iter()
         .map(CheckedStream::check)
         .collect::<Result<Vec<_>, _>>()?;
-    let work = streams.into_iter().map(|s| {
+    let work = streams.into_iter().zip(originals).map(|(s, original)| {
         let (state, project, prefix, secret) = (&state, &project, &bundle.prefix, secret.clone());
+        let req = &req;
         async move {
             let name = s.name.clone();
+            let failed = |name: String, e: ApiError| BundleStreamResult {
+                name,
+                next_index: None,
+                accepted: 0,
+                duplicates: 0,
+                error: Some(e.body().error),
+            };
             match ingest_one(state, project, prefix, secret, s, max_entry).await {
                 Ok(r) => BundleStreamResult {
                     name,
@@ -529,18 +544,73 @@ pub async fn bundle(
                     duplicates: r.duplicates,
                     error: None,
                 },
-                Err(e) => BundleStreamResult {
-                    name,
-                    next_index: None,
-                    accepted: 0,
-                    duplicates: 0,
-                    error: Some(e.body().error),
-                },
+                Err(ApiError {
+                    owner: Some(owner), ..
+                }) if original.is_some() => {
+                    let part = BundleRequest {
+                        prefix: prefix.clone(),
+                        streams: original.into_iter().collect(),
+                    };
+                    match forward_part(state, req, &owner, &part).await {
+                        Ok(r) => r,
+                        Err(e) => failed(name, e),
+                    }
+                }
+                Err(e) => failed(name, e),
             }
         }
     });
     let streams = futures::future::join_all(work).await;
     Ok(HttpResponse::Ok().json(BundleResult { streams }))
+}
+
+/// Cluster mode: sends one stream's part of a bundle to the node that owns the stream,
+/// and takes that stream's result from its answer.
+async fn forward_part(
+    state: &State,
+    req: &HttpRequest,
+    owner: &str,
+    part: &BundleRequest,
+) -> Result<BundleStreamResult, ApiError> {
+    let cluster = state.cluster.as_ref().expect("forwarding in cluster mode");
+    let unreachable = |e: String| {
+        cluster
+            .forwards_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%owner, error = %e, "forwarding a bundle stream to its owner failed");
+        ApiError::unavailable(format!(
+            "the stream's owner ({owner}) cannot be reached; retry"
+        ))
+    };
+    let body = serde_json::to_vec(part).expect("bundles serialise");
+    let answer = super::forward::send(state, cluster, req, owner, body.into())
+        .await
+        .map_err(unreachable)?;
+    let status = answer.status();
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    cluster
+        .forwards_ok
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if status.is_success() {
+        let mut r: BundleResult = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("owner's bundle answer: {e}")))?;
+        return r
+            .streams
+            .pop()
+            .ok_or_else(|| ApiError::internal("owner's bundle answer has no stream"));
+    }
+    let body: crate::errors::ErrorBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::internal(format!("owner's error answer: {e}")))?;
+    Ok(BundleStreamResult {
+        name: part.streams[0].name.clone(),
+        next_index: None,
+        accepted: 0,
+        duplicates: 0,
+        error: Some(body.error),
+    })
 }
 
 #[cfg(test)]

@@ -45,7 +45,11 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let child = serve(&db.url, port, port)
             .current_dir(dir.path())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("LOGDOG_TEST_NODE_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
         let node = Node {
@@ -289,4 +293,433 @@ async fn a_single_node_has_no_cluster() {
     .await
     .expect_error(412, "failed_precondition");
     server.stop().await;
+}
+
+/// The owner rows of streams: (stream id, node id, epoch, released), for those that have one.
+fn owner_rows(db: &TestDb, project: &str, paths: &[String]) -> Vec<(String, String, i64, bool)> {
+    let s = logdog_schema::Store::open(&db.url, 1).unwrap();
+    paths
+        .iter()
+        .filter_map(|p| {
+            let id = logdog_schema::names::stream_id(p);
+            let row = s
+                .read(|c| logdog_schema::store::stream_owner(c, project, &id))
+                .unwrap()?;
+            Some((id, row.0, row.1, row.2))
+        })
+        .collect()
+}
+
+/// Every route works on every node: streams registered and appended through whichever
+/// node a request reaches, each batch to a random node, land once each with next_index
+/// exact, one owner per stream; 32 concurrent appends spread over the three nodes for a
+/// stream nobody owns yet leave exactly one owner and every entry once.
+async fn any_node_takes_any_request(db: TestDb) {
+    use rand::Rng as _;
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for p in ports {
+        nodes.push(Node::start(&db, p).await);
+    }
+    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let secret = clients[0].prefix("build").await;
+    const STREAMS: u64 = 12;
+    const BATCHES: u64 = 20;
+    const PER_BATCH: u64 = 50;
+    let mut work = Vec::new();
+    for s in 0..STREAMS {
+        let (clients, secret) = (clients.clone(), secret.clone());
+        work.push(tokio::spawn(async move {
+            let path = format!("build/+/s{s}");
+            let pick = || rand::thread_rng().gen_range(0..3usize);
+            clients[pick()]
+                .register(&path, &secret, serde_json::json!({}))
+                .await
+                .expect(201);
+            for b in 0..BATCHES {
+                let entries = crate::common::lines(b * PER_BATCH, (b + 1) * PER_BATCH);
+                let a = clients[pick()].append(&path, &secret, entries).await;
+                assert_eq!(a.expect(200)["next_index"], (b + 1) * PER_BATCH, "{path}");
+            }
+        }));
+    }
+    for w in work {
+        w.await.unwrap();
+    }
+    let total = BATCHES * PER_BATCH;
+    for s in 0..STREAMS {
+        let path = format!("build/+/s{s}");
+        let idx = crate::common::stored_indices(&db.url, "p", &path);
+        assert_eq!(idx, (0..total).collect::<Vec<_>>(), "{path}");
+        for c in &clients {
+            assert_eq!(
+                c.load(&path).await.expect(200)["state"]["next_index"],
+                total
+            );
+        }
+    }
+    let paths: Vec<String> = (0..STREAMS).map(|s| format!("build/+/s{s}")).collect();
+    let owners = owner_rows(&db, "p", &paths);
+    assert_eq!(owners.len() as u64, STREAMS, "{owners:?}");
+    // Requests were forwarded: two of three nodes did not own a given stream.
+    let mut forwarded = 0;
+    for n in &nodes {
+        let m = Client::new(&n.base(), "p")
+            .text(format!("{}/metrics", n.base()))
+            .await;
+        forwarded += m
+            .lines()
+            .find_map(|l| l.strip_prefix("logdog_cluster_forwards_total{outcome=\"ok\"} "))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert!(forwarded > 0, "no request was forwarded");
+    // The cluster route counts the owned streams per node.
+    let c = nodes[0].cluster().await;
+    let counted: i64 = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["streams"].as_i64().unwrap())
+        .sum();
+    let unreleased = owners.iter().filter(|o| !o.3).count() as i64;
+    assert_eq!(counted, unreleased, "{c} vs {owners:?}");
+
+    // Racing claims: 32 bundles at once, spread over the nodes, for a stream nobody owns
+    // (nor has registered) yet: each registers it on first sight and appends its own entries.
+    let mut racers = Vec::new();
+    for i in 0..32u64 {
+        let (c, secret) = (clients[(i % 3) as usize].clone(), secret.clone());
+        racers.push(tokio::spawn(async move {
+            let bundle = serde_json::json!({"prefix": "build", "streams": [{
+                "name": "race",
+                "descriptor": {},
+                // Out of order across racers: each entry carries its sequence.
+                "entries": (i * 10..i * 10 + 10)
+                    .map(|k| serde_json::json!({"stream_index": k, "sequence": k, "text": {"lines": [format!("line {k}")]}}))
+                    .collect::<Vec<_>>(),
+            }]});
+            for _ in 0..100 {
+                let a = c
+                    .json(reqwest::Method::POST, "bundles", Some(&secret), &bundle)
+                    .await;
+                let r = &a.expect(200)["streams"][0];
+                if r["error"].is_null() {
+                    assert_eq!(r["accepted"], 10, "{r}");
+                    return;
+                }
+                assert_eq!(r["error"]["code"], "unavailable", "{r}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("bundle {i} never went through");
+        }));
+    }
+    for r in racers {
+        r.await.unwrap();
+    }
+    let idx = crate::common::stored_indices(&db.url, "p", "build/+/race");
+    assert_eq!(idx, (0..320).collect::<Vec<_>>());
+    let race = owner_rows(&db, "p", &["build/+/race".to_owned()]);
+    assert_eq!(race.len(), 1, "{race:?}");
+    assert_eq!(race[0].2, 1, "one claim, never taken over: {race:?}");
+    assert_eq!(
+        clients[2].load("build/+/race").await.expect(200)["state"]["next_index"],
+        320
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(logdog_postgres),
+    ignore = "needs LOGDOG_TEST_DATABASE_URL (PostgreSQL)"
+)]
+async fn any_node_takes_any_request_on_postgres() {
+    any_node_takes_any_request(TestDb::postgres()).await;
+}
+
+/// Failover and fencing: the node owning a stream is paused (SIGSTOP) past the node
+/// timeout; another node takes the stream over and writes; the paused node resumes and
+/// its stale actor never commits: the entries are exactly the new owner's, and the
+/// resumed node drops its actors. Then the owner is killed with SIGKILL and the stream is
+/// writable through a survivor within 5 s, every acknowledged entry kept.
+async fn fencing_and_failover(db: TestDb) {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for p in ports {
+        nodes.push(Node::start(&db, p).await);
+    }
+    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let secret = clients[0].text_stream("ci", "log").await;
+    let path = "ci/+/log";
+    clients[0]
+        .append(path, &secret, crate::common::lines(0, 10))
+        .await
+        .expect(200);
+    let id = logdog_schema::names::stream_id(path);
+    let owner_of = || {
+        let s = logdog_schema::Store::open(&db.url, 1).unwrap();
+        s.read(|c| logdog_schema::store::stream_owner(c, "p", &id))
+            .unwrap()
+            .unwrap()
+    };
+    let (first_owner, first_epoch, _) = owner_of();
+    let node_ids: Vec<String> = {
+        let mut v = Vec::new();
+        for n in &nodes {
+            v.push(n.cluster().await["node_id"].as_str().unwrap().to_owned());
+        }
+        v
+    };
+    let owner = node_ids.iter().position(|n| *n == first_owner).unwrap();
+    let other = (owner + 1) % 3;
+
+    nodes[owner].signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Another node takes over (the paused owner is dead) and writes.
+    let started = Instant::now();
+    loop {
+        let a = clients[other]
+            .append(path, &secret, crate::common::lines(10, 20))
+            .await;
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!(a.status, 503, "{:?}", a.body);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (new_owner, new_epoch, _) = owner_of();
+    assert_eq!(new_owner, node_ids[other]);
+    assert!(new_epoch > first_epoch);
+    nodes[owner].signal(libc::SIGCONT);
+    // The resumed node's next write: its old actor cannot commit (fenced, or dropped on
+    // waking), so the lines land after the new owner's, through the new owner.
+    let body = "late 1\nlate 2\n";
+    let late = loop {
+        let a = clients[owner]
+            .http
+            .post(clients[owner].url(&format!("logs/{path}")))
+            .header("x-prefix-secret", &secret)
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if a.status() == 503 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(a.status(), 200);
+        break a.json::<Value>().await.unwrap();
+    };
+    assert_eq!(late["next_index"], 22, "{late}");
+    let stored = crate::common::stored_entries(&db.url, "p", path);
+    let texts: Vec<String> = stored
+        .iter()
+        .map(|e| match &e.content {
+            logdog_schema::wire::Content::Text(l) => l[0].value.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut want: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+    want.extend(["late 1".to_owned(), "late 2".to_owned()]);
+    assert_eq!(texts, want);
+    assert_eq!(
+        owner_of().0,
+        node_ids[other],
+        "the stale node took nothing back"
+    );
+
+    // kill -9 of the owner: writable through a survivor within 5 s, nothing lost.
+    let survivor = (other + 1) % 3;
+    nodes[other].signal(libc::SIGKILL);
+    nodes[other].wait().await;
+    let killed = Instant::now();
+    loop {
+        let a = clients[survivor]
+            .append(path, &secret, crate::common::lines(22, 30))
+            .await;
+        if a.status == 200 {
+            assert_eq!(a.body["next_index"], 30);
+            break;
+        }
+        assert_eq!(a.status, 503, "{:?}", a.body);
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "not writable after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("failover: writable again after {:?}", killed.elapsed());
+    assert_eq!(
+        crate::common::stored_indices(&db.url, "p", path),
+        (0..30).collect::<Vec<_>>()
+    );
+    let m = Client::new(&nodes[survivor].base(), "p")
+        .text(format!("{}/metrics", nodes[survivor].base()))
+        .await;
+    assert!(
+        m.lines().any(|l| l == "logdog_cluster_takeovers_total 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(logdog_postgres),
+    ignore = "needs LOGDOG_TEST_DATABASE_URL (PostgreSQL)"
+)]
+async fn a_paused_owner_is_fenced_and_a_killed_one_replaced() {
+    fencing_and_failover(TestDb::postgres()).await;
+}
+
+/// What one websocket viewer saw until the server closed: the indices in order, the
+/// first frame's type, the `end` frame's terminal index and the close code.
+#[derive(Debug, PartialEq)]
+struct Watched {
+    indices: Vec<u64>,
+    first: String,
+    end: Option<i64>,
+    close: Option<u16>,
+}
+
+async fn watch(base: &str, path: &str, from: u64, limit: Duration) -> Watched {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "{}/api/v1/projects/p/watch/{path}?from={from}",
+        base.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket upgrade");
+    let mut seen = Watched {
+        indices: Vec::new(),
+        first: String::new(),
+        end: None,
+        close: None,
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => break,
+            Err(_) => panic!(
+                "viewer on {base} timed out after {} entries",
+                seen.indices.len()
+            ),
+        };
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if seen.first.is_empty() {
+                    seen.first = v["type"].as_str().unwrap().to_owned();
+                }
+                match v["type"].as_str().unwrap() {
+                    "entries" => seen.indices.extend(
+                        v["entries"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["stream_index"].as_u64().unwrap()),
+                    ),
+                    "end" => seen.end = v["terminal_index"].as_i64(),
+                    _ => {}
+                }
+            }
+            Message::Close(c) => {
+                seen.close = c.map(|c| u16::from(c.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Live tail on every node: viewers on all three nodes (websockets and `follow=true`
+/// text) of one stream while each batch goes to a random node; every viewer gets the same
+/// complete, contiguous sequence, `end` after the terminal entry.
+async fn viewers_on_every_node(db: TestDb) {
+    use rand::Rng as _;
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for p in ports {
+        nodes.push(Node::start(&db, p).await);
+    }
+    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let secret = clients[0].prefix("live").await;
+    let path = "live/+/s";
+    clients[0]
+        .register(path, &secret, serde_json::json!({}))
+        .await
+        .expect(201);
+    const BATCHES: u64 = 100;
+    const PER_BATCH: u64 = 30;
+    let total = BATCHES * PER_BATCH;
+    let mut viewers = Vec::new();
+    let mut followers = Vec::new();
+    for n in &nodes {
+        for from in [0, 0] {
+            let base = n.base();
+            viewers.push(tokio::spawn(async move {
+                watch(&base, path, from, Duration::from_secs(60)).await
+            }));
+        }
+        let c = Client::new(&n.base(), "p");
+        followers.push(tokio::spawn(async move {
+            c.text(c.url(&format!("logs/{path}?format=text&follow=true")))
+                .await
+        }));
+    }
+    // Let the viewers subscribe before the first write, then write to random nodes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for b in 0..BATCHES {
+        let entries = crate::common::lines(b * PER_BATCH, (b + 1) * PER_BATCH);
+        let pick = rand::thread_rng().gen_range(0..3usize);
+        let a = clients[pick].append(path, &secret, entries).await;
+        assert_eq!(a.expect(200)["next_index"], (b + 1) * PER_BATCH);
+    }
+    let pick = rand::thread_rng().gen_range(0..3usize);
+    clients[pick]
+        .terminate(path, &secret, serde_json::json!({}))
+        .await
+        .expect(200);
+    let want = Watched {
+        indices: (0..total).collect(),
+        first: "state".into(),
+        end: Some(total as i64 - 1),
+        close: Some(1000),
+    };
+    for v in viewers {
+        assert_eq!(v.await.unwrap(), want);
+    }
+    let text: String = (0..total).map(|i| format!("line {i}\n")).collect();
+    for f in followers {
+        assert_eq!(f.await.unwrap(), text);
+    }
+    // The non-owners' replicas were woken by the owner's notifications.
+    let mut wakeups = 0;
+    for n in &nodes {
+        let m = Client::new(&n.base(), "p")
+            .text(format!("{}/metrics", n.base()))
+            .await;
+        wakeups += m
+            .lines()
+            .find_map(|l| l.strip_prefix("logdog_cluster_wakeups_total "))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert!(wakeups > 0, "no notification reached a node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(logdog_postgres),
+    ignore = "needs LOGDOG_TEST_DATABASE_URL (PostgreSQL)"
+)]
+async fn viewers_on_every_node_see_the_same_stream() {
+    viewers_on_every_node(TestDb::postgres()).await;
 }

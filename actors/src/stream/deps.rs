@@ -32,6 +32,16 @@ pub struct StreamDeps {
     /// A stream actor with nothing to do for this long stops.
     pub idle_timeout: Duration,
     pub metrics: ActorMetrics,
+    /// Cluster mode: this node, for claiming streams before their actors start.
+    pub cluster: Option<ClusterNode>,
+}
+
+/// This node as a stream owner in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub node_id: String,
+    /// A node whose heartbeat is older than this is dead: its streams may be taken over.
+    pub node_timeout: Duration,
 }
 
 /// Called when an actor stops or retires: removes its entry (key, generation) from the

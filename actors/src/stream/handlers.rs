@@ -7,8 +7,8 @@ impl Handler<Register> for StreamActor {
     type Result = AtomicResponse<Self, Result<(StreamJson, bool), ActorError>>;
 
     /// Creates the stream, or confirms an identical registration.
-    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return AtomicResponse::new(reply(Err(e)));
         }
         let (store, project, prefix) = (
@@ -82,8 +82,8 @@ impl Handler<Register> for StreamActor {
 impl Handler<Load> for StreamActor {
     type Result = Result<StreamJson, ActorError>;
 
-    fn handle(&mut self, msg: Load, _: &mut Context<Self>) -> Self::Result {
-        self.gate()?;
+    fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) -> Self::Result {
+        self.gate(ctx)?;
         Ok(self.visible(msg.see_purged)?.json())
     }
 }
@@ -92,7 +92,7 @@ impl Handler<Follow> for StreamActor {
     type Result = Result<(StreamJson, tokio::sync::watch::Receiver<Progress>), ActorError>;
 
     fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
-        self.gate()?;
+        self.gate_read()?;
         let json = self.visible(msg.see_purged)?.json();
         Ok((json, self.progress.subscribe()))
     }
@@ -102,7 +102,7 @@ impl Handler<Subscribe> for StreamActor {
     type Result = Result<(bytestring::ByteString, Progress), ActorError>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        self.gate()?;
+        self.gate_read()?;
         let json = self.visible(msg.see_purged)?.json();
         self.subscribers.insert(msg.id, msg.recipient);
         let frame = logdog_schema::wire::state_frame(Some(&json));
@@ -122,8 +122,8 @@ impl Handler<Unsubscribe> for StreamActor {
 impl Handler<Append> for StreamActor {
     type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
 
-    fn handle(&mut self, msg: Append, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return reply(Err(e));
         }
         if self.stream.is_none() {
@@ -143,8 +143,8 @@ impl Handler<AppendText> for StreamActor {
     type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
 
     /// Numbers the lines from one past the highest stored (or in-flight) index.
-    fn handle(&mut self, msg: AppendText, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, msg: AppendText, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return reply(Err(e));
         }
         let Some(s) = &self.stream else {
@@ -190,8 +190,8 @@ impl Handler<AppendText> for StreamActor {
 impl Handler<Terminate> for StreamActor {
     type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
 
-    fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return AtomicResponse::new(reply(Err(e)));
         }
         if self.stream.is_none() {
@@ -210,8 +210,8 @@ impl Handler<Terminate> for StreamActor {
 impl Handler<Purge> for StreamActor {
     type Result = AtomicResponse<Self, Result<(), ActorError>>;
 
-    fn handle(&mut self, _: Purge, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return AtomicResponse::new(reply(Err(e)));
         }
         if self.stream.is_none() {
@@ -220,8 +220,8 @@ impl Handler<Purge> for StreamActor {
         AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
             let (store, project, id) = (act.store(), act.key.project.clone(), act.key.id.clone());
             let now = now_us();
-            let write =
-                blocking(move || store.write(|c| store::purge_stream(c, &project, &id, now)));
+            let f = act.fenced(move |c| store::purge_stream(c, &project, &id, now));
+            let write = blocking(move || store.write(f));
             write.into_actor(act).map(move |r, act, _| {
                 r?;
                 if let Some(s) = &mut act.stream {
@@ -238,8 +238,8 @@ impl Handler<Purge> for StreamActor {
 impl Handler<Seal> for StreamActor {
     type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
 
-    fn handle(&mut self, _: Seal, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, _: Seal, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return AtomicResponse::new(reply(Err(e)));
         }
         AtomicResponse::new(Box::pin(self.settle_inflight().then(|_, act, _| {
@@ -259,8 +259,8 @@ impl Handler<Seal> for StreamActor {
 impl Handler<MarkArchived> for StreamActor {
     type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
 
-    fn handle(&mut self, msg: MarkArchived, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, msg: MarkArchived, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return AtomicResponse::new(reply(Err(e)));
         }
         let mut next = match self.draft() {
@@ -290,8 +290,8 @@ impl Handler<MarkArchived> for StreamActor {
 impl Handler<MarkFailed> for StreamActor {
     type Result = AtomicResponse<Self, Result<StreamJson, ActorError>>;
 
-    fn handle(&mut self, msg: MarkFailed, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.gate() {
+    fn handle(&mut self, msg: MarkFailed, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.gate(ctx) {
             return AtomicResponse::new(reply(Err(e)));
         }
         let mut next = match self.draft() {
@@ -316,5 +316,18 @@ impl Handler<PrefixDeleted> for StreamActor {
         self.publish();
         self.retire(ctx);
         Ok(())
+    }
+}
+
+impl Handler<Depose> for StreamActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Depose, ctx: &mut Context<Self>) {
+        if !self.retired {
+            self.deps.metrics.deposed.inc();
+            tracing::info!(stream = %self.path, "dropping the stream's actor: another node owns it");
+        }
+        // Stopping releases the claim if it is still this epoch's.
+        self.retire(ctx);
     }
 }

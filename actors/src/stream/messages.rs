@@ -167,3 +167,24 @@ pub struct MarkFailed {
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(), ActorError>")]
 pub struct PrefixDeleted;
+
+/// Cluster mode: another node owns the stream now (a write was fenced, or this node missed
+/// its heartbeats); the actor stops without touching storage.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Depose;
+
+/// The stream as this node's actor knows it, for a reader that will follow it: the
+/// owner's state, or in cluster mode a replica's copy (at most one notification behind).
+/// `Load` answers the owner's state; `Peek` never leaves the node.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<StreamJson, ActorError>")]
+pub struct Peek {
+    pub see_purged: bool,
+}
+
+/// Cluster mode: the owner committed a change to the stream (a PostgreSQL notification).
+/// A replica reads it from storage and tells its viewers; the owner ignores it.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Wake;

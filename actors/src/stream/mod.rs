@@ -12,6 +12,7 @@
 //! - `state`: the prefix's secret and the loaded stream (row, descriptor, machine);
 //! - `transitions`: appends, register, terminate, and lifecycle changes on a draft;
 //! - `live`: followers' progress and subscribers' frames;
+//! - `replica`: cluster mode, the actor of a stream another node owns;
 //! - `compaction`: the pure policy for merging small chunks;
 //! - `handlers`: one `Handler` per message.
 
@@ -26,7 +27,7 @@ use actix::prelude::*;
 use futures::future::{FutureExt, Shared};
 use logdog_schema::models::{ChunkRow, PrefixRow, StreamLifecycle, StreamRow, TagRow, TaskRow};
 use logdog_schema::names::StreamPath;
-use logdog_schema::store::{self, ChunkSpan};
+use logdog_schema::store::{self, ChunkSpan, Claim, Fence};
 use logdog_schema::wire::{now_us, Archival, ArchiveInfo, Descriptor, IncomingEntry, StreamJson};
 use logdog_schema::{chunk, Store};
 use sha2::{Digest, Sha256};
@@ -41,13 +42,15 @@ mod deps;
 mod handlers;
 mod live;
 pub mod messages;
+mod replica;
 mod state;
 mod transitions;
 
-pub use deps::{ArchivalTiming, Retire, StreamDeps, StreamKey};
+pub use deps::{ArchivalTiming, ClusterNode, Retire, StreamDeps, StreamKey};
 pub use messages::*;
 
 use compaction::*;
+use replica::*;
 use state::*;
 
 type CommitFuture = Shared<Pin<Box<dyn Future<Output = WriteResult> + Send>>>;
@@ -73,6 +76,11 @@ pub struct StreamActor {
     progress: tokio::sync::watch::Sender<Progress>,
     /// Removed from the directory: answer `Retired` so callers go to a fresh actor.
     retired: bool,
+    /// Cluster mode: this node's claim (node, epoch); every write is fenced by it.
+    fence: Option<Fence>,
+    /// Cluster mode: a live node owns the stream; this actor is a replica for this node's
+    /// viewers, and writes answer `Elsewhere` (see `replica`).
+    elsewhere: Option<Elsewhere>,
 }
 
 fn hash_secret(secret: &[u8]) -> Vec<u8> {
@@ -132,6 +140,27 @@ impl StreamActor {
             subscribers: HashMap::new(),
             progress: tokio::sync::watch::channel(Progress::default()).0,
             retired: false,
+            fence: None,
+            elsewhere: None,
+        }
+    }
+
+    /// Runs `f` in a write transaction fenced by this actor's claim (cluster mode).
+    pub(super) fn fenced<T>(
+        &self,
+        f: impl FnOnce(&mut logdog_schema::AnyConnection) -> Result<T, logdog_schema::StoreError>,
+    ) -> impl FnOnce(&mut logdog_schema::AnyConnection) -> Result<T, logdog_schema::StoreError>
+    {
+        let (fence, project, id) = (
+            self.fence.clone(),
+            self.key.project.clone(),
+            self.key.id.clone(),
+        );
+        move |c| {
+            if let Some(fence) = &fence {
+                store::check_fence(c, &project, &id, fence)?;
+            }
+            f(c)
         }
     }
 
@@ -139,8 +168,18 @@ impl StreamActor {
         self.deps.store.clone()
     }
 
-    /// Answers for the messages every handler refuses the same way.
-    fn gate(&mut self) -> Result<(), ActorError> {
+    /// Answers for the messages every handler refuses the same way; a replica refuses
+    /// everything but reads of its copy.
+    fn gate(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        if let Some(e) = self.owner_elsewhere(ctx) {
+            self.last_active = Instant::now();
+            return Err(e);
+        }
+        self.gate_read()
+    }
+
+    /// `gate` for reads a replica answers from its copy (Follow, Subscribe, Peek).
+    fn gate_read(&mut self) -> Result<(), ActorError> {
         self.last_active = Instant::now();
         if self.retired {
             return Err(ActorError::Retired);
@@ -170,6 +209,17 @@ impl StreamActor {
 /// The prefix row, and the stream row with the spans of its chunks from next_index − 1 on.
 type Snapshot = (Option<PrefixRow>, Option<(StreamRow, Vec<ChunkSpan>)>);
 
+/// In cluster mode, claims the stream for this node before anything is loaded.
+fn claim(deps: &StreamDeps, key: &StreamKey) -> Result<Option<Claim>, logdog_schema::StoreError> {
+    let Some(node) = &deps.cluster else {
+        return Ok(None);
+    };
+    let timeout = node.node_timeout.as_micros() as i64;
+    deps.store
+        .write(|c| store::claim_stream(c, &key.project, &key.id, &node.node_id, timeout))
+        .map(Some)
+}
+
 /// What a new actor reads before it takes its first message.
 fn load(
     store: &Store,
@@ -192,50 +242,22 @@ impl Actor for StreamActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.deps.metrics.live_stream_actors.inc();
-        let (store, key, path) = (self.store(), self.key.clone(), self.path.clone());
+        let (deps, key, path) = (self.deps.clone(), self.key.clone(), self.path.clone());
         ctx.wait(
-            async move { blocking(move || load(&store, &key, &path)).await }
-                .into_actor(self)
-                .map(|r, act, ctx| {
-                    match r.and_then(|(p, s)| {
-                        Ok((
-                            p,
-                            s.map(|(row, spans)| Loaded::from_row(row, &spans))
-                                .transpose()?,
-                        ))
-                    }) {
-                        Ok((prefix, stream)) => {
-                            act.prefix = prefix.map(PrefixInfo::from);
-                            if let Some(s) = &stream {
-                                let next = s.machine.next_index();
-                                act.compaction = CompactionWindow::at(next);
-                                let sequence = s.next_sequence();
-                                if next as i64 != s.row.next_index
-                                    || sequence.map(|q| q as i64) != s.row.next_sequence
-                                {
-                                    // Repair a next_index left behind by a failed commit.
-                                    let (project, id) =
-                                        (act.key.project.clone(), act.key.id.clone());
-                                    drop(act.deps.writer.run(move |c| {
-                                        store::set_next_index(c, &project, &id, (next, sequence))
-                                    }));
-                                }
-                            }
-                            act.stream = stream;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, stream = %act.path, "loading stream failed");
-                            act.load_error = Some(format!("cannot load stream: {e}"));
-                            act.retire(ctx);
-                        }
-                    }
-                }),
+            async move {
+                blocking(move || {
+                    let claimed = claim(&deps, &key)?;
+                    Ok((claimed, load(&deps.store, &key, &path)?))
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(|r, act, ctx| act.settle_claim(r, ctx)),
         );
         let check = (self.deps.idle_timeout / 2).max(Duration::from_millis(10));
         ctx.run_interval(check, |act, ctx| {
-            let followed = act.progress.receiver_count() > 0 || !act.subscribers.is_empty();
             if act.inflight.is_empty()
-                && !followed
+                && !act.followed()
                 && act.last_active.elapsed() >= act.deps.idle_timeout
             {
                 act.retire(ctx);
@@ -246,10 +268,102 @@ impl Actor for StreamActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.deps.metrics.live_stream_actors.dec();
         (self.leave_directory)(&self.key, self.generation);
+        // Viewers still subscribed (the actor was deposed, or the prefix deleted) catch up
+        // from storage and subscribe again, to a fresh actor.
+        for (_, r) in self.subscribers.drain() {
+            r.do_send(LiveFrame(Live::Lagged, Instant::now()));
+        }
+        if let Some(fence) = self.fence.take() {
+            // Let the next claim, on any node, take the stream at once (a no-op when it
+            // was taken over meanwhile: the release names this epoch).
+            let (store, key) = (self.store(), self.key.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) =
+                    store.write(|c| store::release_stream(c, &key.project, &key.id, &fence))
+                {
+                    tracing::debug!(error = %e, "releasing a stream claim failed; it lapses with the node");
+                }
+            });
+        }
     }
 }
 
 impl StreamActor {
+    /// Takes what the claim (cluster mode) and the load found: the owner's state, or a
+    /// replica's when another live node owns the stream.
+    pub(super) fn settle_claim(
+        &mut self,
+        r: Result<(Option<Claim>, Snapshot), ActorError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match r {
+            Ok((Some(Claim::Elsewhere { advertise, .. }), snapshot)) => {
+                self.become_replica(advertise, snapshot, ctx)
+            }
+            Ok((Some(Claim::Owned { epoch, takeover }), snapshot)) => {
+                let node = self.deps.cluster.as_ref().expect("claimed in cluster mode");
+                self.fence = Some(Fence {
+                    node_id: node.node_id.clone(),
+                    epoch,
+                });
+                self.deps.metrics.claims.inc();
+                if takeover {
+                    self.deps.metrics.takeovers.inc();
+                    tracing::info!(stream = %self.path, epoch, "took the stream over from a node that is not live");
+                }
+                self.take_snapshot(snapshot, ctx);
+            }
+            Ok((None, snapshot)) => self.take_snapshot(snapshot, ctx),
+            Err(e) => self.load_failed(e.to_string(), ctx),
+        }
+    }
+
+    fn load_failed(&mut self, e: String, ctx: &mut Context<Self>) {
+        tracing::warn!(error = %e, stream = %self.path, "loading stream failed");
+        self.load_error = Some(format!("cannot load stream: {e}"));
+        self.retire(ctx);
+    }
+
+    /// Holds the stream as read from storage. The owner repairs a `next_index` left
+    /// behind by a failed commit; viewers already subscribed (a replica that became the
+    /// owner) are told how far the stream has come.
+    fn take_snapshot(&mut self, (prefix, stream): Snapshot, ctx: &mut Context<Self>) {
+        let stream = match stream
+            .map(|(row, spans)| Loaded::from_row(row, &spans))
+            .transpose()
+        {
+            Ok(s) => s,
+            Err(e) => return self.load_failed(e.to_string(), ctx),
+        };
+        let before = self.stream.as_ref().map(|s| s.machine.next_index());
+        self.prefix = prefix.map(PrefixInfo::from);
+        if let Some(s) = &stream {
+            let next = s.machine.next_index();
+            self.compaction = CompactionWindow::at(next);
+            let sequence = s.next_sequence();
+            if self.elsewhere.is_none()
+                && (next as i64 != s.row.next_index
+                    || sequence.map(|q| q as i64) != s.row.next_sequence)
+            {
+                // Repair a next_index left behind by a failed commit.
+                let (project, id) = (self.key.project.clone(), self.key.id.clone());
+                let fence = self.fence.clone();
+                drop(self.deps.writer.run(move |c| {
+                    if let Some(f) = &fence {
+                        store::check_fence(c, &project, &id, f)?;
+                    }
+                    store::set_next_index(c, &project, &id, (next, sequence))
+                }));
+            }
+        }
+        self.stream = stream;
+        if let Some(before) = before {
+            let after = self.stream.as_ref().map_or(0, |s| s.machine.next_index());
+            self.broadcast_entries(before, after, &[]);
+            self.publish();
+        }
+    }
+
     /// Leaves the directory and stops; messages already queued answer `Retired`.
     fn retire(&mut self, ctx: &mut Context<Self>) {
         self.retired = true;

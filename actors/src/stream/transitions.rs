@@ -70,11 +70,17 @@ impl StreamActor {
         let Some((start, end)) = self.compaction.observe(chunks, next) else {
             return;
         };
-        let (project, id) = (self.key.project.clone(), self.key.id.clone());
-        let done = self
-            .deps
-            .writer
-            .run(move |c| store::compact_chunks(c, &project, &id, start, end).map(|_| ()));
+        let (project, id, fence) = (
+            self.key.project.clone(),
+            self.key.id.clone(),
+            self.fence.clone(),
+        );
+        let done = self.deps.writer.run(move |c| {
+            if let Some(f) = &fence {
+                store::check_fence(c, &project, &id, f)?;
+            }
+            store::compact_chunks(c, &project, &id, start, end).map(|_| ())
+        });
         actix::spawn(async move {
             if let Ok(Err(e)) = done.await {
                 tracing::warn!(?e, "chunk compaction failed");
@@ -114,12 +120,11 @@ impl StreamActor {
                 act.key.id.clone(),
                 next.lifecycle(),
             );
-            let write = blocking(move || {
-                store.write(|c| {
-                    store::update_lifecycle(c, &project, &id, &change)?;
-                    store::schedule_task(c, &project, &id, reason, due, &task_id(), now)
-                })
+            let f = act.fenced(move |c| {
+                store::update_lifecycle(c, &project, &id, &change)?;
+                store::schedule_task(c, &project, &id, reason, due, &task_id(), now)
             });
+            let write = blocking(move || store.write(f));
             Box::pin(write.into_actor(act).map(move |r, act, _| {
                 r?;
                 if let Some(s) = &mut act.stream {
@@ -191,6 +196,7 @@ impl StreamActor {
                     plan.sequence_after,
                 )),
                 schedule,
+                fence: self.fence.clone(),
                 entries: plan.accepted,
                 bytes,
             };
@@ -311,7 +317,8 @@ impl StreamActor {
             created_us: now,
         };
         let (store, row) = (self.store(), loaded.row.clone());
-        let write = blocking(move || store.write(|c| store::insert_stream(c, &row, &tags, &task)));
+        let f = self.fenced(move |c| store::insert_stream(c, &row, &tags, &task));
+        let write = blocking(move || store.write(f));
         Box::pin(write.into_actor(self).map(move |r, act, _| {
             r?;
             let json = loaded.json();
@@ -336,12 +343,11 @@ impl StreamActor {
             self.key.id.clone(),
             next.lifecycle(),
         );
-        let write = blocking(move || {
-            store.write(|c| {
-                store::update_lifecycle(c, &project, &id, &change)?;
-                extra(c)
-            })
+        let f = self.fenced(move |c| {
+            store::update_lifecycle(c, &project, &id, &change)?;
+            extra(c)
         });
+        let write = blocking(move || store.write(f));
         Box::pin(write.into_actor(self).map(move |r, act, _| {
             r?;
             let json = next.json();

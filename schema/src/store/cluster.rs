@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use super::{AnyConnection, StoreError};
 
 /// The database's clock in microseconds since the epoch.
-const DB_NOW_US: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
+pub(super) const DB_NOW_US: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
 
 /// A coordinator's row, with the database's clock when it was read.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
@@ -57,7 +57,7 @@ impl NodeRow {
     }
 }
 
-fn pg(conn: &mut AnyConnection) -> Result<&mut diesel::pg::PgConnection, StoreError> {
+pub(super) fn pg(conn: &mut AnyConnection) -> Result<&mut diesel::pg::PgConnection, StoreError> {
     match conn {
         AnyConnection::Postgresql(c) => Ok(c),
         AnyConnection::Sqlite(_) => Err(StoreError::Corrupt(

@@ -26,6 +26,7 @@ mod cluster;
 mod databases;
 mod deletions;
 mod long_keys;
+mod owners;
 mod prefixes;
 mod query;
 mod streams;
@@ -35,6 +36,7 @@ pub use chunks::*;
 pub use cluster::*;
 pub use databases::*;
 pub use deletions::*;
+pub use owners::*;
 pub use prefixes::*;
 pub use query::*;
 pub use streams::*;
@@ -67,6 +69,10 @@ pub enum StoreError {
     /// 2.7 KB): the request asks for something this backend cannot store.
     #[error("{0}")]
     KeyTooLong(String),
+    /// A stream actor's write refused because its node no longer owns the stream (cluster
+    /// mode): another node took it over, or it was released.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl StoreError {

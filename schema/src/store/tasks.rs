@@ -246,6 +246,24 @@ pub fn release_task(
     Ok(())
 }
 
+/// Gives a lease back without counting its attempt (cluster mode: the stream's owner is
+/// another node, whose dispatcher hands the task out).
+pub fn unlease_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    due_us: i64,
+) -> Result<(), StoreError> {
+    diesel::update(archive_tasks::table.find(task_id))
+        .set((
+            archive_tasks::lease_id.eq(None::<String>),
+            archive_tasks::lease_expires_us.eq(None::<i64>),
+            archive_tasks::due_us.eq(due_us),
+            archive_tasks::attempt.eq(archive_tasks::attempt - 1),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Marks a task done (never due again), keeping its last lease so a repeated completion
 /// with that lease can be recognised.
 pub fn finish_task(

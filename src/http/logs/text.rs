@@ -40,9 +40,27 @@ pub(super) struct TextCursor {
     pub(super) peer: Option<crate::http::watch::PeerSocket>,
     /// With follow: this follower's place in the viewer counts.
     pub(super) _slot: Option<crate::http::watch::ViewerSlot>,
+    /// With follow: the caller may see purged streams (an admin).
+    pub(super) see_purged: bool,
 }
 
 impl TextCursor {
+    /// The stream's actor stopped under a follower (in a cluster: it was deposed, or its
+    /// node's replica changed): follow the stream's new actor. False when it is gone.
+    async fn follow_again(&mut self) -> bool {
+        let msg = Follow {
+            see_purged: self.see_purged,
+        };
+        let s = &self.source;
+        match s.directory.send(&s.project, &s.path, msg).await {
+            Ok((_, rx)) => {
+                self.follow = Some(rx);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The next piece of text, waiting for entries when following; None at the end.
     async fn next_piece(&mut self) -> Option<Result<Bytes, ApiError>> {
         loop {
@@ -66,12 +84,13 @@ impl TextCursor {
                                 None => futures::future::pending().await,
                             }
                         };
-                        tokio::select! {
-                            changed = rx.changed() => if changed.is_err() {
-                                return None;
-                            },
+                        let closed = tokio::select! {
+                            changed = rx.changed() => changed.is_err(),
                             _ = self.shutdown.wait_for(|stopping| *stopping) => return None,
                             _ = peer_gone => return None,
+                        };
+                        if closed && !self.follow_again().await {
+                            return None;
                         }
                         continue;
                     }
@@ -154,6 +173,7 @@ pub async fn text(
         bytes_left: p.bytes.filter(|b| *b > 0),
         follow,
         shutdown: state.shutdown.subscribe(),
+        see_purged: caller.admin,
     };
     let body = futures::stream::unfold(cursor, |mut c| async move {
         c.next_piece().await.map(|piece| (piece, c))

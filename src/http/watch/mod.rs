@@ -30,7 +30,7 @@ use logdog_schema::names::StreamPath;
 use logdog_schema::wire::{Entry, StreamJson};
 use serde::Deserialize;
 
-use super::{authorize, load, params, stream_path, Authorized, Caller, State};
+use super::{authorize, params, peek, stream_path, Authorized, Caller, State};
 use crate::errors::ApiError;
 
 mod cursor;
@@ -122,7 +122,7 @@ pub async fn watch(
         }
     }
     check_origin(&req)?;
-    let stream = load(&state, caller, &project, &path).await?;
+    let stream = peek(&state, caller, &project, &path).await?;
     let from = match (p.from, p.tail) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give from or tail, not both")),
         (Some(f), None) => f,

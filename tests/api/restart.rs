@@ -154,3 +154,75 @@ async fn idle_actors_stop_and_reload(db: TestDb) {
     server.stop().await;
 }
 both!(idle_actors_stop_and_reload);
+
+/// A stream whose actor stopped (idle) and is loaded again for a viewer: the websocket
+/// viewer gets the whole backlog and `end`, and `follow=true` the whole text, at once —
+/// the fresh actor tells them where the stream stands without waiting for a write.
+async fn a_reloaded_stream_serves_its_viewers(db: TestDb) {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut config = db.config();
+    config.stream_idle_timeout = logdog::config::secs(0.2);
+    let server = TestServer::start(config);
+    let c = server.client("p");
+    let secret = c.text_stream("reload", "s").await;
+    c.append("reload/+/s", &secret, lines(0, 3))
+        .await
+        .expect(200);
+    c.terminate("reload/+/s", &secret, json!({}))
+        .await
+        .expect(200);
+    let mut stopped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if server.metric("logdog_live_stream_actors").await == 0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the idle stream actor did not stop");
+    let url = format!("ws://{}/api/v1/projects/p/watch/reload/+/s", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut types = Vec::new();
+    let mut indices = Vec::new();
+    let close = loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("the viewer was left waiting")
+            .unwrap()
+            .unwrap();
+        match m {
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                types.push(v["type"].as_str().unwrap().to_owned());
+                if v["type"] == "entries" {
+                    for e in v["entries"].as_array().unwrap() {
+                        indices.push(e["stream_index"].as_u64().unwrap());
+                    }
+                }
+            }
+            Message::Close(c) => break c.map(|c| u16::from(c.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(indices, [0, 1, 2]);
+    assert_eq!(
+        (
+            types.first().map(String::as_str),
+            types.last().map(String::as_str)
+        ),
+        (Some("state"), Some("end"))
+    );
+    assert_eq!(close, Some(1000));
+    // The same for a followed text response, on a fresh actor again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let text = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        c.text(c.url("logs/reload/+/s?format=text&follow=true")),
+    )
+    .await
+    .expect("the follower was left waiting");
+    assert_eq!(text, "line 0\nline 1\nline 2\n");
+    server.stop().await;
+}
+both!(a_reloaded_stream_serves_its_viewers);

@@ -360,8 +360,9 @@ impl StreamActor {
         if let Some(before) = before {
             let after = self.stream.as_ref().map_or(0, |s| s.machine.next_index());
             self.broadcast_entries(before, after, &[]);
-            self.publish();
         }
+        // Followers and new subscribers start from where the stream stands.
+        self.publish();
     }
 
     /// Leaves the directory and stops; messages already queued answer `Retired`.

@@ -77,7 +77,9 @@ impl Membership {
             listens: AtomicU64::new(0),
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Below the nodes' 5 s keep-alive, so an idle connection is dropped here
+                // before the other node closes it under a request.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()?,
         }))
     }

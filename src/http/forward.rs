@@ -260,21 +260,26 @@ pub async fn send(
     }
     let method =
         reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = cluster.client.request(method, &url);
-    for (name, value) in req.headers() {
-        if hop_by_hop(name)
-            || name == header::AUTHORIZATION
-            || name.as_str().starts_with("x-logdog-")
-        {
-            continue;
+    let request = || {
+        let mut out = cluster.client.request(method.clone(), &url);
+        for (name, value) in req.headers() {
+            if hop_by_hop(name)
+                || name == header::AUTHORIZATION
+                || name.as_str().starts_with("x-logdog-")
+            {
+                continue;
+            }
+            out = out.header(name.as_str(), value.as_bytes());
         }
-        out = out.header(name.as_str(), value.as_bytes());
+        out.header(SECRET_HEADER, cluster.config.secret.as_str())
+            .header(CALLER_HEADER, caller.as_str())
+            .body(body.clone())
+    };
+    // A connection that could not be made carried nothing: one more try.
+    match request().send().await {
+        Err(e) if e.is_connect() => request().send().await.map_err(|e| e.to_string()),
+        r => r.map_err(|e| e.to_string()),
     }
-    let out = out
-        .header(SECRET_HEADER, cluster.config.secret.as_str())
-        .header(CALLER_HEADER, caller)
-        .body(body);
-    out.send().await.map_err(|e| e.to_string())
 }
 
 /// The owner's answer as ours: status, end-to-end headers and body.

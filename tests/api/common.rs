@@ -31,6 +31,22 @@ macro_rules! both {
     };
 }
 
+/// A test that needs PostgreSQL (cluster mode): `postgres_only!(test_name, scenario)`
+/// runs `scenario` on a fresh PostgreSQL database.
+#[macro_export]
+macro_rules! postgres_only {
+    ($test:ident, $scenario:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[cfg_attr(
+            not(logdog_postgres),
+            ignore = "needs LOGDOG_TEST_DATABASE_URL (PostgreSQL)"
+        )]
+        async fn $test() {
+            $scenario($crate::common::TestDb::postgres()).await;
+        }
+    };
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A database for one test, removed afterwards.
@@ -199,6 +215,9 @@ impl Client {
     pub fn new(base: &str, project: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
+            // Below the server's 5 s keep-alive: a pooled connection is never reused
+            // just as the server closes it.
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
             .build()
             .unwrap();
         Self {

@@ -39,6 +39,17 @@ struct Claimed {
     takeover: bool,
 }
 
+/// An owner row's holder and claim.
+#[derive(QueryableByName)]
+struct OwnerRow {
+    #[diesel(sql_type = Text)]
+    node_id: String,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = Bool)]
+    released: bool,
+}
+
 #[derive(QueryableByName)]
 struct Holder {
     #[diesel(sql_type = Text)]
@@ -122,17 +133,8 @@ pub fn check_fence(
     id: &str,
     fence: &Fence,
 ) -> Result<(), StoreError> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        node_id: String,
-        #[diesel(sql_type = BigInt)]
-        epoch: i64,
-        #[diesel(sql_type = Bool)]
-        released: bool,
-    }
     let c = pg(conn)?;
-    let rows: Vec<Row> = diesel::sql_query(
+    let rows: Vec<OwnerRow> = diesel::sql_query(
         "SELECT o.node_id, o.epoch, o.released FROM stream_owners o,
            LATERAL (SELECT pg_notify($3, $1 || chr(9) || $2)) n
          WHERE o.project = $1 AND o.stream_id = $2 FOR SHARE OF o",
@@ -172,6 +174,32 @@ pub fn release_stream(
     .bind::<BigInt, _>(fence.epoch)
     .execute(c)?;
     Ok(n == 1)
+}
+
+/// The streams `ids` of `project` were deleted (DeletePrefix): their owner rows go, so an
+/// owner on another node is fenced at its next write, and every node is woken for them,
+/// so replicas tell their viewers at once. On SQLite (one node) there is nothing to do.
+pub fn forget_streams(
+    conn: &mut AnyConnection,
+    project: &str,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    use diesel::sql_types::Array;
+    let AnyConnection::Postgresql(c) = conn else {
+        return Ok(());
+    };
+    for chunk in ids.chunks(500) {
+        diesel::sql_query("DELETE FROM stream_owners WHERE project = $1 AND stream_id = ANY($2)")
+            .bind::<Text, _>(project)
+            .bind::<Array<Text>, _>(chunk)
+            .execute(c)?;
+        diesel::sql_query("SELECT pg_notify($3, $1 || chr(9) || id) FROM unnest($2::text[]) AS id")
+            .bind::<Text, _>(project)
+            .bind::<Array<Text>, _>(chunk)
+            .bind::<Text, _>(STREAM_CHANNEL)
+            .execute(c)?;
+    }
+    Ok(())
 }
 
 /// Releases every stream `node_id` holds (a graceful stop).
@@ -228,17 +256,8 @@ pub fn stream_owner(
     project: &str,
     id: &str,
 ) -> Result<Option<(String, i64, bool)>, StoreError> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        node_id: String,
-        #[diesel(sql_type = BigInt)]
-        epoch: i64,
-        #[diesel(sql_type = Bool)]
-        released: bool,
-    }
     let c = pg(conn)?;
-    let rows: Vec<Row> = diesel::sql_query(
+    let rows: Vec<OwnerRow> = diesel::sql_query(
         "SELECT node_id, epoch, released FROM stream_owners WHERE project = $1 AND stream_id = $2",
     )
     .bind::<Text, _>(project)

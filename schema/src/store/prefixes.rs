@@ -93,6 +93,7 @@ pub fn delete_prefix(
         )
         .execute(conn)?;
     }
+    super::forget_streams(conn, project, &ids)?;
     Ok(Some(ids))
 }
 

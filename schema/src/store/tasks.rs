@@ -168,7 +168,7 @@ pub fn due_tasks_with_paths(
 /// Takes the leases of a pass in one transaction: tasks whose stream is gone deleted,
 /// tasks past the attempt cap set apart, and a lease (a conditional update: another
 /// coordinator may have won meanwhile) on up to `max_tasks` of the others, `lease_id`
-/// naming each.
+/// naming each. On PostgreSQL a task another pass has locked is skipped (`SKIP LOCKED`).
 pub fn take_leases(
     conn: &mut AnyConnection,
     want: &LeaseWanted,
@@ -188,6 +188,9 @@ pub fn take_leases(
             out.exhausted.push((row.clone(), path.clone()));
             continue;
         }
+        if locked_elsewhere(conn, &row.task_id)? {
+            continue;
+        }
         let id = lease_id();
         if take_lease(conn, &row.task_id, &id, want.expires_us, want.now_us)? {
             let mut row = row.clone();
@@ -198,6 +201,31 @@ pub fn take_leases(
         }
     }
     Ok(out)
+}
+
+/// On PostgreSQL, locks the task row for this transaction unless another transaction
+/// (another node's leasing pass) holds it: `FOR UPDATE SKIP LOCKED`, so concurrent passes
+/// on several coordinators take different tasks instead of queueing on the same rows.
+/// SQLite has one writer at a time: never locked elsewhere.
+fn locked_elsewhere(conn: &mut AnyConnection, task_id: &str) -> Result<bool, StoreError> {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        #[allow(dead_code)]
+        task_id: String,
+    }
+    match conn {
+        AnyConnection::Postgresql(c) => {
+            let rows: Vec<Row> = diesel::sql_query(
+                "SELECT task_id FROM archive_tasks WHERE task_id = $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Text, _>(task_id)
+            .load(c)?;
+            Ok(rows.is_empty())
+        }
+        AnyConnection::Sqlite(_) => Ok(false),
+    }
 }
 
 /// A task and its stream's path (None when the stream is gone), read together.

@@ -41,6 +41,10 @@ pub struct Membership {
     pub forwards_ok: AtomicU64,
     pub forwards_failed: AtomicU64,
     pub forwarded_in: AtomicU64,
+    /// Archive tasks' streams sealed by their owner at this node's request (sealed /
+    /// not sealed now).
+    pub seals_ok: AtomicU64,
+    pub seals_failed: AtomicU64,
     /// Wake-ups received from the owners (`NOTIFY`), and times the listener connected.
     pub wakeups: AtomicU64,
     pub listens: AtomicU64,
@@ -73,6 +77,8 @@ impl Membership {
             forwards_ok: AtomicU64::new(0),
             forwards_failed: AtomicU64::new(0),
             forwarded_in: AtomicU64::new(0),
+            seals_ok: AtomicU64::new(0),
+            seals_failed: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
             listens: AtomicU64::new(0),
             client: reqwest::Client::builder()

@@ -195,15 +195,23 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     };
     let directory = Directory::new(deps, STREAM_ARBITERS);
     let registry = Registry::new(directory.clone()).start();
-    let dispatcher = Dispatcher::new(
+    let mut dispatcher = Dispatcher::new(
         directory.clone(),
         DispatchConfig {
             max_attempts: config.archival.max_attempts.min(i32::MAX as u32) as i32,
             retry_delay: config.archival.retry_delay,
             poll_interval: DISPATCH_POLL,
         },
-    )
-    .start();
+    );
+    if let Some(m) = &cluster {
+        // A task whose stream another node owns is sealed by that node, on request.
+        let m = m.clone();
+        dispatcher = dispatcher.with_remote_seal(Arc::new(move |owner, project, path| {
+            let m = m.clone();
+            Box::pin(async move { http::forward::seal_at(&m, &owner, project, path).await })
+        }));
+    }
+    let dispatcher = dispatcher.start();
     let mut auth = crate::auth::Auth::new(&config.tokens);
     let embedded = config.archival.embedded_archivist.then(|| {
         let mut a = archivist_config(&config, String::new(), archive.clone());

@@ -2,7 +2,8 @@
 //! with the transitions that schedule them), so they survive restarts. The dispatcher
 //! leases due tasks to archivists (long poll), seals each stream before handing out its
 //! task, renews leases, and records completions and failures (retrying with exponential
-//! backoff up to the attempt cap).
+//! backoff up to the attempt cap). In cluster mode a stream another node owns is sealed
+//! by a call to its owner ([`RemoteSeal`]), so any node's dispatcher can hand out any task.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -94,6 +95,15 @@ pub struct Complete {
     pub projects: Option<Vec<String>>,
 }
 
+/// Cluster mode: seals a stream through its owner, another node (its advertise URL, the
+/// project, the stream's path). `Err(Elsewhere)` when the owner could not do it now (it
+/// cannot be reached, or the stream changed hands): the task is given back uncounted.
+pub type RemoteSeal = std::sync::Arc<
+    dyn Fn(String, String, String) -> futures::future::BoxFuture<'static, Result<(), ActorError>>
+        + Send
+        + Sync,
+>;
+
 /// Shutting down: answer every waiting lease now, and wait no more.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -115,6 +125,7 @@ pub struct Dispatcher {
     polling: bool,
     /// Shutting down: leases do not wait.
     draining: bool,
+    remote_seal: Option<RemoteSeal>,
 }
 
 impl Dispatcher {
@@ -125,7 +136,14 @@ impl Dispatcher {
             waiters: VecDeque::new(),
             polling: false,
             draining: false,
+            remote_seal: None,
         }
+    }
+
+    /// Cluster mode: streams owned elsewhere are sealed through `seal`.
+    pub fn with_remote_seal(mut self, seal: RemoteSeal) -> Self {
+        self.remote_seal = Some(seal);
+        self
     }
 
     /// Serves the oldest waiters with whatever is due; answers expired ones with nothing.
@@ -149,9 +167,11 @@ impl Dispatcher {
         };
         self.polling = true;
         let (dir, config) = (self.directory.clone(), self.config.clone());
+        let seal = self.remote_seal.clone();
         ctx.spawn(
             async move {
-                let r = lease_due(&dir, &config, w.max_tasks, w.lease, w.projects.as_deref()).await;
+                let scope = w.projects.as_deref();
+                let r = lease_due(&dir, &config, seal, w.max_tasks, w.lease, scope).await;
                 (w, r)
             }
             .into_actor(self)
@@ -185,11 +205,13 @@ fn lease_id() -> String {
 }
 
 /// Leases up to `max` due tasks: one read finds them (and is all a pass with nothing due
-/// costs), one transaction takes the leases, then each stream is sealed through its actor.
-/// Tasks past the attempt cap fail their stream instead.
+/// costs), one transaction takes the leases, then each stream is sealed through its actor
+/// (or its owner, a node of the cluster). Tasks past the attempt cap fail their stream
+/// instead.
 async fn lease_due(
     dir: &Directory,
     config: &DispatchConfig,
+    remote_seal: Option<RemoteSeal>,
     max: usize,
     lease: Duration,
     projects: Option<&[String]>,
@@ -239,10 +261,14 @@ async fn lease_due(
             continue;
         };
         // Seal before handing out: nothing can be appended that the archive would miss.
-        let sealed = dir.send(&row.project, &stream_path, Seal).await;
+        let mut sealed = dir.send(&row.project, &stream_path, Seal).await.map(drop);
+        if let (Err(ActorError::Elsewhere(owner)), Some(seal)) = (&sealed, &remote_seal) {
+            // Cluster mode: another node owns the stream, and seals it when asked.
+            sealed = seal(owner.clone(), row.project.clone(), path.clone()).await;
+        }
         if let Err(ActorError::Elsewhere(owner)) = &sealed {
-            // Cluster mode: another node owns the stream; its dispatcher seals and hands
-            // the task out. This lease is given back without counting an attempt.
+            // The owner could not seal it now (unreachable, or the stream is changing
+            // hands): the lease is given back without counting an attempt.
             tracing::debug!(task = %row.task_id, %owner, "task's stream is owned elsewhere");
             let (s, t) = (store.clone(), row.task_id.clone());
             let due = now + config.retry_delay.as_micros() as i64;
@@ -286,6 +312,7 @@ impl Handler<Lease> for Dispatcher {
 
     fn handle(&mut self, msg: Lease, _: &mut Context<Self>) -> Self::Result {
         let (dir, config) = (self.directory.clone(), self.config.clone());
+        let seal = self.remote_seal.clone();
         let Lease {
             max_tasks,
             lease,
@@ -295,7 +322,7 @@ impl Handler<Lease> for Dispatcher {
         let deadline = Instant::now() + wait;
         let scope = projects.clone();
         Box::pin(
-            async move { lease_due(&dir, &config, max_tasks, lease, scope.as_deref()).await }
+            async move { lease_due(&dir, &config, seal, max_tasks, lease, scope.as_deref()).await }
                 .into_actor(self)
                 .then(move |r, act, ctx| {
                     let (tx, rx) = oneshot::channel();

@@ -13,6 +13,10 @@
 //! compared in constant time), given the forwarded identity, and routed as the path after
 //! the prefix. A forwarded request is never forwarded again: if ownership moved meanwhile
 //! its answer is the 503 with Retry-After, and the client retries.
+//!
+//! One more internal route, [`SEAL_ROUTE`]: a dispatcher that leased the archive task of a
+//! stream another node owns asks the owner to seal it ([`seal_at`]) before handing the
+//! task out, so every node's dispatcher serves every task.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -37,6 +41,8 @@ use super::AppState;
 
 /// The internal route prefix forwarded requests arrive on.
 pub const FORWARD_PREFIX: &str = "/internal/v1/forward";
+/// The internal route an owner seals a stream on, for another node's dispatcher.
+pub const SEAL_ROUTE: &str = "/internal/v1/seal";
 /// The cluster secret, on forwarded requests.
 pub const SECRET_HEADER: &str = "x-logdog-cluster-secret";
 /// The caller's verified identity (JSON: the token's grant, or `null` for anonymous).
@@ -48,6 +54,10 @@ const BUFFERED_RESPONSE: u64 = 8 << 20;
 /// Marks a request that arrived forwarded from another node.
 #[derive(Debug, Clone, Copy)]
 struct Forwarded;
+
+/// Marks a node-to-node call whose cluster secret was checked.
+#[derive(Debug, Clone, Copy)]
+struct Internal;
 
 /// The body chunks a handler read, kept for a forward.
 type Tee = Arc<Mutex<Vec<Bytes>>>;
@@ -90,7 +100,7 @@ where
         return Box::pin(async move { Ok(fut.await?.map_into_boxed_body()) });
     };
     if req.path().starts_with("/internal/") {
-        if let Err(e) = accept_forwarded(&mut req, &cluster) {
+        if let Err(e) = accept_internal(&mut req, &cluster) {
             let (r, _) = req.into_parts();
             return Box::pin(async move { Ok(ServiceResponse::new(r, e.error_response())) });
         }
@@ -168,14 +178,9 @@ fn is_upgrade(req: &actix_web::HttpRequest) -> bool {
     req.headers().contains_key(header::UPGRADE)
 }
 
-/// Checks a request on the internal route and rewrites it to the route it forwards.
-fn accept_forwarded(req: &mut ServiceRequest, cluster: &Membership) -> Result<(), ApiError> {
-    let rest = req
-        .path()
-        .strip_prefix(FORWARD_PREFIX)
-        .filter(|r| r.starts_with('/'))
-        .ok_or_else(|| ApiError::not_found(format!("no route for {}", req.path())))?
-        .to_owned();
+/// Checks a request on an internal route (the cluster secret) and rewrites a forwarded
+/// one to the route it forwards.
+fn accept_internal(req: &mut ServiceRequest, cluster: &Membership) -> Result<(), ApiError> {
     let secret = req
         .headers()
         .get(SECRET_HEADER)
@@ -186,6 +191,16 @@ fn accept_forwarded(req: &mut ServiceRequest, cluster: &Membership) -> Result<()
             "internal routes need the cluster secret",
         ));
     }
+    if req.path() == SEAL_ROUTE {
+        req.extensions_mut().insert(Internal);
+        return Ok(());
+    }
+    let rest = req
+        .path()
+        .strip_prefix(FORWARD_PREFIX)
+        .filter(|r| r.starts_with('/'))
+        .ok_or_else(|| ApiError::not_found(format!("no route for {}", req.path())))?
+        .to_owned();
     let caller: Option<crate::auth::Grant> = req
         .headers()
         .get(CALLER_HEADER)
@@ -307,5 +322,91 @@ async fn relay(answer: reqwest::Response) -> Result<HttpResponse, String> {
                 .bytes_stream()
                 .map(|r| r.map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()))),
         )),
+    }
+}
+
+/// A call of [`SEAL_ROUTE`]: the stream to seal.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SealCall {
+    pub project: String,
+    pub path: String,
+}
+
+/// `POST /internal/v1/seal` (node to node, with the cluster secret): seals a stream this
+/// node owns and answers it (200, the stream). A stream owned elsewhere answers 503.
+pub async fn seal(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    call: web::Json<SealCall>,
+) -> Result<HttpResponse, ApiError> {
+    if req.extensions().get::<Internal>().is_none() {
+        // Not in cluster mode, or the secret was not checked: no such route.
+        return Err(ApiError::not_found(format!("no route for {}", req.path())));
+    }
+    let path = logdog_schema::names::StreamPath::parse(&call.path)?;
+    let stream = state
+        .directory
+        .send(&call.project, &path, logdog_actors::stream::Seal)
+        .await
+        .map_err(|e| match e {
+            // Changing hands again: the caller gives the task back and tries later.
+            logdog_actors::ActorError::Elsewhere(_) => {
+                ApiError::unavailable("the stream's owner is another node; retry")
+            }
+            e => e.into(),
+        })?;
+    Ok(HttpResponse::Ok().json(stream))
+}
+
+/// Asks `owner` to seal a stream it owns ([`seal`]). An owner that cannot be reached or
+/// answers 503 is `Elsewhere` (the task is given back uncounted); its other errors are
+/// passed on.
+pub async fn seal_at(
+    cluster: &Membership,
+    owner: &str,
+    project: String,
+    path: String,
+) -> Result<(), logdog_actors::ActorError> {
+    use logdog_actors::ActorError;
+    let url = format!("{}{SEAL_ROUTE}", owner.trim_end_matches('/'));
+    let call = SealCall { project, path };
+    let elsewhere = |e: String| {
+        cluster.seals_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%owner, error = %e, "the stream's owner did not seal it");
+        ActorError::Elsewhere(owner.to_owned())
+    };
+    let request = || {
+        cluster
+            .client
+            .post(&url)
+            .header(SECRET_HEADER, cluster.config.secret.as_str())
+            .json(&call)
+    };
+    let answer = match request().send().await {
+        Err(e) if e.is_connect() => request().send().await,
+        r => r,
+    }
+    .map_err(|e| elsewhere(e.to_string()))?;
+    let status = answer.status().as_u16();
+    let text = answer.text().await.map_err(|e| elsewhere(e.to_string()))?;
+    let message = || {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| text.clone())
+    };
+    match status {
+        200 => {
+            cluster.seals_ok.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        503 => Err(elsewhere(message())),
+        404 => Err(ActorError::NotFound(message())),
+        409 => Err(ActorError::Conflict(message())),
+        412 => Err(ActorError::FailedPrecondition(message())),
+        _ => Err(ActorError::Internal(format!(
+            "the owner answered {status}: {}",
+            message()
+        ))),
     }
 }

@@ -364,6 +364,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/v1/config", "GET").route(web::get().to(ops::config)))
         .service(resource("/api/v1/projects", "GET").route(web::get().to(ops::projects)))
         .service(resource("/api/v1/cluster", "GET").route(web::get().to(ops::cluster)))
+        .service(resource(forward::SEAL_ROUTE, "POST").route(web::post().to(forward::seal)))
         .service(
             resource("/api/v1/projects/{project}/prefixes", "POST, GET")
                 .route(web::post().to(registration::register_prefix))

@@ -111,12 +111,16 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
              # HELP logdog_cluster_forwards_total Requests this node forwarded to a stream's owner, by outcome (ok: the owner answered)\n# TYPE logdog_cluster_forwards_total counter\n\
              logdog_cluster_forwards_total{{outcome=\"ok\"}} {}\nlogdog_cluster_forwards_total{{outcome=\"failed\"}} {}\n\
              # HELP logdog_cluster_forwarded_in_total Requests other nodes forwarded to this one\n# TYPE logdog_cluster_forwarded_in_total counter\nlogdog_cluster_forwarded_in_total {}\n\
+             # HELP logdog_cluster_remote_seals_total Archive tasks' streams this node asked their owner to seal, by outcome (ok: sealed)\n# TYPE logdog_cluster_remote_seals_total counter\n\
+             logdog_cluster_remote_seals_total{{outcome=\"ok\"}} {}\nlogdog_cluster_remote_seals_total{{outcome=\"failed\"}} {}\n\
              # HELP logdog_cluster_wakeups_total Notifications of other nodes' commits this node received (live tail)\n# TYPE logdog_cluster_wakeups_total counter\nlogdog_cluster_wakeups_total {}\n\
              # HELP logdog_cluster_listens_total Times this node's notification listener connected\n# TYPE logdog_cluster_listens_total counter\nlogdog_cluster_listens_total {}\n",
             load(&m.heartbeat_failures),
             load(&m.forwards_ok),
             load(&m.forwards_failed),
             load(&m.forwarded_in),
+            load(&m.seals_ok),
+            load(&m.seals_failed),
             load(&m.wakeups),
             load(&m.listens),
         );

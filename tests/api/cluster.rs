@@ -1026,3 +1026,117 @@ async fn kills_under_load(db: TestDb) {
 }
 
 postgres_only!(killing_the_owner_under_load_five_times, kills_under_load);
+
+/// A labelled metric of `node`, from `/metrics` (the line `{series} value`).
+async fn series(node: &Node, series: &str) -> i64 {
+    let text = Client::new(&node.base(), "p")
+        .text(format!("{}/metrics", node.base()))
+        .await;
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Sealing is a call to the owner: the only archivist runs on a node that owns none of the
+/// streams; its dispatcher leases their tasks, asks the owner to seal each one, and each
+/// stream is archived once, on its first attempt, without changing hands.
+async fn seal_through_the_owner(db: TestDb) {
+    let archive = tempfile::tempdir().unwrap();
+    let shared = [
+        ("LOGDOG_ARCHIVE", archive.path().display().to_string()),
+        ("LOGDOG_ARCHIVAL_COMPLETE_DELAY", "0.2".to_owned()),
+        ("LOGDOG_ARCHIVAL_RETRY_DELAY", "0.5".to_owned()),
+    ];
+    let mut no_archivist = shared.to_vec();
+    no_archivist.push(("LOGDOG_ARCHIVAL_EMBEDDED_ARCHIVIST", "false".to_owned()));
+    let owner = Node::start_with(&db, free_port(), &no_archivist).await;
+    let archiving = Node::start_with(&db, free_port(), &shared).await;
+    let owner_id = owner.cluster().await["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = Client::new(&owner.base(), "p");
+    let secret = c.prefix("seal").await;
+    let paths: Vec<String> = (0..3).map(|k| format!("seal/+/s{k}")).collect();
+    for path in &paths {
+        c.register(path, &secret, serde_json::json!({}))
+            .await
+            .expect(201);
+        c.append(path, &secret, crate::common::lines(0, 100))
+            .await
+            .expect(200);
+        c.terminate(path, &secret, serde_json::json!({}))
+            .await
+            .expect(200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let other = Client::new(&archiving.base(), "p");
+    for path in &paths {
+        loop {
+            let s = other.load(path).await.expect(200).clone();
+            if s["state"]["archival"] == "complete" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path} not archived: {s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let id = logdog_schema::names::stream_id(path);
+        let store = logdog_schema::Store::open(&db.url, 1).unwrap();
+        let task = store
+            .read(|c| logdog_schema::store::get_task(c, "p", &id))
+            .unwrap()
+            .expect("an archive task");
+        assert_eq!(
+            (task.attempt, task.due_us, task.last_error.as_deref()),
+            (1, logdog_schema::store::TASK_DONE, None),
+            "{path}"
+        );
+        let text = other
+            .text(other.url(&format!("logs/{path}?format=text")))
+            .await;
+        assert_eq!(text.lines().count(), 100, "{path}");
+    }
+    // Every stream still the owner's, sealed there at the archiving node's request (and
+    // its completions forwarded there).
+    for o in owner_rows(&db, "p", &paths) {
+        assert_eq!(
+            (o.1.as_str(), o.2, o.3),
+            (owner_id.as_str(), 1, false),
+            "{o:?}"
+        );
+    }
+    assert_eq!(
+        series(
+            &archiving,
+            "logdog_cluster_remote_seals_total{outcome=\"ok\"}"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        series(
+            &archiving,
+            "logdog_cluster_remote_seals_total{outcome=\"failed\"}"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        series(&owner, "logdog_cluster_remote_seals_total{outcome=\"ok\"}").await,
+        0
+    );
+    // The seal route is the cluster's own: refused without the secret.
+    let r = reqwest::Client::new()
+        .post(format!("{}/internal/v1/seal", owner.base()))
+        .json(&serde_json::json!({"project": "p", "path": paths[0]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+postgres_only!(sealing_is_a_call_to_the_owner, seal_through_the_owner);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{free_port, Client, TestDb};
+use crate::common::{free_port, metric_at, Client, TestDb};
 use crate::postgres_only;
 
 /// A `logdog serve` process in cluster mode.
@@ -113,6 +113,18 @@ impl Drop for Node {
     }
 }
 
+/// Three nodes on free ports with `env` (config keys): their ports, the nodes, and a
+/// client of project `p` for each.
+async fn three_nodes(db: &TestDb, env: &[(&str, String)]) -> ([u16; 3], Vec<Node>, Vec<Client>) {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for p in ports {
+        nodes.push(Node::start_with(db, p, env).await);
+    }
+    let clients = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    (ports, nodes, clients)
+}
+
 /// The states of the nodes `node` lists, by advertise URL's port, sorted.
 fn states(cluster: &Value) -> Vec<(u16, String)> {
     let mut v: Vec<(u16, String)> = cluster["nodes"]
@@ -154,11 +166,7 @@ async fn until_states(node: &Node, want: &[(u16, &str)]) -> Value {
 /// timeout; one stopped with SIGTERM has left; a node restarted with its advertise URL
 /// replaces its old row; a second process cannot take a live node's advertise URL.
 async fn membership(db: TestDb) {
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for p in ports {
-        nodes.push(Node::start(&db, p).await);
-    }
+    let (ports, mut nodes, _) = three_nodes(&db, &[]).await;
     let all_live: Vec<(u16, &str)> = ports.iter().map(|p| (*p, "live")).collect();
     for n in &nodes {
         let c = until_states(n, &all_live).await;
@@ -316,12 +324,7 @@ fn owner_rows(db: &TestDb, project: &str, paths: &[String]) -> Vec<(String, Stri
 /// stream nobody owns yet leave exactly one owner and every entry once.
 async fn any_node_takes_any_request(db: TestDb) {
     use rand::Rng as _;
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for p in ports {
-        nodes.push(Node::start(&db, p).await);
-    }
-    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let (_, nodes, clients) = three_nodes(&db, &[]).await;
     let secret = clients[0].prefix("build").await;
     const STREAMS: u64 = 100;
     const BATCHES: u64 = 20;
@@ -412,15 +415,7 @@ async fn any_node_takes_any_request(db: TestDb) {
     // Requests were forwarded: two of three nodes did not own a given stream.
     let mut forwarded = 0;
     for n in &nodes {
-        let m = Client::new(&n.base(), "p")
-            .text(format!("{}/metrics", n.base()))
-            .await;
-        forwarded += m
-            .lines()
-            .find_map(|l| l.strip_prefix("logdog_cluster_forwards_total{outcome=\"ok\"} "))
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
+        forwarded += metric_at(&n.base(), "logdog_cluster_forwards_total{outcome=\"ok\"}").await;
     }
     assert!(forwarded > 0, "no request was forwarded");
     // The cluster route counts the owned streams per node.
@@ -488,12 +483,7 @@ postgres_only!(
 /// resumed node drops its actors. Then the owner is killed with SIGKILL and the stream is
 /// writable through a survivor within 5 s, every acknowledged entry kept.
 async fn fencing_and_failover(db: TestDb) {
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for p in ports {
-        nodes.push(Node::start(&db, p).await);
-    }
-    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let (_, mut nodes, clients) = three_nodes(&db, &[]).await;
     let secret = clients[0].text_stream("ci", "log").await;
     let path = "ci/+/log";
     clients[0]
@@ -625,57 +615,25 @@ struct Watched {
 }
 
 async fn watch(base: &str, path: &str, from: u64, limit: Duration) -> Watched {
-    use futures::StreamExt as _;
-    use tokio_tungstenite::tungstenite::Message;
     let url = format!(
         "{}/api/v1/projects/p/watch/{path}?from={from}",
         base.replace("http://", "ws://")
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("websocket upgrade");
-    let mut seen = Watched {
-        indices: Vec::new(),
-        first: String::new(),
-        end: None,
-        close: None,
-    };
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(_) => break,
-            Err(_) => panic!(
-                "viewer on {base} timed out after {} entries",
-                seen.indices.len()
-            ),
-        };
-        match msg {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if seen.first.is_empty() {
-                    seen.first = v["type"].as_str().unwrap().to_owned();
-                }
-                match v["type"].as_str().unwrap() {
-                    "entries" => seen.indices.extend(
-                        v["entries"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|e| e["stream_index"].as_u64().unwrap()),
-                    ),
-                    "end" => seen.end = v["terminal_index"].as_i64(),
-                    _ => {}
-                }
-            }
-            Message::Close(c) => {
-                seen.close = c.map(|c| u16::from(c.code));
-                break;
-            }
-            _ => {}
-        }
+    let seen = crate::common::read_all(ws, limit).await;
+    let kind = |f: &Value| f["type"].as_str().unwrap_or_default().to_owned();
+    Watched {
+        first: seen.frames.first().map(kind).unwrap_or_default(),
+        end: seen
+            .frames
+            .iter()
+            .find(|f| f["type"] == "end")
+            .and_then(|f| f["terminal_index"].as_i64()),
+        close: seen.close.map(|(code, _)| code),
+        indices: seen.indices,
     }
-    seen
 }
 
 /// Live tail on every node: viewers on all three nodes (websockets and `follow=true`
@@ -683,12 +641,7 @@ async fn watch(base: &str, path: &str, from: u64, limit: Duration) -> Watched {
 /// complete, contiguous sequence, `end` after the terminal entry.
 async fn viewers_on_every_node(db: TestDb) {
     use rand::Rng as _;
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for p in ports {
-        nodes.push(Node::start(&db, p).await);
-    }
-    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let (_, nodes, clients) = three_nodes(&db, &[]).await;
     let secret = clients[0].prefix("live").await;
     let path = "live/+/s";
     clients[0]
@@ -742,15 +695,7 @@ async fn viewers_on_every_node(db: TestDb) {
     // The non-owners' replicas were woken by the owner's notifications.
     let mut wakeups = 0;
     for n in &nodes {
-        let m = Client::new(&n.base(), "p")
-            .text(format!("{}/metrics", n.base()))
-            .await;
-        wakeups += m
-            .lines()
-            .find_map(|l| l.strip_prefix("logdog_cluster_wakeups_total "))
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
+        wakeups += metric_at(&n.base(), "logdog_cluster_wakeups_total").await;
     }
     assert!(wakeups > 0, "no notification reached a node");
     // DeletePrefix on one node: the viewers of the other nodes are told at once, the
@@ -825,12 +770,7 @@ async fn kills_under_load(db: TestDb) {
         ("LOGDOG_ARCHIVAL_COMPLETE_DELAY", "0.2".to_owned()),
         ("LOGDOG_ARCHIVAL_RETRY_DELAY", "0.5".to_owned()),
     ];
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for p in ports {
-        nodes.push(Node::start_with(&db, p, &env).await);
-    }
-    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
+    let (ports, mut nodes, clients) = three_nodes(&db, &env).await;
     const STREAMS: u64 = 3;
     const BATCHES: u64 = 20;
     const PER_BATCH: u64 = 25;
@@ -974,34 +914,8 @@ async fn kills_under_load(db: TestDb) {
             );
         }
         // Archived once each: one task, done on its first attempt, readable on a survivor.
-        let deadline = Instant::now() + Duration::from_secs(30);
         for path in &paths {
-            loop {
-                let s = clients[others[1]].load(path).await.expect(200).clone();
-                if s["state"]["archival"] == "complete" {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "round {round}: {path} not archived: {s}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let id = logdog_schema::names::stream_id(path);
-            let store = logdog_schema::Store::open(&db.url, 1).unwrap();
-            let task = store
-                .read(|c| logdog_schema::store::get_task(c, "p", &id))
-                .unwrap()
-                .expect("an archive task");
-            assert_eq!(
-                (task.attempt, task.due_us, task.last_error.as_deref()),
-                (1, logdog_schema::store::TASK_DONE, None),
-                "round {round}: {path}"
-            );
-            let text = clients[others[0]]
-                .text(clients[others[0]].url(&format!("logs/{path}?format=text")))
-                .await;
-            assert_eq!(text.lines().count() as u64, total);
+            archived_once(&db, &clients[others[1]], &clients[others[0]], path, total).await;
         }
         // The killed node comes back on its address, as a new member.
         nodes[owner] = Node::start_with(&db, ports[owner], &env).await;
@@ -1027,18 +941,33 @@ async fn kills_under_load(db: TestDb) {
 
 postgres_only!(killing_the_owner_under_load_five_times, kills_under_load);
 
-/// A labelled metric of `node`, from `/metrics` (the line `{series} value`).
-async fn series(node: &Node, series: &str) -> i64 {
-    let text = Client::new(&node.base(), "p")
-        .text(format!("{}/metrics", node.base()))
-        .await;
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
-        .trim()
-        .parse()
+/// Waits (up to 30 s) until `path` is archived as `loads` sees it, then checks it was
+/// archived once: one task, done on its first attempt, and `reads` serves its `lines`.
+async fn archived_once(db: &TestDb, loads: &Client, reads: &Client, path: &str, lines: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = loads.load(path).await.expect(200).clone();
+        if s["state"]["archival"] == "complete" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{path} not archived: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = logdog_schema::names::stream_id(path);
+    let store = logdog_schema::Store::open(&db.url, 1).unwrap();
+    let task = store
+        .read(|c| logdog_schema::store::get_task(c, "p", &id))
         .unwrap()
+        .expect("an archive task");
+    assert_eq!(
+        (task.attempt, task.due_us, task.last_error.as_deref()),
+        (1, logdog_schema::store::TASK_DONE, None),
+        "{path}"
+    );
+    let text = reads
+        .text(reads.url(&format!("logs/{path}?format=text")))
+        .await;
+    assert_eq!(text.lines().count() as u64, lines, "{path}");
 }
 
 /// Sealing is a call to the owner: the only archivist runs on a node that owns none of the
@@ -1073,32 +1002,9 @@ async fn seal_through_the_owner(db: TestDb) {
             .await
             .expect(200);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
     let other = Client::new(&archiving.base(), "p");
     for path in &paths {
-        loop {
-            let s = other.load(path).await.expect(200).clone();
-            if s["state"]["archival"] == "complete" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{path} not archived: {s}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let id = logdog_schema::names::stream_id(path);
-        let store = logdog_schema::Store::open(&db.url, 1).unwrap();
-        let task = store
-            .read(|c| logdog_schema::store::get_task(c, "p", &id))
-            .unwrap()
-            .expect("an archive task");
-        assert_eq!(
-            (task.attempt, task.due_us, task.last_error.as_deref()),
-            (1, logdog_schema::store::TASK_DONE, None),
-            "{path}"
-        );
-        let text = other
-            .text(other.url(&format!("logs/{path}?format=text")))
-            .await;
-        assert_eq!(text.lines().count(), 100, "{path}");
+        archived_once(&db, &other, &other, path, 100).await;
     }
     // Every stream still the owner's, sealed there at the archiving node's request (and
     // its completions forwarded there).
@@ -1109,26 +1015,14 @@ async fn seal_through_the_owner(db: TestDb) {
             "{o:?}"
         );
     }
-    assert_eq!(
-        series(
-            &archiving,
-            "logdog_cluster_remote_seals_total{outcome=\"ok\"}"
-        )
-        .await,
-        3
-    );
-    assert_eq!(
-        series(
-            &archiving,
-            "logdog_cluster_remote_seals_total{outcome=\"failed\"}"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        series(&owner, "logdog_cluster_remote_seals_total{outcome=\"ok\"}").await,
-        0
-    );
+    let seals = |node: &Node, outcome: &str| {
+        let series = format!("logdog_cluster_remote_seals_total{{outcome=\"{outcome}\"}}");
+        let base = node.base();
+        async move { metric_at(&base, &series).await }
+    };
+    assert_eq!(seals(&archiving, "ok").await, 3);
+    assert_eq!(seals(&archiving, "failed").await, 0);
+    assert_eq!(seals(&owner, "ok").await, 0);
     // The seal route is the cluster's own: refused without the secret.
     let r = reqwest::Client::new()
         .post(format!("{}/internal/v1/seal", owner.base()))

@@ -4,11 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
+use futures::StreamExt as _;
 use logdog::config::Config;
 use logdog_schema::store;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Runs a scenario `async fn(TestDb)` once on SQLite and once on PostgreSQL.
 #[macro_export]
@@ -144,7 +147,6 @@ impl TestServer {
         Client::new(&self.base(), project)
     }
 
-    /// The current value of a Prometheus metric without labels, from `/metrics`.
     /// Waits until no archive deletion is queued (purge and DeletePrefix remove archive
     /// objects in the background).
     pub async fn deletions_done(&self) {
@@ -157,24 +159,28 @@ impl TestServer {
         panic!("archive deletions still pending after 30 s");
     }
 
+    /// The current value of a Prometheus metric without labels, from `/metrics`.
     pub async fn metric(&self, name: &str) -> i64 {
-        let text = self
-            .client("p")
-            .text(format!("{}/metrics", self.base()))
-            .await;
-        let prefix = format!("{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no metric {name}"))
-            .trim()
-            .parse()
-            .unwrap()
+        metric_at(&self.base(), name).await
     }
 
     /// Graceful stop: in-flight requests finish, then the actors stop.
     pub async fn stop(self) {
         self.inner.stop().await;
     }
+}
+
+/// The current value of one series (`name` or `name{labels}`) of the server at `base`,
+/// from its `/metrics`.
+pub async fn metric_at(base: &str, series: &str) -> i64 {
+    let text = Client::new(base, "p").text(format!("{base}/metrics")).await;
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no metric {series}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// A JSON answer: status and body.
@@ -485,4 +491,54 @@ pub async fn write_archive_in(
         .unwrap();
     }
     w.finish().await.unwrap()
+}
+
+/// What a viewer saw: the indices in order, the frames, and how it was closed.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub indices: Vec<u64>,
+    pub frames: Vec<Value>,
+    pub close: Option<(u16, String)>,
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads frames until the server closes (or `limit` passes).
+pub async fn read_all(mut ws: Ws, limit: Duration) -> Seen {
+    let mut seen = Seen::default();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => break,
+            Err(_) => panic!(
+                "viewer timed out; saw {} entries, last frames {:?}",
+                seen.indices.len(),
+                seen.frames.iter().rev().take(2).collect::<Vec<_>>()
+            ),
+        };
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "entries" {
+                    seen.indices.extend(
+                        v["entries"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["stream_index"].as_u64().unwrap()),
+                    );
+                }
+                seen.frames.push(v);
+            }
+            Message::Close(Some(c)) => {
+                seen.close = Some((u16::from(c.code), c.reason.to_string()));
+                break;
+            }
+            Message::Close(None) => break,
+            _ => {}
+        }
+    }
+    seen
 }

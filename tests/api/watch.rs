@@ -11,62 +11,12 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::both;
 use crate::common::*;
 
-/// What a viewer saw: the indices in order, the frames, and how it was closed.
-#[derive(Debug, Default)]
-struct Seen {
-    indices: Vec<u64>,
-    frames: Vec<Value>,
-    close: Option<(u16, String)>,
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(server: &TestServer, path: &str, query: &str) -> Ws {
     let url = format!("ws://{}/api/v1/projects/p/watch/{path}{query}", server.addr);
     tokio_tungstenite::connect_async(url)
         .await
         .expect("websocket upgrade")
         .0
-}
-
-/// Reads frames until the server closes (or `limit` passes).
-async fn read_all(mut ws: Ws, limit: Duration) -> Seen {
-    let mut seen = Seen::default();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(m))) => m,
-            Ok(_) => break,
-            Err(_) => panic!(
-                "viewer timed out; saw {} entries, last frames {:?}",
-                seen.indices.len(),
-                seen.frames.iter().rev().take(2).collect::<Vec<_>>()
-            ),
-        };
-        match msg {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] == "entries" {
-                    seen.indices.extend(
-                        v["entries"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|e| e["stream_index"].as_u64().unwrap()),
-                    );
-                }
-                seen.frames.push(v);
-            }
-            Message::Close(Some(c)) => {
-                seen.close = Some((u16::from(c.code), c.reason.to_string()));
-                break;
-            }
-            Message::Close(None) => break,
-            _ => {}
-        }
-    }
-    seen
 }
 
 fn assert_complete(seen: &Seen, terminal: u64) {

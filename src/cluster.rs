@@ -120,16 +120,26 @@ impl Membership {
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(me.config.heartbeat_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The beat runs beside the ticks: a heartbeat stuck on an unreachable database
+            // (waiting for a connection, or on one that no longer answers) must not hold
+            // back the check that drops this node's actors before its leases lapse.
+            let mut beating: Option<actix_rt::task::JoinHandle<()>> = None;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
-                // First: a node that was paused or cut off wakes up here late.
+                // A node that was paused or cut off finds out here, on time.
                 me.depose_if_stale(&directory);
-                if !me.beat().await {
-                    me.depose_if_stale(&directory);
+                if beating.as_ref().is_some_and(|b| !b.is_finished()) {
+                    continue; // one heartbeat at a time
                 }
+                let (m, d) = (me.clone(), directory.clone());
+                beating = Some(actix_rt::spawn(async move {
+                    if !m.beat().await {
+                        m.depose_if_stale(&d);
+                    }
+                }));
             }
         });
     }

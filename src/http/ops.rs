@@ -74,6 +74,10 @@ pub async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     }))
 }
 
+/// How long `/metrics` waits for the database for its stored figures; without an answer
+/// by then they are left out, and the in-memory ones still answer at once.
+const METRICS_DB_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Prometheus text format.
 #[utoipa::path(
     get, path = "/metrics", tag = "Operations",
@@ -95,7 +99,8 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     // Read from the queue itself, so it is right after a restart too; left out while the
     // database is away (the rest of the page still answers).
     let store = state.store.clone();
-    if let Ok(Ok(n)) = web::block(move || store.read(logdog_schema::store::count_deletions)).await {
+    let deletions = web::block(move || store.read(logdog_schema::store::count_deletions));
+    if let Ok(Ok(Ok(n))) = tokio::time::timeout(METRICS_DB_WAIT, deletions).await {
         out.extend_from_slice(
             format!(
                 "# HELP logdog_archive_deletions_pending Purged or deleted streams whose archive objects are still to be removed\n# TYPE logdog_archive_deletions_pending gauge\nlogdog_archive_deletions_pending {n}\n"
@@ -125,7 +130,8 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
             load(&m.listens),
         );
         let timeout = m.config.node_timeout.as_micros() as i64;
-        if let Ok(Ok(rows)) = web::block(move || m.nodes()).await {
+        let nodes = web::block(move || m.nodes());
+        if let Ok(Ok(Ok(rows))) = tokio::time::timeout(METRICS_DB_WAIT, nodes).await {
             text.push_str("# HELP logdog_cluster_nodes Nodes of the cluster by state\n# TYPE logdog_cluster_nodes gauge\n");
             for st in ["live", "dead", "stopped"] {
                 let n = rows

@@ -48,15 +48,27 @@ impl Node {
 
     /// `start` with more environment variables (config keys).
     async fn start_with(db: &TestDb, port: u16, env: &[(&str, String)]) -> Self {
+        Self::spawn(&db.url, port, env, None).await
+    }
+
+    /// A node on `database`, its stderr written to `log` when given.
+    async fn spawn(
+        database: &str,
+        port: u16,
+        env: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let child = serve(&db.url, port, port)
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None if std::env::var_os("LOGDOG_TEST_NODE_LOGS").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
+        let child = serve(database, port, port)
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("NO_COLOR", "1")
             .current_dir(dir.path())
-            .stderr(if std::env::var_os("LOGDOG_TEST_NODE_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let node = Node {
@@ -1034,3 +1046,175 @@ async fn seal_through_the_owner(db: TestDb) {
 }
 
 postgres_only!(sealing_is_a_call_to_the_owner, seal_through_the_owner);
+
+/// A TCP proxy to PostgreSQL that the test can cut: every connection through it is closed
+/// and new ones are refused (as when the database goes away), until restored.
+struct PgProxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl PgProxy {
+    async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l, target) = (cut.clone(), links.clone(), target.to_owned());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let target = target.clone();
+                l.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        PgProxy {
+            port,
+            cut,
+            links,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// When a node's log (RFC 3339 timestamps, no colours) first has a line containing
+/// `text`, in microseconds since the epoch.
+fn logged_at(log: &std::path::Path, text: &str) -> Option<i64> {
+    let log = std::fs::read_to_string(log).unwrap();
+    let line = log.lines().find(|l| l.contains(text))?;
+    let stamp = line.split_whitespace().next()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(stamp)
+            .unwrap_or_else(|e| panic!("{stamp:?} in {line:?}: {e}"))
+            .timestamp_micros(),
+    )
+}
+
+/// A node cut off from PostgreSQL drops its stream actors before its leases lapse (its
+/// log says when; the lapse is its last committed heartbeat plus node_timeout, read from
+/// the database), another node takes the streams over and writes within 5 s, and when the
+/// database is back the cut-off node rejoins and forwards writes to the new owner.
+async fn cut_off(db: TestDb) {
+    let direct = db
+        .url
+        .strip_prefix("postgres://postgres@")
+        .and_then(|r| r.split_once('/'))
+        .map(|(host, name)| (host.to_owned(), name.to_owned()));
+    let Some((host, name)) = direct else {
+        panic!("unexpected test database URL {}", db.url);
+    };
+    let proxy = PgProxy::start(&host).await;
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("a.log");
+    let a = Node::spawn(&via_proxy, free_port(), &[], Some(&log)).await;
+    let b = Node::start(&db, free_port()).await;
+    let a_id = a.cluster().await["node_id"].as_str().unwrap().to_owned();
+    let (ca, cb) = (Client::new(&a.base(), "p"), Client::new(&b.base(), "p"));
+    let secret = ca.text_stream("cut", "log").await;
+    let path = "cut/+/log";
+    ca.append(path, &secret, crate::common::lines(0, 10))
+        .await
+        .expect(200);
+    let id = logdog_schema::names::stream_id(path);
+    let store = logdog_schema::Store::open(&db.url, 1).unwrap();
+    let owner = || {
+        store
+            .read(|c| logdog_schema::store::stream_owner(c, "p", &id))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!((owner().0, owner().1), (a_id.clone(), 1));
+    assert!(metric_at(&a.base(), "logdog_live_stream_actors").await >= 1);
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Another node takes over once A's lease has lapsed, and writes.
+    loop {
+        let r = cb.append(path, &secret, crate::common::lines(10, 20)).await;
+        if r.status == 200 {
+            assert_eq!(r.body["next_index"], 20);
+            break;
+        }
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(5),
+            "not writable through B 5 s after the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("cut off: writable through B after {:?}", cut_at.elapsed());
+    let (new_owner, epoch, _) = owner();
+    assert_eq!(epoch, 2);
+    assert_ne!(new_owner, a_id);
+    let last_beat = store
+        .read(logdog_schema::store::cluster_nodes)
+        .unwrap()
+        .into_iter()
+        .find(|n| n.node_id == a_id)
+        .expect("A's membership row")
+        .heartbeat_us;
+    let dropped = logged_at(&log, "dropped this node's stream actors")
+        .expect("A logged that it dropped its stream actors");
+    let lapse = last_beat + 1_000_000;
+    assert!(
+        dropped < lapse,
+        "A dropped its actors {} ms after its lease lapsed",
+        (dropped - lapse) / 1000
+    );
+    // Nothing runs on A now (the page answers without the database).
+    assert_eq!(metric_at(&a.base(), "logdog_live_stream_actors").await, 0);
+
+    proxy.restore();
+    // A is back: its writes go to the new owner, after B's entries.
+    loop {
+        let r = ca.append(path, &secret, crate::common::lines(20, 25)).await;
+        if r.status == 200 {
+            assert_eq!(r.body["next_index"], 25, "{:?}", r.body);
+            break;
+        }
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(30),
+            "A never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(owner().1, 2, "A took nothing back");
+    assert_eq!(
+        crate::common::stored_indices(&db.url, "p", path),
+        (0..25).collect::<Vec<_>>()
+    );
+}
+
+postgres_only!(a_node_cut_off_from_postgresql_stops_its_actors, cut_off);

@@ -14,6 +14,7 @@ use logdog_schema::Store;
 use crate::archive::Archives;
 use crate::client::archivist::{self, ArchivistConfig, ArchivistHandle};
 use crate::config::Config;
+use crate::http::stopping::StopGate;
 use crate::http::{self, AppState};
 use crate::metrics::HttpMetrics;
 
@@ -53,6 +54,8 @@ pub struct Started {
     pub dispatcher: actix::Addr<Dispatcher>,
     /// Set to true to end websocket viewers and followed responses before a graceful stop.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Answers new requests 503 once a graceful stop begins.
+    pub gate: Arc<StopGate>,
 }
 
 /// What stops a coordinator gracefully, in the one order that lets nothing hang: waiting
@@ -63,12 +66,20 @@ pub struct StopHandle {
     handle: actix_web::dev::ServerHandle,
     dispatcher: actix::Addr<Dispatcher>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    gate: Arc<StopGate>,
 }
 
 impl StopHandle {
+    /// New requests are answered 503 (so is a lease asked for from now on), waiting
+    /// leases are answered, viewers and followers told to end; once requests stop
+    /// arriving the listener closes and in-flight requests finish.
     pub async fn stop(&self) {
+        self.gate.begin();
         self.dispatcher.do_send(Drain);
         self.shutdown.send_replace(true);
+        self.gate
+            .drained(http::stopping::QUIET, http::stopping::DRAIN_MAX)
+            .await;
         self.handle.stop(true).await;
     }
 }
@@ -79,6 +90,7 @@ impl Started {
             handle: self.server.handle(),
             dispatcher: self.dispatcher.clone(),
             shutdown: self.shutdown.clone(),
+            gate: self.gate.clone(),
         }
     }
 
@@ -243,6 +255,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             directory.clone(),
         );
     }
+    let gate = Arc::new(StopGate::default());
     let state = web::Data::new(AppState {
         cluster: cluster.clone(),
         auth,
@@ -258,6 +271,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         dispatcher: dispatcher.clone(),
         viewers,
         shutdown: shutdown.clone(),
+        stop_gate: gate.clone(),
     });
     let server = http_server(state, listener)?;
     let addr = server.0;
@@ -275,6 +289,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
         archivist,
         dispatcher,
         shutdown,
+        gate,
     })
 }
 

@@ -179,8 +179,8 @@ impl Dispatcher {
                 act.polling = false;
                 match r {
                     // To the back: the next tick polls for the next waiter (their scopes
-                    // may differ), so none is starved.
-                    Ok(tasks) if tasks.is_empty() => act.waiters.push_back(w),
+                    // may differ), so none is starved. Unless a stop began meanwhile.
+                    Ok(tasks) if tasks.is_empty() && !act.draining => act.waiters.push_back(w),
                     other => {
                         let _ = w.reply.send(other);
                         // Others may be served by what is due too.
@@ -327,7 +327,9 @@ impl Handler<Lease> for Dispatcher {
                 .then(move |r, act, ctx| {
                     let (tx, rx) = oneshot::channel();
                     match r {
-                        Ok(tasks) if tasks.is_empty() && !wait.is_zero() => {
+                        // A stop has begun: nobody waits (a lease that arrives after
+                        // the drain is answered at once, not held for its whole wait).
+                        Ok(tasks) if tasks.is_empty() && !wait.is_zero() && !act.draining => {
                             act.waiters.push_back(Waiter {
                                 max_tasks,
                                 lease,

@@ -11,6 +11,7 @@ pub mod protocol_errors;
 pub mod ratelimit;
 pub mod registration;
 pub mod services;
+pub mod stopping;
 pub mod watch;
 pub mod webapp;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     /// Turns true when a graceful stop begins: websocket viewers and followed text
     /// responses end then, so they do not hold the stop up.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// A graceful stop: new requests answered 503, those in flight counted.
+    pub stop_gate: Arc<stopping::StopGate>,
 }
 
 pub type State = web::Data<AppState>;
@@ -473,6 +476,8 @@ pub fn app(
                 Ok(res)
             }
         })
+        // Outermost: during a graceful stop every new request is answered here.
+        .wrap_fn(stopping::middleware)
 }
 
 /// 200 or 201 with a JSON body.

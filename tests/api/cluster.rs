@@ -1,107 +1,44 @@
 //! Cluster mode: real `logdog serve` processes on loopback ports over one fresh PostgreSQL
 //! database.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{free_port, metric_at, Client, TestDb};
+use crate::common::{free_port, metric_at, serve_command, Client, Node, TestDb};
 use crate::postgres_only;
-
-/// A `logdog serve` process in cluster mode.
-struct Node {
-    child: Option<Child>,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
 
 const SECRET: &str = "cluster-test-secret-0123456789";
 
+/// `logdog serve` in cluster mode (a short heartbeat and node timeout), advertising
+/// `advertise_port`.
 fn serve(database: &str, port: u16, advertise_port: u16) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_logdog"));
-    c.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database",
-        database,
-    ])
-    .env(
+    let mut c = serve_command(database, port);
+    c.env(
         "LOGDOG_CLUSTER_ADVERTISE",
         format!("http://127.0.0.1:{advertise_port}"),
     )
     .env("LOGDOG_CLUSTER_SECRET", SECRET)
     .env("LOGDOG_CLUSTER_HEARTBEAT_INTERVAL", "0.2")
-    .env("LOGDOG_CLUSTER_NODE_TIMEOUT", "1")
-    .env("RUST_LOG", "warn")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    .env("LOGDOG_CLUSTER_NODE_TIMEOUT", "1");
     c
 }
 
-impl Node {
-    /// Starts a node on `port` (advertising it) and waits until it is ready.
-    async fn start(db: &TestDb, port: u16) -> Self {
-        Self::start_with(db, port, &[]).await
-    }
+/// A node on `port` (advertising it) with more environment variables (config keys),
+/// once it is ready.
+async fn start_node(db: &TestDb, port: u16, env: &[(&str, String)]) -> Node {
+    let mut c = serve(&db.url, port, port);
+    c.envs(env.iter().map(|(k, v)| (k, v)));
+    Node::spawn(c, None).await
+}
 
-    /// `start` with more environment variables (config keys).
-    async fn start_with(db: &TestDb, port: u16, env: &[(&str, String)]) -> Self {
-        Self::spawn(&db.url, port, env, None).await
-    }
+/// A node's view of the cluster.
+trait ClusterView {
+    async fn cluster(&self) -> Value;
+}
 
-    /// A node on `database`, its stderr written to `log` when given.
-    async fn spawn(
-        database: &str,
-        port: u16,
-        env: &[(&str, String)],
-        log: Option<&std::path::Path>,
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let stderr = match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None if std::env::var_os("LOGDOG_TEST_NODE_LOGS").is_some() => Stdio::inherit(),
-            None => Stdio::null(),
-        };
-        let child = serve(database, port, port)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("NO_COLOR", "1")
-            .current_dir(dir.path())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let node = Node {
-            child: Some(child),
-            port,
-            _dir: dir,
-        };
-        assert!(
-            crate::common::ready(&node.base(), Duration::from_secs(30)).await,
-            "node on {port} did not become ready"
-        );
-        node
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&mut self, signal: i32) {
-        let child = self.child.as_mut().unwrap();
-        unsafe {
-            libc::kill(child.id() as i32, signal);
-        }
-    }
-
-    /// Waits for the process to exit; its exit status.
-    async fn wait(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        tokio::task::spawn_blocking(move || child.wait().unwrap())
-            .await
-            .unwrap()
-    }
-
+impl ClusterView for Node {
     async fn cluster(&self) -> Value {
         let c = Client::new(&self.base(), "p");
         let r = c
@@ -116,22 +53,13 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Three nodes on free ports with `env` (config keys): their ports, the nodes, and a
 /// client of project `p` for each.
 async fn three_nodes(db: &TestDb, env: &[(&str, String)]) -> ([u16; 3], Vec<Node>, Vec<Client>) {
     let ports = [free_port(), free_port(), free_port()];
     let mut nodes = Vec::new();
     for p in ports {
-        nodes.push(Node::start_with(db, p, env).await);
+        nodes.push(start_node(db, p, env).await);
     }
     let clients = nodes.iter().map(|n| Client::new(&n.base(), "p")).collect();
     (ports, nodes, clients)
@@ -252,7 +180,7 @@ async fn membership(db: TestDb) {
         .find(|r| r["advertise"] == nodes[2].base())
         .unwrap()["node_id"]
         .clone();
-    nodes[2] = Node::start(&db, ports[2]).await;
+    nodes[2] = start_node(&db, ports[2], &[]).await;
     let c = until_states(
         &nodes[0],
         &[
@@ -930,7 +858,7 @@ async fn kills_under_load(db: TestDb) {
             archived_once(&db, &clients[others[1]], &clients[others[0]], path, total).await;
         }
         // The killed node comes back on its address, as a new member.
-        nodes[owner] = Node::start_with(&db, ports[owner], &env).await;
+        nodes[owner] = start_node(&db, ports[owner], &env).await;
         let c = nodes[owner].cluster().await;
         let me = c["node_id"].as_str().unwrap();
         assert_ne!(me, owner_id);
@@ -994,8 +922,8 @@ async fn seal_through_the_owner(db: TestDb) {
     ];
     let mut no_archivist = shared.to_vec();
     no_archivist.push(("LOGDOG_ARCHIVAL_EMBEDDED_ARCHIVIST", "false".to_owned()));
-    let owner = Node::start_with(&db, free_port(), &no_archivist).await;
-    let archiving = Node::start_with(&db, free_port(), &shared).await;
+    let owner = start_node(&db, free_port(), &no_archivist).await;
+    let archiving = start_node(&db, free_port(), &shared).await;
     let owner_id = owner.cluster().await["node_id"]
         .as_str()
         .unwrap()
@@ -1137,8 +1065,9 @@ async fn cut_off(db: TestDb) {
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("a.log");
-    let a = Node::spawn(&via_proxy, free_port(), &[], Some(&log)).await;
-    let b = Node::start(&db, free_port()).await;
+    let a_port = free_port();
+    let a = Node::spawn(serve(&via_proxy, a_port, a_port), Some(&log)).await;
+    let b = start_node(&db, free_port(), &[]).await;
     let a_id = a.cluster().await["node_id"].as_str().unwrap().to_owned();
     let (ca, cb) = (Client::new(&a.base(), "p"), Client::new(&b.base(), "p"));
     let secret = ca.text_stream("cut", "log").await;

@@ -542,3 +542,92 @@ pub async fn read_all(mut ws: Ws, limit: Duration) -> Seen {
     }
     seen
 }
+
+/// `logdog serve` on 127.0.0.1:`port` over `database`, logging warnings (`RUST_LOG` can be
+/// set again), with no stdin or stdout.
+pub fn serve_command(database: &str, port: u16) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_logdog"));
+    c.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database",
+        database,
+    ])
+    .env("RUST_LOG", "warn")
+    .env("NO_COLOR", "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    c
+}
+
+/// A `logdog serve` process on a loopback port, killed when dropped.
+pub struct Node {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Runs `command` (a [`serve_command`]) in a fresh working directory, its stderr
+    /// written to `log` when given (inherited with `LOGDOG_TEST_NODE_LOGS`, else dropped),
+    /// and waits until it is ready.
+    pub async fn spawn(mut command: std::process::Command, log: Option<&std::path::Path>) -> Self {
+        use std::process::Stdio;
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None if std::env::var_os("LOGDOG_TEST_NODE_LOGS").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
+        let child = command
+            .current_dir(dir.path())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let port = command
+            .get_args()
+            .skip_while(|a| *a != "--listen")
+            .nth(1)
+            .and_then(|a| a.to_str()?.rsplit(':').next()?.parse().ok())
+            .expect("a --listen address");
+        let node = Node {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        assert!(
+            ready(&node.base(), Duration::from_secs(30)).await,
+            "node on {port} did not become ready"
+        );
+        node
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn signal(&mut self, signal: i32) {
+        let child = self.child.as_mut().unwrap();
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -501,3 +501,63 @@ impl Handler<Complete> for Dispatcher {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ActorMetrics;
+    use crate::{ArchivalTiming, StreamDeps, Writer};
+
+    /// A dispatcher over a fresh SQLite database in `dir`.
+    fn dispatcher(dir: &std::path::Path) -> Addr<Dispatcher> {
+        let url = dir.join("logdog.db").display().to_string();
+        let store = logdog_schema::Store::open(&url, 2).unwrap();
+        store.migrate().unwrap();
+        let metrics = ActorMetrics::new(&prometheus::Registry::new());
+        let deps = StreamDeps {
+            store: store.clone(),
+            writer: Writer::start(store, metrics.clone()),
+            archival: ArchivalTiming {
+                complete_delay: Duration::from_secs(1),
+                incomplete_delay: Duration::from_secs(1),
+                pessimistic_delay: Duration::from_secs(1),
+            },
+            idle_timeout: Duration::from_secs(60),
+            metrics,
+            cluster: None,
+        };
+        let config = DispatchConfig {
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(10),
+        };
+        Dispatcher::new(Directory::new(deps, 1), config).start()
+    }
+
+    fn long_poll() -> Lease {
+        Lease {
+            max_tasks: 1,
+            lease: Duration::from_secs(10),
+            wait: Duration::from_secs(20),
+            projects: None,
+        }
+    }
+
+    /// A drain answers the waiting lease at once, and a lease asked for after it is
+    /// answered at once too, not held for its 20 s wait (a stop would wait for it).
+    #[actix::test]
+    async fn no_lease_waits_once_draining() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dispatcher(tmp.path());
+        let waiting = d.send(long_poll());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d.send(Drain).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert_eq!(
+            answered.expect("answered by the drain").unwrap(),
+            Ok(vec![])
+        );
+        let later = tokio::time::timeout(Duration::from_secs(2), d.send(long_poll())).await;
+        assert_eq!(later.expect("answered at once").unwrap(), Ok(vec![]));
+    }
+}

@@ -62,6 +62,12 @@ async fn viewer_in_a_real_browser() {
         &format!("{VIEW} && {VIEW}.lines.length === 100"),
     )
     .await;
+    // The rows are drawn on the next frame after the lines arrive.
+    b.until(
+        "the last line drawn",
+        "document.getElementById('rows').textContent.includes('error line 100 green true italic')",
+    )
+    .await;
     let text = b
         .js(
             "return document.getElementById('rows').textContent",

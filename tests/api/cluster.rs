@@ -264,7 +264,10 @@ fn owner_rows(db: &TestDb, project: &str, paths: &[String]) -> Vec<(String, Stri
 /// stream nobody owns yet leave exactly one owner and every entry once.
 async fn any_node_takes_any_request(db: TestDb) {
     use rand::Rng as _;
-    let (_, nodes, clients) = three_nodes(&db, &[]).await;
+    // No node dies here, and none may look dead: the default node timeout (a loaded
+    // machine can hold a heartbeat up past the other tests' 1 s).
+    let (_, nodes, clients) =
+        three_nodes(&db, &[("LOGDOG_CLUSTER_NODE_TIMEOUT", "3".to_owned())]).await;
     let secret = clients[0].prefix("build").await;
     const STREAMS: u64 = 100;
     const BATCHES: u64 = 20;

@@ -364,3 +364,55 @@ async fn graceful_stop_ends_viewers_and_followers(db: TestDb) {
     stopping.await.unwrap();
 }
 both!(graceful_stop_ends_viewers_and_followers);
+
+/// The close handshake: a viewer's close frame is answered with the server's close frame
+/// (echoing its code), and the server then ends the TCP connection, long before the HTTP
+/// layer's 1 s disconnect timeout would.
+async fn a_close_frame_is_answered_at_once(db: TestDb) {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.prefix("cl").await;
+    c.register("cl/+/s", &secret, json!({})).await.expect(201);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let mut ws = connect(&server, "cl/+/s", "").await;
+        // The state frame: the session is running.
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+        let sent = std::time::Instant::now();
+        ws.send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a close frame");
+        match answer {
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Normal),
+            other => panic!("{other:?}"),
+        }
+        let framed = sent.elapsed();
+        // Then the end of the connection.
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the connection ends");
+        assert!(
+            matches!(end, None | Some(Err(_))),
+            "after the close: {end:?}"
+        );
+        times.push(sent.elapsed());
+        eprintln!(
+            "close frame after {framed:?}, connection end after {:?}",
+            sent.elapsed()
+        );
+    }
+    times.sort();
+    assert!(
+        times[4] < Duration::from_millis(500),
+        "the server ended the connection after {:?}",
+        times[4]
+    );
+}
+both!(a_close_frame_is_answered_at_once);

@@ -133,7 +133,8 @@ pub async fn watch(
     let ws_config = &state.config.websocket;
     let source = crate::http::entries::EntrySource::new(&state, &project, &path, &stream);
     let liveness = Liveness::new();
-    if let Some(socket) = req.conn_data::<PeerSocket>() {
+    let socket = req.conn_data::<PeerSocket>().cloned();
+    if let Some(socket) = &socket {
         watchdog(liveness.clone(), socket.clone(), ws_config.idle_timeout);
     }
     let session = WsSession {
@@ -155,6 +156,7 @@ pub async fn watch(
         lag_timeout: ws_config.lag_timeout,
         mailbox: ws_config.mailbox,
         max_frame_bytes: ws_config.max_frame_bytes as u64,
+        socket,
         _slot: slot,
     };
     ws::WsResponseBuilder::new(session, &req, payload)

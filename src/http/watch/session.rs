@@ -33,6 +33,8 @@ pub struct WsSession {
     pub(super) lag_timeout: Duration,
     pub(super) mailbox: usize,
     pub(super) max_frame_bytes: u64,
+    /// The connection's socket: ended by the session once its close frame is out.
+    pub(super) socket: Option<PeerSocket>,
     pub(super) _slot: ViewerSlot,
 }
 
@@ -242,6 +244,12 @@ impl Actor for WsSession {
 
     fn stopped(&mut self, _: &mut Ctx) {
         self.liveness.alive.store(false, Ordering::Relaxed);
+        // The close handshake is done on our side (the close frame is queued, and goes
+        // out in this same poll): end the connection once it has left, as the server
+        // should, rather than leave the peer waiting for the HTTP layer's linger.
+        if let Some(socket) = self.socket.take() {
+            actix::spawn(socket.end_after_flush());
+        }
         self.app.metrics.viewers.dec();
         if self.subscribed {
             let (dir, project, path, id) = (

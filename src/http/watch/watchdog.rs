@@ -41,6 +41,52 @@ impl PeerSocket {
     pub fn disconnect(&self) {
         let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
+
+    /// Whether the socket's send buffer has room: the bytes it holds (sent but not yet
+    /// acknowledged, or not sent yet: `SIOCOUTQ`) fill less than half of it. None when
+    /// the kernel cannot say.
+    fn has_room(&self) -> Option<bool> {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.0.as_raw_fd();
+        let (mut queued, mut size): (libc::c_int, libc::c_int) = (0, 0);
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int to the pointer it is given, and
+        // SO_SNDBUF one int of the length given.
+        let ok = unsafe {
+            libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) == 0
+                && libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    (&mut size as *mut libc::c_int).cast(),
+                    &mut len,
+                ) == 0
+        };
+        ok.then_some(queued < size / 2)
+    }
+
+    /// Ends our side of the connection (FIN, queued after what was already written) once
+    /// the session's last frames are surely written: they are written in the same poll
+    /// that stops the session, unless the socket is backed up; so a socket with room on
+    /// two looks 1 ms apart has them. A peer that takes nothing within `END_WAIT` is left
+    /// to the HTTP layer (and the watchdog). The read side stays open, so the HTTP layer
+    /// sees the peer's own close and finishes the connection then.
+    pub async fn end_after_flush(self) {
+        let deadline = Instant::now() + END_WAIT;
+        let mut with_room = 0;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            match self.has_room() {
+                Some(true) => with_room += 1,
+                Some(false) => with_room = 0,
+                None => return,
+            }
+            if with_room == 2 {
+                let _ = self.0.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+        }
+    }
 }
 
 /// `HttpServer::on_connect` hook: remembers each connection's socket.
@@ -83,6 +129,10 @@ impl Liveness {
         ))
     }
 }
+
+/// How long a session that stopped waits for its last frames to be taken before it
+/// ends its side of the connection.
+const END_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a watchdog looks at its peer: a peer that went away is noticed within this.
 pub const PEER_CHECK: Duration = Duration::from_millis(500);

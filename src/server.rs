@@ -28,6 +28,10 @@ const DISPATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100)
 const STREAM_ARBITERS: usize = 2;
 /// HTTP worker threads.
 const HTTP_WORKERS: usize = 2;
+/// Connections the kernel may hold before they are accepted (capped by
+/// `net.core.somaxconn`): a storm of reconnecting viewers queues rather than has its
+/// handshakes dropped and retried seconds later.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Refuses configurations this build cannot serve safely.
 pub fn check_startup(config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
@@ -306,7 +310,7 @@ fn bind(listen: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
         .bind(listen)
         .with_context(|| format!("binding {listen}"))?;
     Ok(socket
-        .listen(1024)
+        .listen(LISTEN_BACKLOG)
         .with_context(|| format!("binding {listen}"))?
         .into_std()?)
 }

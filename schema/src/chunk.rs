@@ -46,7 +46,7 @@ pub fn records(data: &[u8]) -> Result<Vec<RawEntry<'_>>, postcard::Error> {
 
 /// Borrowed mirrors of the wire types, field for field and variant for variant in the
 /// same order (postcard is positional), so they read the same bytes.
-mod view {
+pub mod view {
     use serde::Deserialize;
 
     #[derive(Deserialize)]
@@ -73,6 +73,21 @@ mod view {
     pub struct Line<'a> {
         pub value: &'a str,
         pub delimiter: &'a str,
+    }
+
+    /// The entry of one binary record (`wire::entry_record`) at the front of `bytes`,
+    /// borrowed, and the bytes the record took; None while it is incomplete.
+    pub fn record(bytes: &[u8]) -> Result<Option<(Entry<'_>, usize)>, String> {
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Ok(None);
+        }
+        let e = postcard::from_bytes(&rest[..len])
+            .map_err(|e| format!("a record is not an entry: {e}"))?;
+        Ok(Some((e, 4 + len)))
     }
 
     impl Content<'_> {
@@ -143,5 +158,34 @@ mod tests {
         }
         assert_eq!(raw[0].payload_bytes, "héllo\r\n".len() as u64);
         assert!(records(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A binary record read through the borrowed view: the entry's index and content as
+    /// written, the record's length, and None for a record cut short.
+    #[test]
+    fn a_record_through_the_view() {
+        let e = Entry {
+            stream_index: 42,
+            prefix_index: None,
+            sequence: 42,
+            time_offset_us: 5,
+            content: Content::Text(vec![Line {
+                value: "héllo".into(),
+                delimiter: crate::wire::Delimiter::CrLf,
+            }]),
+        };
+        let rec = crate::wire::entry_record(&e);
+        let mut bytes = rec.clone();
+        bytes.extend_from_slice(b"next");
+        let (v, used) = view::record(&bytes).unwrap().unwrap();
+        assert_eq!((v.stream_index, used), (42, rec.len()));
+        match v.content {
+            view::Content::Text(lines) => {
+                assert_eq!((lines[0].value, lines[0].delimiter), ("héllo", "\r\n"))
+            }
+            _ => panic!("not text"),
+        }
+        assert!(view::record(&rec[..rec.len() - 1]).unwrap().is_none());
+        assert!(view::record(&[1, 0, 0, 0, 0xff]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Writing one archive: three multipart uploads fed as entries arrive (no staging copy),
 //! published only by `finish`; `abort` (or dropping the writer) leaves nothing visible.
 
+use logdog_schema::chunk::view;
 use logdog_schema::wire::{Content, Descriptor, Entry};
 use object_store::{ObjectStoreExt, WriteMultipart};
 
@@ -91,10 +92,53 @@ impl ArchiveWriter {
     /// `push` for an entry whose record (`wire::entry_record`) the caller already holds,
     /// as a binary Get answered it: the bytes are copied, not encoded again.
     pub fn push_record(&mut self, e: &Entry, rec: &[u8]) -> Result<(), ArchiveError> {
-        if self.last.is_some_and(|(i, _, _)| e.stream_index <= i) {
+        self.push_parts(e.stream_index, rec, |data| match &e.content {
+            Content::Text(lines) => {
+                for l in lines {
+                    data.write(l.value.as_bytes());
+                    data.write(l.delimiter.as_bytes());
+                }
+            }
+            Content::Binary(d) | Content::Datagram { data: d, .. } => data.write(d),
+        })
+    }
+
+    /// `push_record` from a borrowed view of the record (nothing decoded into owned
+    /// values): what the archivist does with the records a binary Get answered.
+    pub fn push_view(&mut self, e: &view::Entry<'_>, rec: &[u8]) -> Result<(), ArchiveError> {
+        if let view::Content::Text(lines) = &e.content {
+            if let Some(l) = lines
+                .iter()
+                .find(|l| !matches!(l.delimiter, "\n" | "\r\n" | ""))
+            {
+                return Err(ArchiveError::Corrupt(format!(
+                    "entry {} has the line delimiter {:?}",
+                    e.stream_index, l.delimiter
+                )));
+            }
+        }
+        self.push_parts(e.stream_index, rec, |data| match &e.content {
+            view::Content::Text(lines) => {
+                for l in lines {
+                    data.write(l.value.as_bytes());
+                    data.write(l.delimiter.as_bytes());
+                }
+            }
+            view::Content::Binary(d) | view::Content::Datagram { data: d, .. } => data.write(d),
+        })
+    }
+
+    /// The record of entry `stream_index` into the entries object (and the index when
+    /// due); its payload into the data object by `data`.
+    fn push_parts(
+        &mut self,
+        stream_index: u64,
+        rec: &[u8],
+        data: impl FnOnce(&mut Upload),
+    ) -> Result<(), ArchiveError> {
+        if self.last.is_some_and(|(i, _, _)| stream_index <= i) {
             return Err(ArchiveError::Corrupt(format!(
-                "entry {} is out of order",
-                e.stream_index
+                "entry {stream_index} is out of order"
             )));
         }
         let at = self.entries.size;
@@ -103,22 +147,14 @@ impl ArchiveWriter {
             || self.since_index.0 >= self.every.0
             || self.since_index.1 >= self.every.1;
         if due {
-            self.index_record(e.stream_index, at);
+            self.index_record(stream_index, at);
             self.since_index = (0, 0);
         }
         self.since_index.0 += 1;
         self.since_index.1 += rec.len() as u64;
-        self.last = Some((e.stream_index, at, due));
+        self.last = Some((stream_index, at, due));
         self.count += 1;
-        match &e.content {
-            Content::Text(lines) => {
-                for l in lines {
-                    self.data.write(l.value.as_bytes());
-                    self.data.write(l.delimiter.as_bytes());
-                }
-            }
-            Content::Binary(d) | Content::Datagram { data: d, .. } => self.data.write(d),
-        }
+        data(&mut self.data);
         Ok(())
     }
 

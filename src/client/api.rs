@@ -216,6 +216,18 @@ pub struct EntriesPage {
 impl EntriesPage {
     /// Reads a binary Get answer (its content type, `X-Logdog-Next-Index`, the records).
     pub fn read(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<Self, String> {
+        let next_index = Self::next_index(headers)?;
+        let entries =
+            decode_entries(body).map_err(|e| format!("the coordinator sent bad entries: {e}"))?;
+        Ok(Self {
+            entries,
+            next_index,
+        })
+    }
+
+    /// Checks a binary Get answer's content type and reads its `X-Logdog-Next-Index`,
+    /// for readers that walk the records themselves.
+    pub fn next_index(headers: &reqwest::header::HeaderMap) -> Result<u64, String> {
         let ct = headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -225,17 +237,11 @@ impl EntriesPage {
                 "the coordinator answered {ct:?}, not {ENTRIES_CONTENT_TYPE}"
             ));
         }
-        let next_index = headers
+        headers
             .get(crate::http::logs::NEXT_INDEX_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or("the binary answer has no X-Logdog-Next-Index")?;
-        let entries =
-            decode_entries(body).map_err(|e| format!("the coordinator sent bad entries: {e}"))?;
-        Ok(Self {
-            entries,
-            next_index,
-        })
+            .ok_or_else(|| "the binary answer has no X-Logdog-Next-Index".to_owned())
     }
 }
 

@@ -167,29 +167,29 @@ async fn copy_entries(
     };
     let mut next = fetch(0);
     loop {
-        let (page, body) = next.await.map_err(|e| e.to_string())??;
-        if page.entries.is_empty() {
+        let (next_index, body) = next.await.map_err(|e| e.to_string())??;
+        if body.is_empty() {
             return Ok(());
         }
-        next = fetch(page.next_index);
-        // The body is the entries' records, in order (checked as the page was read): each
-        // goes into the archive as it came.
-        let mut at = 0;
-        for e in &page.entries {
-            let len = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+        next = fetch(next_index);
+        // The body is the entries' records, in order: each goes into the archive as it
+        // came, read through a borrowed view (nothing decoded into owned values).
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            let (e, used) = logdog_schema::chunk::view::record(rest)
+                .map_err(|e| format!("the coordinator sent bad entries: {e}"))?
+                .ok_or("the coordinator sent a record cut short")?;
             writer
-                .push_record(e, &body[at..at + 4 + len])
+                .push_view(&e, &rest[..used])
                 .map_err(|e| e.to_string())?;
-            at += 4 + len;
+            rest = &rest[used..];
         }
         writer.ready().await.map_err(|e| e.to_string())?;
     }
 }
 
-/// Sends a Get asking for the binary form and reads the page.
-async fn entries_page(
-    r: reqwest::RequestBuilder,
-) -> Result<(super::api::EntriesPage, bytes::Bytes), String> {
+/// Sends a Get asking for the binary form: the page's next index and its records.
+async fn entries_page(r: reqwest::RequestBuilder) -> Result<(u64, bytes::Bytes), String> {
     let r = r.header(
         reqwest::header::ACCEPT,
         logdog_schema::wire::ENTRIES_CONTENT_TYPE,
@@ -201,7 +201,7 @@ async fn entries_page(
     if !status.is_success() {
         return Err(super::api::ClientError::from_answer(status, &bytes, None).to_string());
     }
-    Ok((super::api::EntriesPage::read(&headers, &bytes)?, bytes))
+    Ok((super::api::EntriesPage::next_index(&headers)?, bytes))
 }
 
 async fn lease(

@@ -78,16 +78,7 @@ pub mod view {
     /// The entry of one binary record (`wire::entry_record`) at the front of `bytes`,
     /// borrowed, and the bytes the record took; None while it is incomplete.
     pub fn record(bytes: &[u8]) -> Result<Option<(Entry<'_>, usize)>, String> {
-        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Ok(None);
-        }
-        let e = postcard::from_bytes(&rest[..len])
-            .map_err(|e| format!("a record is not an entry: {e}"))?;
-        Ok(Some((e, 4 + len)))
+        crate::wire::decode_record_as(bytes)
     }
 
     impl Content<'_> {

@@ -257,6 +257,14 @@ pub fn decode_entries(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
 /// The record at the front of `bytes` and the bytes it took; None while it is incomplete
 /// (for readers that decode as the bytes arrive).
 pub fn decode_record(bytes: &[u8]) -> Result<Option<(Entry, usize)>, String> {
+    decode_record_as(bytes)
+}
+
+/// `decode_record` into any type that reads an entry's encoding (such as the borrowed
+/// `chunk::view::Entry`).
+pub fn decode_record_as<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<Option<(T, usize)>, String> {
     let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
         return Ok(None);
     };

@@ -53,6 +53,32 @@ impl ClusterView for Node {
     }
 }
 
+/// Appends `entries` through `client` until acknowledged, retrying each 503 (the owner
+/// is changing) after 50 ms; any other answer, or no acknowledgement `within_secs` after
+/// `since`, fails the test. The acknowledgement's body.
+async fn append_until_acked(
+    client: &Client,
+    path: &str,
+    secret: &str,
+    entries: Value,
+    since: Instant,
+    within_secs: u64,
+) -> Value {
+    loop {
+        let a = client.append(path, secret, entries.clone()).await;
+        if a.status == 200 {
+            return a.body;
+        }
+        assert_eq!(a.status, 503, "{path}: {:?}", a.body);
+        assert!(
+            since.elapsed() < Duration::from_secs(within_secs),
+            "{path}: not writable through {} within {within_secs} s",
+            client.base
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Three nodes on free ports with `env` (config keys): their ports, the nodes, and a
 /// client of project `p` for each.
 async fn three_nodes(db: &TestDb, env: &[(&str, String)]) -> ([u16; 3], Vec<Node>, Vec<Client>) {
@@ -455,17 +481,8 @@ async fn fencing_and_failover(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Another node takes over (the paused owner is dead) and writes.
     let started = Instant::now();
-    loop {
-        let a = clients[other]
-            .append(path, &secret, crate::common::lines(10, 20))
-            .await;
-        if a.status == 200 {
-            break;
-        }
-        assert_eq!(a.status, 503, "{:?}", a.body);
-        assert!(started.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let entries = crate::common::lines(10, 20);
+    append_until_acked(&clients[other], path, &secret, entries, started, 5).await;
     let (new_owner, new_epoch, _) = owner_of();
     assert_eq!(new_owner, node_ids[other]);
     assert!(new_epoch > first_epoch);
@@ -513,21 +530,9 @@ async fn fencing_and_failover(db: TestDb) {
     nodes[other].signal(libc::SIGKILL);
     nodes[other].wait().await;
     let killed = Instant::now();
-    loop {
-        let a = clients[survivor]
-            .append(path, &secret, crate::common::lines(22, 30))
-            .await;
-        if a.status == 200 {
-            assert_eq!(a.body["next_index"], 30);
-            break;
-        }
-        assert_eq!(a.status, 503, "{:?}", a.body);
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "not writable after 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let entries = crate::common::lines(22, 30);
+    let a = append_until_acked(&clients[survivor], path, &secret, entries, killed, 5).await;
+    assert_eq!(a["next_index"], 30);
     eprintln!("failover: writable again after {:?}", killed.elapsed());
     assert_eq!(
         crate::common::stored_indices(&db.url, "p", path),
@@ -1092,19 +1097,9 @@ async fn cut_off(db: TestDb) {
     proxy.cut();
     let cut_at = Instant::now();
     // Another node takes over once A's lease has lapsed, and writes.
-    loop {
-        let r = cb.append(path, &secret, crate::common::lines(10, 20)).await;
-        if r.status == 200 {
-            assert_eq!(r.body["next_index"], 20);
-            break;
-        }
-        assert_eq!(r.status, 503, "{:?}", r.body);
-        assert!(
-            cut_at.elapsed() < Duration::from_secs(5),
-            "not writable through B 5 s after the cut"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let entries = crate::common::lines(10, 20);
+    let r = append_until_acked(&cb, path, &secret, entries, cut_at, 5).await;
+    assert_eq!(r["next_index"], 20);
     eprintln!("cut off: writable through B after {:?}", cut_at.elapsed());
     let (new_owner, epoch, _) = owner();
     assert_eq!(epoch, 2);
@@ -1129,19 +1124,9 @@ async fn cut_off(db: TestDb) {
 
     proxy.restore();
     // A is back: its writes go to the new owner, after B's entries.
-    loop {
-        let r = ca.append(path, &secret, crate::common::lines(20, 25)).await;
-        if r.status == 200 {
-            assert_eq!(r.body["next_index"], 25, "{:?}", r.body);
-            break;
-        }
-        assert_eq!(r.status, 503, "{:?}", r.body);
-        assert!(
-            cut_at.elapsed() < Duration::from_secs(30),
-            "A never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let entries = crate::common::lines(20, 25);
+    let r = append_until_acked(&ca, path, &secret, entries, cut_at, 30).await;
+    assert_eq!(r["next_index"], 25, "{r}");
     assert_eq!(owner().1, 2, "A took nothing back");
     assert_eq!(
         crate::common::stored_indices(&db.url, "p", path),

@@ -168,7 +168,7 @@ impl ManageConnection for Manager {
                 // commit survive power loss.
                 c.batch_execute(&format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 1073741824;"
                 ))
                 .map_err(r2d2::Error::QueryError)?;
                 AnyConnection::Sqlite(c)
@@ -196,6 +196,15 @@ pub struct Store {
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The connection string, for the health check's own connection.
     url: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Splits a database setting into backend and connection string: `postgres://` and

@@ -208,6 +208,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
                 node_id: m.node_id.clone(),
                 node_timeout: m.config.node_timeout,
             }),
+        task_bell: Default::default(),
     };
     let directory = Directory::new(deps, STREAM_ARBITERS);
     let registry = Registry::new(directory.clone()).start();

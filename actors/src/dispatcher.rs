@@ -104,6 +104,13 @@ pub type RemoteSeal = std::sync::Arc<
         + Sync,
 >;
 
+/// An archive task falls due at `due_us` (from this node's stream actors, `TaskBell`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TaskDue {
+    pub due_us: i64,
+}
+
 /// Shutting down: answer every waiting lease now, and wait no more.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -123,6 +130,8 @@ pub struct Dispatcher {
     waiters: VecDeque<Waiter>,
     /// A poll for the waiters is under way.
     polling: bool,
+    /// A task fell due while a poll was under way: poll again when it ends.
+    due_again: bool,
     /// Shutting down: leases do not wait.
     draining: bool,
     remote_seal: Option<RemoteSeal>,
@@ -135,6 +144,7 @@ impl Dispatcher {
             config,
             waiters: VecDeque::new(),
             polling: false,
+            due_again: false,
             draining: false,
             remote_seal: None,
         }
@@ -180,7 +190,12 @@ impl Dispatcher {
                 match r {
                     // To the back: the next tick polls for the next waiter (their scopes
                     // may differ), so none is starved. Unless a stop began meanwhile.
-                    Ok(tasks) if tasks.is_empty() && !act.draining => act.waiters.push_back(w),
+                    Ok(tasks) if tasks.is_empty() && !act.draining => {
+                        act.waiters.push_back(w);
+                        if std::mem::take(&mut act.due_again) {
+                            act.poll_waiters(ctx);
+                        }
+                    }
                     other => {
                         let _ = w.reply.send(other);
                         // Others may be served by what is due too.
@@ -197,6 +212,28 @@ impl Actor for Dispatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll_waiters(ctx));
+        self.directory
+            .deps()
+            .task_bell
+            .connect(ctx.address().recipient());
+    }
+}
+
+impl Handler<TaskDue> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskDue, ctx: &mut Context<Self>) {
+        let wait = Duration::from_micros((msg.due_us - now_us()).max(0) as u64);
+        // Later than a poll would look anyway: the poll finds it.
+        if wait >= self.config.poll_interval {
+            return;
+        }
+        ctx.run_later(wait, |act, ctx| {
+            if act.polling {
+                act.due_again = true;
+            }
+            act.poll_waiters(ctx);
+        });
     }
 }
 
@@ -510,6 +547,16 @@ mod tests {
 
     /// A dispatcher over a fresh SQLite database in `dir`.
     fn dispatcher(dir: &std::path::Path) -> Addr<Dispatcher> {
+        dispatcher_with(dir, Duration::from_millis(10), Duration::from_secs(1)).0
+    }
+
+    /// A dispatcher polling every `poll`, its stream actors scheduling archival
+    /// `complete_delay` after termination; and its directory.
+    fn dispatcher_with(
+        dir: &std::path::Path,
+        poll: Duration,
+        complete_delay: Duration,
+    ) -> (Addr<Dispatcher>, Directory) {
         let url = dir.join("logdog.db").display().to_string();
         let store = logdog_schema::Store::open(&url, 2).unwrap();
         store.migrate().unwrap();
@@ -518,20 +565,23 @@ mod tests {
             store: store.clone(),
             writer: Writer::start(store, metrics.clone()),
             archival: ArchivalTiming {
-                complete_delay: Duration::from_secs(1),
+                complete_delay,
                 incomplete_delay: Duration::from_secs(1),
                 pessimistic_delay: Duration::from_secs(1),
             },
             idle_timeout: Duration::from_secs(60),
             metrics,
             cluster: None,
+            task_bell: Default::default(),
         };
         let config = DispatchConfig {
             max_attempts: 3,
             retry_delay: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(10),
+            poll_interval: poll,
         };
-        Dispatcher::new(Directory::new(deps, 1), config).start()
+        let directory = Directory::new(deps, 1);
+        let d = Dispatcher::new(directory.clone(), config).start();
+        (d, directory)
     }
 
     fn long_poll() -> Lease {
@@ -559,5 +609,52 @@ mod tests {
         );
         let later = tokio::time::timeout(Duration::from_secs(2), d.send(long_poll())).await;
         assert_eq!(later.expect("answered at once").unwrap(), Ok(vec![]));
+    }
+
+    /// A task a stream actor schedules due now reaches the archivist waiting for one at
+    /// once, by the bell: this dispatcher's poll would not look for an hour, and the lease
+    /// would be answered empty after its 20 s wait.
+    #[actix::test]
+    async fn a_task_due_now_rings_the_waiting_lease() {
+        use crate::registry::RegisterPrefix;
+        use crate::stream::{Register, Terminate};
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, dir) = dispatcher_with(tmp.path(), Duration::from_secs(3600), Duration::ZERO);
+        let registry = crate::Registry::new(dir.clone()).start();
+        let grant = registry
+            .send(RegisterPrefix {
+                project: "p".into(),
+                prefix: "bell".into(),
+                expiration: Duration::from_secs(600),
+                op_nonce: None,
+                source_info: vec![],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let path = StreamPath::parse("bell/+/s").unwrap();
+        let descriptor = logdog_schema::wire::DescriptorRequest::default()
+            .resolve(now_us())
+            .unwrap();
+        let register = Register {
+            secret: Some(grant.secret.clone()),
+            descriptor: Ok(descriptor),
+            terminal_index: None,
+        };
+        dir.send("p", &path, register).await.unwrap();
+        // Waiting before the task exists: only the bell can wake it.
+        let waiting = d.send(long_poll());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let terminate = Terminate {
+            secret: Some(grant.secret),
+            terminal_index: Ok(None),
+        };
+        dir.send("p", &path, terminate).await.unwrap();
+        let tasks = waiting.await.unwrap().unwrap();
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        assert_eq!(
+            (tasks[0].project.as_str(), tasks[0].path.as_str()),
+            ("p", "bell/+/s")
+        );
     }
 }

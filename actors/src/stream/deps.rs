@@ -1,8 +1,10 @@
 //! The stream's own vocabulary: its key, what every stream actor shares, and how an actor
 //! leaves whoever started it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use actix::Recipient;
 
 use logdog_schema::Store;
 
@@ -34,6 +36,28 @@ pub struct StreamDeps {
     pub metrics: ActorMetrics,
     /// Cluster mode: this node, for claiming streams before their actors start.
     pub cluster: Option<ClusterNode>,
+    /// Rung when an archive task is scheduled.
+    pub task_bell: TaskBell,
+}
+
+/// Tells this node's dispatcher when an archive task it scheduled falls due, so a waiting
+/// archivist leases it then rather than at the dispatcher's next poll. The dispatcher
+/// connects itself when it starts; until then (and for tasks other nodes schedule) the
+/// poll finds them.
+#[derive(Clone, Default)]
+pub struct TaskBell(Arc<OnceLock<Recipient<crate::dispatcher::TaskDue>>>);
+
+impl TaskBell {
+    pub fn connect(&self, to: Recipient<crate::dispatcher::TaskDue>) {
+        let _ = self.0.set(to);
+    }
+
+    /// A task falls due at `due_us` (microseconds since the epoch).
+    pub fn ring(&self, due_us: i64) {
+        if let Some(to) = self.0.get() {
+            to.do_send(crate::dispatcher::TaskDue { due_us });
+        }
+    }
 }
 
 /// This node as a stream owner in a cluster.

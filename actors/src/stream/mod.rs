@@ -46,7 +46,7 @@ mod replica;
 mod state;
 mod transitions;
 
-pub use deps::{ArchivalTiming, ClusterNode, Retire, StreamDeps, StreamKey};
+pub use deps::{ArchivalTiming, ClusterNode, Retire, StreamDeps, StreamKey, TaskBell};
 pub use messages::*;
 
 use compaction::*;

@@ -127,6 +127,7 @@ impl StreamActor {
             let write = blocking(move || store.write(f));
             Box::pin(write.into_actor(act).map(move |r, act, _| {
                 r?;
+                act.deps.task_bell.ring(due);
                 if let Some(s) = &mut act.stream {
                     s.row.updated_us = next.row.updated_us;
                     s.machine = next.machine;
@@ -186,6 +187,7 @@ impl StreamActor {
                 }
                 _ => None,
             };
+            let rings = schedule.as_ref().map(|s| s.due_us);
             let op = AppendOp {
                 project: self.key.project.clone(),
                 stream_id: self.key.id.clone(),
@@ -205,7 +207,7 @@ impl StreamActor {
             let shared = fut.shared();
             self.inflight.insert(batch, shared.clone());
             waits.push((batch, shared));
-            own = Some((batch, meta, plan.runs));
+            own = Some((batch, meta, plan.runs, rings));
         }
         let (accepted, duplicates) = (plan.accepted, plan.duplicates);
         Box::pin(
@@ -229,7 +231,10 @@ impl StreamActor {
                 if let Some(e) = failure {
                     return Err(e.into());
                 }
-                if let Some((_, meta, runs)) = own {
+                if let Some((_, meta, runs, rings)) = own {
+                    if let Some(due) = rings {
+                        act.deps.task_bell.ring(due);
+                    }
                     act.after_commit(&meta);
                     let after = act.stream.as_ref().map_or(0, |s| s.machine.next_index());
                     act.broadcast_entries(before, after, &runs);

@@ -10,6 +10,9 @@
 //! # and an S3 store beside the local directory (credentials and endpoint from AWS_*, as
 //! # in the README's "Archives in S3"):
 //! cargo run --release --example archive_bench -- --s3 s3://logs/archive
+//! # archived by an archivist that reads through binary Gets, as `logdog archivist` does,
+//! # instead of the embedded one, which reads the database:
+//! cargo run --release --example archive_bench -- --archivist remote
 //! ```
 //! Prints, per store: archive throughput (payload MB/s, from termination to the archived
 //! state), Get throughput (pages of 10,000 entries) from intermediate storage and from the
@@ -25,19 +28,31 @@ fn main() {
     let mut lines: u64 = 1_000_000;
     let mut database = None;
     let mut s3 = None;
+    let mut remote = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--lines" => lines = it.next().and_then(|v| v.parse().ok()).expect("--lines N"),
             "--database" => database = it.next(),
             "--s3" => s3 = Some(it.next().expect("--s3 s3://BUCKET/PATH")),
-            other => panic!("unknown flag {other}; flags: --lines N --database URL --s3 URL"),
+            "--archivist" => {
+                remote = match it.next().as_deref() {
+                    Some("embedded") => false,
+                    Some("remote") => true,
+                    _ => panic!("--archivist embedded|remote"),
+                }
+            }
+            other => panic!(
+                "unknown flag {other}; flags: --lines N --database URL --s3 URL --archivist embedded|remote"
+            ),
         }
     }
     let db = support::BenchDb::new(database.as_deref(), "archbench");
     let dd = dd(db.dir.path());
     let mut config = db.config();
-    config.archival.embedded_archivist = false;
+    // The embedded archivist (what `logdog serve` runs, reading the database directly), or
+    // one like `logdog archivist` that reads through binary Gets.
+    config.archival.embedded_archivist = !remote;
     config.archival.complete_delay = logdog::config::secs(0.0);
     let project = |name: &str, archive: Option<String>| logdog::config::ProjectConfig {
         name: name.into(),
@@ -64,11 +79,17 @@ fn main() {
         let path = "arch/+/big";
         let line = "a".repeat(99);
         let mb = lines as f64 * 100.0 / 1e6;
-        let archive = logdog::server::open_archive(&archivist_config).unwrap();
-        let mut a = logdog::server::archivist_config(&archivist_config, root.clone(), archive);
-        a.workers = 1;
-        let worker = logdog::client::archivist::spawn(a);
-        println!("{}: {lines} lines ({mb:.0} MB of payload) per store", db.backend());
+        let worker = remote.then(|| {
+            let archive = logdog::server::open_archive(&archivist_config).unwrap();
+            let mut a = logdog::server::archivist_config(&archivist_config, root.clone(), archive);
+            a.workers = 1;
+            logdog::client::archivist::spawn(a)
+        });
+        println!(
+            "{}: {lines} lines ({mb:.0} MB of payload) per store; the {} archivist",
+            db.backend(),
+            if remote { "remote (binary Gets)" } else { "embedded (database reads)" }
+        );
         println!("  dd if=/dev/zero bs=1M count=1000 conv=fdatasync (scratch disk): {dd:.1} MB/s");
         for store in &stores {
             let base = format!("{root}/api/v1/projects/{store}");
@@ -116,8 +137,23 @@ fn main() {
                 curl / json
             );
             println!("    Get of 100 entries at index {}: {read} bytes read from the store (of {size})", lines / 2);
+            if url.starts_with("s3://") {
+                // The store's own rate for the same bytes: the archive's entries and data
+                // objects' sizes, uploaded as two multipart uploads side by side.
+                let sizes = [&stream["state"]["archive"]["stream_size"], &stream["state"]["archive"]["data_size"]]
+                    .map(|v| v.as_u64().unwrap());
+                let secs = s3_upload(s3.as_deref().unwrap(), sizes).await;
+                let total = (sizes[0] + sizes[1]) as f64 / 1e6;
+                println!(
+                    "    the store's own multipart upload of the same {total:.0} MB (object_store, two objects at once): {secs:.2} s, {:.1} MB/s; archival took {:.2}x its time",
+                    total / secs,
+                    archive_secs / secs
+                );
+            }
         }
-        worker.stop();
+        if let Some(w) = worker {
+            w.stop();
+        }
     });
     rt.block_on(server.stop());
 }
@@ -149,11 +185,15 @@ async fn read_all(http: &reqwest::Client, base: &str, path: &str, lines: u64, bi
             }
             (records, next)
         } else {
-            let v: Value = r.json().await.unwrap();
-            (
-                v["entries"].as_array().unwrap().len() as u64,
-                v["next_index"].as_u64().unwrap(),
-            )
+            // Parsed, but the entries only counted: what the server answers is measured,
+            // not how fast this client builds values.
+            #[derive(serde::Deserialize)]
+            struct Page {
+                entries: Vec<serde::de::IgnoredAny>,
+                next_index: u64,
+            }
+            let page: Page = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            (page.entries.len() as u64, page.next_index)
         };
         if got == 0 {
             break;
@@ -181,6 +221,47 @@ fn curl(url: &str) -> (f64, u64) {
         started.elapsed().as_secs_f64(),
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
     )
+}
+
+/// Uploads objects of `sizes` bytes to the S3 store at `url` (credentials from AWS_*) at
+/// once, each a multipart upload as the archivist makes them; the seconds it took.
+async fn s3_upload(url: &str, sizes: [u64; 2]) -> f64 {
+    use object_store::ObjectStoreExt as _;
+    let store = object_store::aws::AmazonS3Builder::from_env()
+        .with_url(url)
+        .build()
+        .unwrap();
+    let store: std::sync::Arc<dyn object_store::ObjectStore> = std::sync::Arc::new(store);
+    let started = Instant::now();
+    let uploads = sizes.map(|size| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let key = object_store::path::Path::from(format!(
+                "archive-bench-upload/{}",
+                rand::random::<u64>()
+            ));
+            let mut w = object_store::WriteMultipart::new(store.put_multipart(&key).await.unwrap());
+            let piece = bytes::Bytes::from(vec![b'a'; 1 << 20]);
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(piece.len() as u64) as usize;
+                w.put(piece.slice(..n));
+                left -= n as u64;
+                w.wait_for_capacity(4).await.unwrap();
+            }
+            w.finish().await.unwrap();
+            key
+        })
+    });
+    let mut keys = Vec::new();
+    for u in uploads {
+        keys.push(u.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for key in keys {
+        store.delete(&key).await.unwrap();
+    }
+    secs
 }
 
 /// `dd if=/dev/zero of=DIR/dd bs=1M count=1000 conv=fdatasync`: MB/s.

@@ -158,6 +158,7 @@ pub fn archivist_config(
         archive,
         index_every: (config.archival.index_entries, config.archival.index_bytes),
         page: config.limits.get_max_count,
+        store: None,
     }
 }
 
@@ -232,6 +233,8 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
     let mut auth = crate::auth::Auth::new(&config.tokens);
     let embedded = config.archival.embedded_archivist.then(|| {
         let mut a = archivist_config(&config, String::new(), archive.clone());
+        // It reads the entries straight from this node's database.
+        a.store = Some(store.clone());
         // Short leases, renewed while it works: after a crash (kill -9) its tasks are due
         // again within seconds, not after a whole `archivist_lease`.
         a.lease_seconds = a.lease_seconds.min(EMBEDDED_LEASE_SECONDS);

@@ -1,19 +1,43 @@
 //! The compact binary form of a chunk: a run of consecutive entries of one stream.
 //!
-//! Layout: postcard-encoded `Vec<Entry>` (varint lengths and integers). A chunk is
-//! written once per commit and decoded whole when read; chunks stay small because a
-//! commit carries at most one request's worth of entries per stream.
+//! Layout: a zero byte, then the entries as binary records (`wire::entry_record`: a u32
+//! little-endian length, then the entry's postcard encoding). Those are the bytes of a
+//! binary Get's answer and of an archive's entries file, so a read or an archive that takes
+//! a whole chunk copies it as it is, and compaction joins chunks without decoding them.
+//!
+//! Chunks written before this layout are a postcard `Vec<Entry>`; their first byte is the
+//! entry count's varint, never zero (a chunk is never empty), so both read the same.
 
 use crate::wire::Entry;
 
+/// The first byte of a chunk in the records layout.
+const RECORDS: u8 = 0;
+
 /// Encodes a run of entries (which must be consecutive, ascending).
 pub fn encode(entries: &[Entry]) -> Vec<u8> {
-    postcard::to_stdvec(entries).expect("entries always encode")
+    let mut out = Vec::with_capacity(1 + entries.len() * 32);
+    out.push(RECORDS);
+    for e in entries {
+        crate::wire::push_record(&mut out, e);
+    }
+    out
 }
 
-/// Decodes a chunk written by `encode`.
-pub fn decode(data: &[u8]) -> Result<Vec<Entry>, postcard::Error> {
-    postcard::from_bytes(data)
+/// The chunk's records (`wire::entry_record` one after another), as they are stored; None
+/// for a chunk in the older layout.
+pub fn record_bytes(data: &[u8]) -> Option<&[u8]> {
+    match data.split_first() {
+        Some((&RECORDS, rest)) => Some(rest),
+        _ => None,
+    }
+}
+
+/// Decodes a chunk written by `encode` (or in the older layout).
+pub fn decode(data: &[u8]) -> Result<Vec<Entry>, String> {
+    match record_bytes(data) {
+        Some(records) => crate::wire::decode_entries(records),
+        None => postcard::from_bytes(data).map_err(|e| format!("a chunk is not entries: {e}")),
+    }
 }
 
 /// One entry of a chunk as `records` sees it: its index, its payload size (as Get's
@@ -22,73 +46,242 @@ pub fn decode(data: &[u8]) -> Result<Vec<Entry>, postcard::Error> {
 pub struct RawEntry<'a> {
     pub stream_index: u64,
     pub payload_bytes: u64,
+    /// The entry's postcard encoding (a record's bytes after its length).
     pub encoded: &'a [u8],
 }
 
-/// The entries of a chunk written by `encode`, each with its encoded bytes, which are
-/// exactly the postcard encoding of the `Entry` (what a binary record holds), read without
-/// copying any line or data into owned values.
-pub fn records(data: &[u8]) -> Result<Vec<RawEntry<'_>>, postcard::Error> {
-    // A `Vec<Entry>`: the count (a varint, as for u64), then each entry's encoding.
-    let (n, mut rest) = postcard::take_from_bytes::<u64>(data)?;
-    let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
-    for _ in 0..n {
-        let (view, after) = postcard::take_from_bytes::<view::Entry>(rest)?;
-        out.push(RawEntry {
-            stream_index: view.stream_index,
-            payload_bytes: view.content.payload_bytes(),
-            encoded: &rest[..rest.len() - after.len()],
-        });
-        rest = after;
+/// The entries of a chunk, each with its encoded bytes, read without copying any line or
+/// data into owned values.
+pub fn records(data: &[u8]) -> Result<Vec<RawEntry<'_>>, String> {
+    let mut out = Vec::new();
+    match record_bytes(data) {
+        Some(mut rest) => {
+            while !rest.is_empty() {
+                let (body, after) = view::split_record(rest)
+                    .ok_or_else(|| "a chunk's record is cut short".to_owned())?;
+                out.push(raw(body)?);
+                rest = after;
+            }
+        }
+        None => {
+            // A `Vec<Entry>`: the count, then each entry's encoding.
+            let mut rest = data;
+            let n = view::varint(&mut rest)?;
+            for _ in 0..n {
+                let (_, after) = view::Entry::parse(rest)?;
+                out.push(raw(&rest[..rest.len() - after.len()])?);
+                rest = after;
+            }
+        }
     }
     Ok(out)
 }
 
-/// Borrowed mirrors of the wire types, field for field and variant for variant in the
-/// same order (postcard is positional), so they read the same bytes.
-pub mod view {
-    use serde::Deserialize;
+fn raw(encoded: &[u8]) -> Result<RawEntry<'_>, String> {
+    let (e, _) = view::Entry::parse(encoded)?;
+    Ok(RawEntry {
+        stream_index: e.stream_index,
+        payload_bytes: e.content.payload_bytes(),
+        encoded,
+    })
+}
 
-    #[derive(Deserialize)]
+/// One chunk holding the entries of `chunks` (consecutive runs, in order).
+pub fn concat(chunks: &[&[u8]]) -> Result<Vec<u8>, String> {
+    let mut out = vec![RECORDS];
+    for c in chunks {
+        match record_bytes(c) {
+            Some(records) => out.extend_from_slice(records),
+            None => out.extend_from_slice(&encode(&decode(c)?)[1..]),
+        }
+    }
+    Ok(out)
+}
+
+/// Entries read in place: the fields a reader needs, borrowed from the encoded bytes, with
+/// no allocation per entry. The parser follows postcard's encoding of `wire::Entry` field
+/// by field (varints, zigzag for signed integers, length-prefixed strings and bytes, enum
+/// variants by index), and the tests hold it to postcard's own output.
+pub mod view {
+    /// A record at the front of `bytes` (`wire::entry_record`): the entry's encoding and
+    /// what follows it; None while it is incomplete.
+    pub fn split_record(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+
+    /// The entry of the record at the front of `bytes`, borrowed, and the bytes the record
+    /// took; None while it is incomplete.
+    pub fn record(bytes: &[u8]) -> Result<Option<(Entry<'_>, usize)>, String> {
+        let Some((body, _)) = split_record(bytes) else {
+            return Ok(None);
+        };
+        let (e, rest) = Entry::parse(body)?;
+        if !rest.is_empty() {
+            return Err("a record holds bytes after its entry".into());
+        }
+        Ok(Some((e, 4 + body.len())))
+    }
+
+    #[derive(Debug, Clone, Copy)]
     pub struct Entry<'a> {
         pub stream_index: u64,
-        pub _prefix_index: Option<u64>,
-        pub _sequence: u64,
-        pub _time_offset_us: i64,
-        #[serde(borrow)]
         pub content: Content<'a>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Debug, Clone, Copy)]
     pub enum Content<'a> {
-        Text(#[serde(borrow)] Vec<Line<'a>>),
+        Text(Lines<'a>),
         Binary(&'a [u8]),
-        Datagram {
-            data: &'a [u8],
-            _partial: Option<crate::wire::Partial>,
-        },
+        Datagram(&'a [u8]),
     }
 
-    #[derive(Deserialize)]
+    /// The lines of a text entry, parsed as they are iterated.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Lines<'a> {
+        count: u64,
+        bytes: &'a [u8],
+    }
+
+    /// One line: its value and its delimiter (`\n`, `\r\n`, or empty), as stored.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Line<'a> {
-        pub value: &'a str,
-        pub delimiter: &'a str,
+        pub value: &'a [u8],
+        pub delimiter: &'a [u8],
     }
 
-    /// The entry of one binary record (`wire::entry_record`) at the front of `bytes`,
-    /// borrowed, and the bytes the record took; None while it is incomplete.
-    pub fn record(bytes: &[u8]) -> Result<Option<(Entry<'_>, usize)>, String> {
-        crate::wire::decode_record_as(bytes)
+    impl<'a> Iterator for Lines<'a> {
+        type Item = Line<'a>;
+        fn next(&mut self) -> Option<Line<'a>> {
+            if self.count == 0 {
+                return None;
+            }
+            self.count -= 1;
+            // Checked when the entry was parsed.
+            let value = take_bytes(&mut self.bytes).ok()?;
+            let delimiter = take_bytes(&mut self.bytes).ok()?;
+            Some(Line { value, delimiter })
+        }
     }
 
-    impl Content<'_> {
+    fn cut() -> String {
+        "an entry is cut short".into()
+    }
+
+    /// A postcard varint (LEB128, at most ten bytes for a u64).
+    pub fn varint(b: &mut &[u8]) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let (&byte, rest) = b.split_first().ok_or_else(cut)?;
+            *b = rest;
+            if shift == 63 && byte > 1 {
+                return Err("a varint overflows".into());
+            }
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("a varint overflows".into())
+    }
+
+    fn take_bytes<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], String> {
+        let n = varint(b)? as usize;
+        if b.len() < n {
+            return Err(cut());
+        }
+        let (v, rest) = b.split_at(n);
+        *b = rest;
+        Ok(v)
+    }
+
+    fn take_option(b: &mut &[u8]) -> Result<bool, String> {
+        let (&tag, rest) = b.split_first().ok_or_else(cut)?;
+        *b = rest;
+        match tag {
+            0 => Ok(false),
+            1 => Ok(true),
+            t => Err(format!("an option's tag is {t}")),
+        }
+    }
+
+    impl<'a> Entry<'a> {
+        /// The entry encoded at the front of `b` and the bytes after it. Strings are
+        /// checked to be UTF-8 and delimiters to be one of the three, as decoding them
+        /// into `wire::Entry` would.
+        pub fn parse(mut b: &'a [u8]) -> Result<(Self, &'a [u8]), String> {
+            let b = &mut b;
+            let stream_index = varint(b)?;
+            if take_option(b)? {
+                varint(b)?; // prefix_index
+            }
+            varint(b)?; // sequence
+            varint(b)?; // time_offset_us (zigzag)
+            let content = match varint(b)? {
+                0 => {
+                    let count = varint(b)?;
+                    let start = *b;
+                    for _ in 0..count {
+                        let value = take_bytes(b)?;
+                        std::str::from_utf8(value).map_err(|e| format!("a line: {e}"))?;
+                        let d = take_bytes(b)?;
+                        if !matches!(d, b"\n" | b"\r\n" | b"") {
+                            return Err(format!(
+                                "invalid delimiter {:?}",
+                                String::from_utf8_lossy(d)
+                            ));
+                        }
+                    }
+                    let used = start.len() - b.len();
+                    Content::Text(Lines {
+                        count,
+                        bytes: &start[..used],
+                    })
+                }
+                1 => Content::Binary(take_bytes(b)?),
+                2 => {
+                    let data = take_bytes(b)?;
+                    if take_option(b)? {
+                        varint(b)?; // index
+                        varint(b)?; // size
+                        take_option(b)?; // last (a bool: 0 or 1)
+                    }
+                    Content::Datagram(data)
+                }
+                v => return Err(format!("unknown content variant {v}")),
+            };
+            Ok((
+                Self {
+                    stream_index,
+                    content,
+                },
+                *b,
+            ))
+        }
+    }
+
+    impl<'a> Content<'a> {
         pub fn payload_bytes(&self) -> u64 {
             match self {
                 Content::Text(lines) => lines
-                    .iter()
                     .map(|l| (l.value.len() + l.delimiter.len()) as u64)
                     .sum(),
-                Content::Binary(d) | Content::Datagram { data: d, .. } => d.len() as u64,
+                Content::Binary(d) | Content::Datagram(d) => d.len() as u64,
+            }
+        }
+
+        /// The payload's pieces in order (each line's value and delimiter, or the data),
+        /// as the archive's data file and the text form hold them.
+        pub fn for_each_piece(&self, mut f: impl FnMut(&'a [u8])) {
+            match self {
+                Content::Text(lines) => {
+                    for l in *lines {
+                        f(l.value);
+                        f(l.delimiter);
+                    }
+                }
+                Content::Binary(d) | Content::Datagram(d) => f(d),
             }
         }
     }
@@ -97,86 +290,153 @@ pub mod view {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Content, Line, Partial};
+    use crate::wire::{Content, Delimiter, Line, Partial};
 
-    #[test]
-    fn round_trip() {
-        let entries = vec![
+    fn samples() -> Vec<Entry> {
+        vec![
             Entry {
                 stream_index: 7,
                 prefix_index: Some(3),
                 sequence: 10,
                 time_offset_us: 1_250_000,
-                content: Content::Text(vec![Line {
-                    value: "héllo".into(),
-                    delimiter: crate::wire::Delimiter::CrLf,
-                }]),
+                content: Content::Text(vec![
+                    Line {
+                        value: "héllo".into(),
+                        delimiter: Delimiter::CrLf,
+                    },
+                    Line {
+                        value: "x".repeat(300),
+                        delimiter: Delimiter::None,
+                    },
+                ]),
             },
             Entry {
                 stream_index: 8,
                 prefix_index: None,
-                sequence: 11,
-                time_offset_us: 0,
+                sequence: u64::MAX,
+                time_offset_us: i64::MIN,
                 content: Content::Datagram {
                     data: vec![0, 255],
                     partial: Some(Partial {
-                        index: 1,
+                        index: u32::MAX,
                         size: 2,
                         last: true,
                     }),
                 },
             },
-        ];
+            Entry {
+                stream_index: 9,
+                prefix_index: None,
+                sequence: 13,
+                time_offset_us: -5,
+                content: Content::Binary(vec![1, 2, 3]),
+            },
+            Entry {
+                stream_index: 10,
+                prefix_index: Some(u64::MAX),
+                sequence: 14,
+                time_offset_us: 0,
+                content: Content::Datagram {
+                    data: vec![],
+                    partial: None,
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let entries = samples();
         let bytes = encode(&entries);
+        assert_eq!(bytes[0], RECORDS);
         assert_eq!(decode(&bytes).unwrap(), entries);
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
-        // `records` finds each entry's own encoding and size without decoding it.
-        let mut with_binary = entries.clone();
-        with_binary.push(Entry {
-            stream_index: 9,
-            prefix_index: None,
-            sequence: 13,
-            time_offset_us: -5,
-            content: Content::Binary(vec![1, 2, 3]),
-        });
-        let bytes = encode(&with_binary);
+        // The records are Get's binary form, byte for byte.
+        assert_eq!(
+            record_bytes(&bytes).unwrap(),
+            crate::wire::encode_entries(&entries)
+        );
+    }
+
+    /// A chunk in the layout written before records (a postcard `Vec<Entry>`) reads the
+    /// same, through `decode`, `records` and `concat`.
+    #[test]
+    fn older_chunks_read_the_same() {
+        let entries = samples();
+        let old = postcard::to_stdvec(&entries).unwrap();
+        assert_ne!(old[0], RECORDS);
+        assert_eq!(record_bytes(&old), None);
+        assert_eq!(decode(&old).unwrap(), entries);
+        assert_eq!(records(&old).unwrap(), records(&encode(&entries)).unwrap());
+        let (a, b) = entries.split_at(2);
+        let joined = concat(&[&postcard::to_stdvec(a).unwrap(), &encode(b)]).unwrap();
+        assert_eq!(joined, encode(&entries));
+        assert!(records(&old[..old.len() - 1]).is_err());
+    }
+
+    /// `records` finds each entry's own encoding and size; the view reads what postcard
+    /// wrote, field for field.
+    #[test]
+    fn records_and_views_match_postcard() {
+        let entries = samples();
+        let bytes = encode(&entries);
         let raw = records(&bytes).unwrap();
-        assert_eq!(raw.len(), 3);
-        for (r, e) in raw.iter().zip(&with_binary) {
+        assert_eq!(raw.len(), entries.len());
+        for (r, e) in raw.iter().zip(&entries) {
             assert_eq!(r.stream_index, e.stream_index);
             assert_eq!(r.payload_bytes, e.content.payload_bytes());
             assert_eq!(r.encoded, postcard::to_stdvec(e).unwrap());
+            let (v, rest) = view::Entry::parse(r.encoded).unwrap();
+            assert!(rest.is_empty());
+            let mut pieces = Vec::new();
+            v.content.for_each_piece(|p| pieces.extend_from_slice(p));
+            let want: Vec<u8> = match &e.content {
+                Content::Text(lines) => lines
+                    .iter()
+                    .flat_map(|l| [l.value.as_bytes(), l.delimiter.as_bytes()].concat())
+                    .collect(),
+                Content::Binary(d) | Content::Datagram { data: d, .. } => d.clone(),
+            };
+            assert_eq!(pieces, want);
         }
-        assert_eq!(raw[0].payload_bytes, "héllo\r\n".len() as u64);
+        assert_eq!(raw[0].payload_bytes, ("héllo\r\n".len() + 300) as u64);
         assert!(records(&bytes[..bytes.len() - 1]).is_err());
+        // Every cut of an entry's encoding is refused, never misread.
+        for e in &entries {
+            let enc = postcard::to_stdvec(e).unwrap();
+            for n in 0..enc.len() {
+                assert!(view::Entry::parse(&enc[..n]).is_err(), "{e:?} cut at {n}");
+            }
+        }
     }
 
-    /// A binary record read through the borrowed view: the entry's index and content as
-    /// written, the record's length, and None for a record cut short.
+    /// A record read through the view: the entry's index and content as written, the
+    /// record's length, None for a record cut short, an error for one that is not an
+    /// entry (a bad delimiter, an unknown variant, bad UTF-8).
     #[test]
     fn a_record_through_the_view() {
-        let e = Entry {
-            stream_index: 42,
-            prefix_index: None,
-            sequence: 42,
-            time_offset_us: 5,
-            content: Content::Text(vec![Line {
-                value: "héllo".into(),
-                delimiter: crate::wire::Delimiter::CrLf,
-            }]),
-        };
-        let rec = crate::wire::entry_record(&e);
+        let e = &samples()[0];
+        let rec = crate::wire::entry_record(e);
         let mut bytes = rec.clone();
         bytes.extend_from_slice(b"next");
         let (v, used) = view::record(&bytes).unwrap().unwrap();
-        assert_eq!((v.stream_index, used), (42, rec.len()));
+        assert_eq!((v.stream_index, used), (7, rec.len()));
         match v.content {
-            view::Content::Text(lines) => {
-                assert_eq!((lines[0].value, lines[0].delimiter), ("héllo", "\r\n"))
+            view::Content::Text(mut lines) => {
+                let l = lines.next().unwrap();
+                assert_eq!((l.value, l.delimiter), ("héllo".as_bytes(), &b"\r\n"[..]));
+                assert_eq!(lines.next().unwrap().value.len(), 300);
+                assert!(lines.next().is_none());
             }
             _ => panic!("not text"),
         }
         assert!(view::record(&rec[..rec.len() - 1]).unwrap().is_none());
         assert!(view::record(&[1, 0, 0, 0, 0xff]).is_err());
+        // Text, one line "a" with the delimiter "x".
+        let bad = [9, 0, 9, 0, 0, 1, 1, b'a', 1, b'x'];
+        assert!(view::Entry::parse(&bad).unwrap_err().contains("delimiter"));
+        assert!(view::Entry::parse(&[9, 0, 9, 0, 3]).is_err());
+        assert!(view::Entry::parse(&[9, 0, 9, 0, 0, 1, 1, 0xff, 0]).is_err());
+        assert!(view::Entry::parse(&[9, 2, 9, 0, 1, 0]).is_err());
     }
 }

@@ -82,6 +82,8 @@ struct Inner {
     /// Where the store can sign download URLs (S3, GCS, Azure).
     signer: Option<Arc<dyn Signer>>,
     cache: IndexCache,
+    /// Reads left where a Get stopped, for the Get that goes on from there.
+    cursors: reader::Cursors,
     /// Bytes read from the store (`logdog_archive_read_bytes_total`).
     read_bytes: std::sync::atomic::AtomicU64,
 }
@@ -119,6 +121,7 @@ impl ArchiveStore {
                 base,
                 signer,
                 cache: IndexCache::new(index_cache_bytes),
+                cursors: Default::default(),
                 read_bytes: Default::default(),
             }),
         })

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use futures::StreamExt as _;
+use logdog_schema::chunk::view;
 use logdog_schema::store::ReadRange;
 use logdog_schema::wire::{Descriptor, Entry};
 use object_store::{GetOptions, GetRange, ObjectStore as _};
@@ -79,30 +80,63 @@ pub fn parse_index(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ArchiveError> {
         .collect())
 }
 
-/// Records read from a ranged GET, pulled from the body only as far as needed.
-struct Records {
+/// How much of the entries object one ranged GET asks for. A reader that goes on past it
+/// asks for the next window; one that stops early leaves the rest unread.
+const WINDOW: u64 = 8 << 20;
+
+/// Records read through ranged GETs of the entries object, a window at a time, pulled
+/// from the body only as far as needed.
+pub(super) struct Records {
     store: ArchiveStore,
+    key: object_store::path::Path,
+    url: String,
+    /// The object's size, from the first answer.
+    size: u64,
+    /// Where the next window starts.
+    next_window: u64,
     body: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
     buf: BytesMut,
 }
 
 impl Records {
+    /// Reads the object at `url` from byte `offset`.
     async fn open(store: &ArchiveStore, url: &str, offset: u64) -> Result<Self, ArchiveError> {
         let key = store.key_of_url(url)?;
+        let mut r = Self {
+            store: store.clone(),
+            key,
+            url: url.to_owned(),
+            size: u64::MAX,
+            next_window: offset,
+            body: futures::stream::empty().boxed(),
+            buf: BytesMut::new(),
+        };
+        r.open_window().await?;
+        Ok(r)
+    }
+
+    /// Asks for the next window; false when the object has no more.
+    async fn open_window(&mut self) -> Result<bool, ArchiveError> {
+        if self.next_window >= self.size {
+            return Ok(false);
+        }
+        let end = self.next_window.saturating_add(WINDOW).min(self.size);
         let opts = GetOptions {
-            range: Some(GetRange::Offset(offset)),
+            range: Some(match end {
+                u64::MAX => GetRange::Offset(self.next_window),
+                end => GetRange::Bounded(self.next_window..end),
+            }),
             ..Default::default()
         };
-        let r = match store.inner.objects.get_opts(&key, opts).await {
+        let r = match self.store.inner.objects.get_opts(&self.key, opts).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(super::missing(url)),
+            Err(object_store::Error::NotFound { .. }) => return Err(super::missing(&self.url)),
             Err(e) => return Err(e.into()),
         };
-        Ok(Self {
-            store: store.clone(),
-            body: r.into_stream(),
-            buf: BytesMut::new(),
-        })
+        self.size = r.meta.size;
+        self.next_window = r.range.end;
+        self.body = r.into_stream();
+        Ok(true)
     }
 
     /// At least `n` bytes buffered; false at the end of the object.
@@ -114,7 +148,11 @@ impl Records {
                     self.store.count_read(chunk.len());
                     self.buf.extend_from_slice(&chunk);
                 }
-                None => return Ok(false),
+                None => {
+                    if !self.open_window().await? {
+                        return Ok(false);
+                    }
+                }
             }
         }
         Ok(true)
@@ -129,8 +167,8 @@ impl Records {
         Ok(self.buf.split_to(n).freeze())
     }
 
-    /// The next record, or None at the end.
-    async fn next(&mut self) -> Result<Option<bytes::Bytes>, ArchiveError> {
+    /// The length of the next record, buffered whole but not consumed; None at the end.
+    async fn peek(&mut self) -> Result<Option<usize>, ArchiveError> {
         if !self.fill(4).await? {
             if self.buf.is_empty() {
                 return Ok(None);
@@ -140,8 +178,52 @@ impl Records {
             ));
         }
         let len = (&self.buf[..4]).get_u32_le() as usize;
+        if !self.fill(4 + len).await? {
+            return Err(ArchiveError::Corrupt(
+                "the entries file is cut short".into(),
+            ));
+        }
+        Ok(Some(len))
+    }
+
+    /// The next record, or None at the end.
+    async fn next(&mut self) -> Result<Option<bytes::Bytes>, ArchiveError> {
+        let Some(len) = self.peek().await? else {
+            return Ok(None);
+        };
         self.buf.advance(4);
-        self.exact(len).await.map(Some)
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+}
+
+/// How many readers may wait, and for how long, for the Get that continues them.
+const CURSORS: usize = 32;
+const CURSOR_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Readers left where a read stopped, by (entries URL, the index a Get goes on from), so
+/// the next page of a reader going through an archive continues the same ranged read
+/// instead of starting another. Bounded by count and idle time.
+#[derive(Default)]
+pub(super) struct Cursors {
+    inner: Mutex<Vec<(String, u64, std::time::Instant, Records)>>,
+}
+
+impl Cursors {
+    fn take(&self, url: &str, from: u64) -> Option<Records> {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let at = c.iter().position(|(u, i, ..)| u == url && *i == from)?;
+        Some(c.swap_remove(at).3)
+    }
+
+    fn put(&self, url: &str, from: u64, records: Records) {
+        let now = std::time::Instant::now();
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        c.retain(|(.., at, _)| now.duration_since(*at) < CURSOR_IDLE);
+        if c.len() >= CURSORS {
+            let oldest = (0..c.len()).min_by_key(|&i| c[i].2).expect("not empty");
+            c.swap_remove(oldest);
+        }
+        c.push((url.to_owned(), from, now, records));
     }
 }
 
@@ -164,37 +246,88 @@ impl ArchiveStore {
         index_url: &str,
         range: ReadRange,
     ) -> Result<Vec<Entry>, ArchiveError> {
-        let index = self.index(index_url).await?;
-        let start = match index.partition_point(|(i, _)| *i <= range.from) {
-            0 => match index.first() {
-                Some(first) => first.1,
-                None => return Ok(Vec::new()),
-            },
-            n => index[n - 1].1,
+        let mut out = Vec::new();
+        self.walk(stream_url, index_url, range, |body| {
+            out.push(postcard::from_bytes(body).map_err(|e| ArchiveError::Corrupt(e.to_string()))?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The same entries as `read_entries`, as Get's binary records: the archive's own
+    /// bytes, copied without decoding the entries; with the last index taken.
+    pub async fn read_records(
+        &self,
+        stream_url: &str,
+        index_url: &str,
+        range: ReadRange,
+    ) -> Result<(Vec<u8>, Option<u64>), ArchiveError> {
+        let mut out = Vec::new();
+        let last = self
+            .walk(stream_url, index_url, range, |body| {
+                out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                out.extend_from_slice(body);
+                Ok(())
+            })
+            .await?;
+        Ok((out, last))
+    }
+
+    /// Hands the encoding of each entry `range` takes to `each`, in order; returns the
+    /// last index taken.
+    async fn walk(
+        &self,
+        stream_url: &str,
+        index_url: &str,
+        range: ReadRange,
+        mut each: impl FnMut(&[u8]) -> Result<(), ArchiveError>,
+    ) -> Result<Option<u64>, ArchiveError> {
+        let cached = self.inner.cursors.take(stream_url, range.from);
+        let mut records = match cached {
+            Some(r) => r,
+            None => {
+                let index = self.index(index_url).await?;
+                let start = match index.partition_point(|(i, _)| *i <= range.from) {
+                    0 => match index.first() {
+                        Some(first) => first.1,
+                        None => return Ok(None),
+                    },
+                    n => index[n - 1].1,
+                };
+                Records::open(self, stream_url, start).await?
+            }
         };
-        let mut records = Records::open(self, stream_url, start).await?;
-        let (mut out, mut total, mut expected) = (Vec::new(), 0u64, range.from);
-        while out.len() < range.count {
-            let Some(rec) = records.next().await? else {
+        let (mut taken, mut total, mut last) = (0, 0u64, None::<u64>);
+        let mut at_end = false;
+        while taken < range.count {
+            // Looked at before it is taken: a record the read stops at stays for the next.
+            let Some(len) = records.peek().await? else {
+                at_end = true;
                 break;
             };
-            let e: Entry =
-                postcard::from_bytes(&rec).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-            if e.stream_index < range.from {
-                continue;
+            let rec = &records.buf[4..4 + len];
+            let (e, _) = view::Entry::parse(rec).map_err(ArchiveError::Corrupt)?;
+            if e.stream_index >= range.from {
+                let expected = last.map_or(range.from, |l| l + 1);
+                if e.stream_index >= range.end || (range.contiguous && e.stream_index != expected) {
+                    break;
+                }
+                let size = e.content.payload_bytes();
+                if taken > 0 && total + size > range.bytes {
+                    break;
+                }
+                each(rec)?;
+                total += size;
+                taken += 1;
+                last = Some(e.stream_index);
             }
-            if e.stream_index >= range.end || (range.contiguous && e.stream_index != expected) {
-                break;
-            }
-            let size = e.content.payload_bytes();
-            if !out.is_empty() && total + size > range.bytes {
-                break;
-            }
-            total += size;
-            expected = e.stream_index + 1;
-            out.push(e);
+            records.buf.advance(4 + len);
         }
-        Ok(out)
+        if let (Some(l), false) = (last, at_end) {
+            self.inner.cursors.put(stream_url, l + 1, records);
+        }
+        Ok(last)
     }
 
     /// Checks an archive's header and returns its descriptor.

@@ -10,9 +10,14 @@ use super::{ArchiveError, ArchiveStore, Written, ENTRIES_MAGIC, INDEX_MAGIC};
 /// Parts each upload may have in flight before `ready` waits.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// One object being uploaded.
+/// Bytes gathered before they are handed to the upload as one piece.
+const FLUSH_BYTES: usize = 1 << 20;
+
+/// One object being uploaded: small writes gather in `buf`, handed over a mebibyte at a
+/// time without another copy.
 struct Upload {
     w: WriteMultipart,
+    buf: Vec<u8>,
     size: u64,
 }
 
@@ -21,13 +26,40 @@ impl Upload {
         let upload = store.inner.objects.put_multipart(&store.key(rel)).await?;
         Ok(Self {
             w: WriteMultipart::new(upload),
+            buf: Vec::with_capacity(FLUSH_BYTES),
             size: 0,
         })
     }
 
     fn write(&mut self, b: &[u8]) {
-        self.w.write(b);
+        self.buf.extend_from_slice(b);
         self.size += b.len() as u64;
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Appends `b` as it is (after what `write` gathered); a small piece is copied.
+    fn put(&mut self, b: bytes::Bytes) {
+        if b.len() < FLUSH_BYTES / 16 {
+            return self.write(&b);
+        }
+        self.flush();
+        self.size += b.len() as u64;
+        self.w.put(b);
+    }
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(FLUSH_BYTES));
+            self.w.put(full.into());
+        }
+    }
+
+    async fn finish(mut self) -> Result<(), ArchiveError> {
+        self.flush();
+        self.w.finish().await?;
+        Ok(())
     }
 }
 
@@ -46,6 +78,8 @@ pub struct ArchiveWriter {
     since_index: (u64, u64),
     /// The last entry's (index, offset, indexed), to close the index with.
     last: Option<(u64, u64, bool)>,
+    /// The size of the entries object once the records noted so far are in it.
+    pending: u64,
 }
 
 impl ArchiveWriter {
@@ -68,12 +102,14 @@ impl ArchiveWriter {
             every,
             since_index: (0, 0),
             last: None,
+            pending: 0,
         };
         w.entries.write(ENTRIES_MAGIC);
         w.index.write(INDEX_MAGIC);
         let d = serde_json::to_vec(descriptor).expect("descriptor serialises");
         w.entries.write(&(d.len() as u32).to_le_bytes());
         w.entries.write(&d);
+        w.pending = w.entries.size;
         Ok(w)
     }
 
@@ -86,63 +122,49 @@ impl ArchiveWriter {
     /// uploads to catch up.
     pub fn push(&mut self, e: &Entry) -> Result<(), ArchiveError> {
         // The same record as Get's binary form (`wire::entry_record`).
-        self.push_record(e, &logdog_schema::wire::entry_record(e))
-    }
-
-    /// `push` for an entry whose record (`wire::entry_record`) the caller already holds,
-    /// as a binary Get answered it: the bytes are copied, not encoded again.
-    pub fn push_record(&mut self, e: &Entry, rec: &[u8]) -> Result<(), ArchiveError> {
-        self.push_parts(e.stream_index, rec, |data| match &e.content {
+        let rec = logdog_schema::wire::entry_record(e);
+        self.note(e.stream_index, rec.len())?;
+        self.entries.write(&rec);
+        match &e.content {
             Content::Text(lines) => {
                 for l in lines {
-                    data.write(l.value.as_bytes());
-                    data.write(l.delimiter.as_bytes());
+                    self.data.write(l.value.as_bytes());
+                    self.data.write(l.delimiter.as_bytes());
                 }
             }
-            Content::Binary(d) | Content::Datagram { data: d, .. } => data.write(d),
-        })
-    }
-
-    /// `push_record` from a borrowed view of the record (nothing decoded into owned
-    /// values): what the archivist does with the records a binary Get answered.
-    pub fn push_view(&mut self, e: &view::Entry<'_>, rec: &[u8]) -> Result<(), ArchiveError> {
-        if let view::Content::Text(lines) = &e.content {
-            if let Some(l) = lines
-                .iter()
-                .find(|l| !matches!(l.delimiter, "\n" | "\r\n" | ""))
-            {
-                return Err(ArchiveError::Corrupt(format!(
-                    "entry {} has the line delimiter {:?}",
-                    e.stream_index, l.delimiter
-                )));
-            }
+            Content::Binary(d) | Content::Datagram { data: d, .. } => self.data.write(d),
         }
-        self.push_parts(e.stream_index, rec, |data| match &e.content {
-            view::Content::Text(lines) => {
-                for l in lines {
-                    data.write(l.value.as_bytes());
-                    data.write(l.delimiter.as_bytes());
-                }
-            }
-            view::Content::Binary(d) | view::Content::Datagram { data: d, .. } => data.write(d),
-        })
+        Ok(())
     }
 
-    /// The record of entry `stream_index` into the entries object (and the index when
-    /// due); its payload into the data object by `data`.
-    fn push_parts(
-        &mut self,
-        stream_index: u64,
-        rec: &[u8],
-        data: impl FnOnce(&mut Upload),
-    ) -> Result<(), ArchiveError> {
+    /// Appends the entries of `records` (binary records, `wire::entry_record` one after
+    /// another, as a binary Get answers and chunks hold them), in order after those pushed
+    /// before. Each record is read in place for its index and payload; the records go into
+    /// the entries object as they are, without a copy.
+    pub fn push_records(&mut self, records: bytes::Bytes) -> Result<(), ArchiveError> {
+        let mut rest = &records[..];
+        while !rest.is_empty() {
+            let (e, used) = view::record(rest)
+                .map_err(ArchiveError::Corrupt)?
+                .ok_or_else(|| ArchiveError::Corrupt("a record is cut short".into()))?;
+            self.note(e.stream_index, used)?;
+            let data = &mut self.data;
+            e.content.for_each_piece(|p| data.write(p));
+            rest = &rest[used..];
+        }
+        self.entries.put(records);
+        Ok(())
+    }
+
+    /// Accounts for the next record (entry `stream_index`, `len` bytes), about to be
+    /// appended to the entries object: its order, and its index record when one is due.
+    fn note(&mut self, stream_index: u64, len: usize) -> Result<(), ArchiveError> {
         if self.last.is_some_and(|(i, _, _)| stream_index <= i) {
             return Err(ArchiveError::Corrupt(format!(
                 "entry {stream_index} is out of order"
             )));
         }
-        let at = self.entries.size;
-        self.entries.write(rec);
+        let at = self.pending;
         let due = self.count == 0
             || self.since_index.0 >= self.every.0
             || self.since_index.1 >= self.every.1;
@@ -151,16 +173,17 @@ impl ArchiveWriter {
             self.since_index = (0, 0);
         }
         self.since_index.0 += 1;
-        self.since_index.1 += rec.len() as u64;
+        self.since_index.1 += len as u64;
         self.last = Some((stream_index, at, due));
         self.count += 1;
-        data(&mut self.data);
+        self.pending += len as u64;
         Ok(())
     }
 
     /// Waits until the uploads have few enough parts in flight (bounded memory).
     pub async fn ready(&mut self) -> Result<(), ArchiveError> {
         for u in [&mut self.entries, &mut self.data] {
+            u.flush();
             u.w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
         }
         Ok(())
@@ -173,9 +196,9 @@ impl ArchiveWriter {
         }
         let (entries, index, data) = (self.entries, self.index, self.data);
         let sizes = (entries.size, index.size, data.size);
-        entries.w.finish().await?;
-        index.w.finish().await?;
-        data.w.finish().await?;
+        entries.finish().await?;
+        index.finish().await?;
+        data.finish().await?;
         let url = |f: &str| self.store.url(&format!("{}/{f}", self.rel));
         Ok(Written {
             stream_url: url("entries"),

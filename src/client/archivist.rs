@@ -31,6 +31,9 @@ pub struct ArchivistConfig {
     pub index_every: (u64, u64),
     /// Entries asked for per Get.
     pub page: u64,
+    /// The embedded archivist: the coordinator's own database, which it reads the
+    /// entries from directly instead of through Gets.
+    pub store: Option<logdog_schema::Store>,
 }
 
 /// Stops the worker threads when asked (or dropped).
@@ -143,8 +146,23 @@ async fn call<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, Stri
     serde_json::from_slice(&bytes).map_err(|e| format!("the coordinator's answer: {e}"))
 }
 
-/// Every stored entry of the stream, page by page (binary Get), into the archive.
+/// Every stored entry of the stream into the archive: page by page through binary Gets,
+/// or, for the embedded archivist, straight from the coordinator's database.
 async fn copy_entries(
+    http: &reqwest::Client,
+    config: &ArchivistConfig,
+    task: &ArchiveTask,
+    logs: &str,
+    writer: &mut crate::archive::ArchiveWriter,
+) -> Result<(), String> {
+    match &config.store {
+        Some(store) => copy_from_store(store, task, writer).await,
+        None => copy_through_gets(http, config, logs, writer).await,
+    }
+}
+
+/// Every stored entry, page by page through binary Gets (`non_contiguous=true`).
+async fn copy_through_gets(
     http: &reqwest::Client,
     config: &ArchivistConfig,
     logs: &str,
@@ -172,17 +190,53 @@ async fn copy_entries(
             return Ok(());
         }
         next = fetch(next_index);
-        // The body is the entries' records, in order: each goes into the archive as it
-        // came, read through a borrowed view (nothing decoded into owned values).
-        let mut rest = &body[..];
-        while !rest.is_empty() {
-            let (e, used) = logdog_schema::chunk::view::record(rest)
-                .map_err(|e| format!("the coordinator sent bad entries: {e}"))?
-                .ok_or("the coordinator sent a record cut short")?;
+        // The body is the entries' records, in order: they go into the archive as they
+        // came.
+        writer
+            .push_records(body)
+            .map_err(|e| format!("the coordinator sent bad entries: {e}"))?;
+        writer.ready().await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// Entries read from the database per read: whole chunks, up to this many bytes.
+const STORE_READ_BYTES: u64 = 8 << 20;
+
+/// Every stored entry, read from the database the coordinator writes (the embedded
+/// archivist's way: no HTTP, no copies but the database's). The stream is sealed, so its
+/// chunks no longer change; the next read runs while this one's records are written.
+async fn copy_from_store(
+    store: &logdog_schema::Store,
+    task: &ArchiveTask,
+    writer: &mut crate::archive::ArchiveWriter,
+) -> Result<(), String> {
+    let fetch = |from: u64| {
+        let (store, project, id) = (store.clone(), task.project.clone(), task.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let range = logdog_schema::store::ReadRange {
+                from,
+                end: i64::MAX as u64,
+                count: usize::MAX,
+                bytes: STORE_READ_BYTES,
+                contiguous: false,
+            };
+            store.read(|c| logdog_schema::store::read_records(c, &project, &id, range))
+        })
+    };
+    let mut next = fetch(0);
+    loop {
+        let (pieces, last) = next
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading the stream's entries: {e}"))?;
+        let Some(last) = last else {
+            return Ok(());
+        };
+        next = fetch(last + 1);
+        for piece in pieces {
             writer
-                .push_view(&e, &rest[..used])
-                .map_err(|e| e.to_string())?;
-            rest = &rest[used..];
+                .push_records(piece)
+                .map_err(|e| format!("the stored entries: {e}"))?;
         }
         writer.ready().await.map_err(|e| e.to_string())?;
     }
@@ -317,7 +371,7 @@ async fn archive_stream(
         .map_err(|e| e.to_string())?;
     // Straight into the store: each page is pushed into the uploads, which send parts as
     // they fill; an error gives the attempt up (nothing is published).
-    let copied = copy_entries(http, config, &logs, &mut writer).await;
+    let copied = copy_entries(http, config, task, &logs, &mut writer).await;
     if let Err(e) = copied {
         writer.abort().await;
         return Err(e);

@@ -35,10 +35,13 @@ impl EntrySource {
         }
     }
 
-    /// The entries `read` would answer, as Get's binary records, with the next index to
-    /// ask for. From intermediate storage the records are the chunks' own bytes, copied
-    /// without decoding the entries.
-    pub async fn read_records(&mut self, range: ReadRange) -> Result<(Vec<u8>, u64), ApiError> {
+    /// The entries `read` would answer, as Get's binary records in pieces to send one
+    /// after another, with the next index to ask for. From intermediate storage the records
+    /// are the chunks' own bytes, not decoded (and chunks taken whole not even copied).
+    pub async fn read_records(
+        &mut self,
+        range: ReadRange,
+    ) -> Result<(Vec<bytes::Bytes>, u64), ApiError> {
         if self.archive.is_none() {
             let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
             let (records, last) =
@@ -49,11 +52,20 @@ impl EntrySource {
             if range.from >= range.end {
                 return Ok((records, range.from));
             }
-            // Nothing where something was expected: `read` looks for an archive.
+            // Nothing where something was expected: the stream may have just been archived.
+            self.find_archive().await?;
         }
-        let entries = self.read(range).await?;
-        let next = entries.last().map_or(range.from, |e| e.stream_index + 1);
-        Ok((logdog_schema::wire::encode_entries(&entries), next))
+        match &self.archive {
+            Some(a) => {
+                let (records, last) = self
+                    .archive_store
+                    .for_url(&self.project, &a.stream_url)
+                    .read_records(&a.stream_url, &a.index_url, range)
+                    .await?;
+                Ok((vec![records.into()], last.map_or(range.from, |l| l + 1)))
+            }
+            None => Ok((Vec::new(), range.from)),
+        }
     }
 
     pub async fn read(&mut self, range: ReadRange) -> Result<Vec<Entry>, ApiError> {
@@ -72,18 +84,24 @@ impl EntrySource {
             if !entries.is_empty() || range.from >= range.end {
                 return Ok(entries);
             }
-            // Nothing where something was expected: the stream may have just been archived
-            // (the chunks go in the transaction that records the archive; on any node).
-            let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
-            let row = blocking(move || s.read(|c| store::get_stream(c, &project, &id))).await?;
-            match row.and_then(|r| r.archive) {
-                Some(a) => {
-                    self.archive = Some(serde_json::from_str(&a).map_err(|e| {
-                        ApiError::internal(format!("stored archive info is invalid: {e}"))
-                    })?)
-                }
-                None => return Ok(entries),
+            // Nothing where something was expected: the stream may have just been archived.
+            if !self.find_archive().await? {
+                return Ok(entries);
             }
         }
+    }
+
+    /// Looks for the stream's archive (the chunks go in the transaction that records it,
+    /// on any node); true when there is one, now in `archive`.
+    async fn find_archive(&mut self) -> Result<bool, ApiError> {
+        let (s, project, id) = (self.store.clone(), self.project.clone(), self.id.clone());
+        let row = blocking(move || s.read(|c| store::get_stream(c, &project, &id))).await?;
+        if let Some(a) = row.and_then(|r| r.archive) {
+            self.archive =
+                Some(serde_json::from_str(&a).map_err(|e| {
+                    ApiError::internal(format!("stored archive info is invalid: {e}"))
+                })?);
+        }
+        Ok(self.archive.is_some())
     }
 }

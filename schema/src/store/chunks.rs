@@ -101,21 +101,18 @@ pub fn compact_chunks(
     if rows.len() < 2 {
         return Ok(0);
     }
-    let mut entries = Vec::new();
-    let (mut bytes, mut end_sequence) = (0, 0);
-    for r in &rows {
-        entries
-            .extend(crate::chunk::decode(&r.data).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        bytes += r.bytes;
-        end_sequence = r.end_sequence;
-    }
     // The merged run must be contiguous, or it is not one chunk.
-    if entries
+    if rows
         .windows(2)
-        .any(|w| w[1].stream_index != w[0].stream_index + 1)
+        .any(|w| w[1].first_index != w[0].first_index + w[0].count)
     {
         return Ok(0);
     }
+    let data = crate::chunk::concat(&rows.iter().map(|r| &r.data[..]).collect::<Vec<_>>())
+        .map_err(StoreError::Corrupt)?;
+    let count: i64 = rows.iter().map(|r| r.count).sum();
+    let bytes: i64 = rows.iter().map(|r| r.bytes).sum();
+    let end_sequence = rows.last().map_or(0, |r| r.end_sequence);
     let first_index = rows[0].first_index;
     diesel::delete(
         log_chunks::table
@@ -133,10 +130,10 @@ pub fn compact_chunks(
             project: project.to_owned(),
             stream_id: id.to_owned(),
             first_index,
-            count: entries.len() as i64,
+            count,
             bytes,
             end_sequence,
-            data: crate::chunk::encode(&entries),
+            data,
         },
     )?;
     Ok(rows.len())
@@ -190,6 +187,23 @@ impl Pager {
         self.taken += 1;
         Admit::Take
     }
+
+    /// Takes a whole chunk (`count` consecutive entries from `first`, `bytes` of payload)
+    /// when every one of its entries would be taken; false (nothing taken) otherwise.
+    fn admit_whole(&mut self, first: u64, count: u64, bytes: u64) -> bool {
+        let r = &self.range;
+        let fits = first >= self.cur
+            && (!r.contiguous || first == self.cur)
+            && first + count <= r.end
+            && self.taken as u64 + count <= r.count as u64
+            && (self.total + bytes <= r.bytes || (self.taken == 0 && count == 1));
+        if fits {
+            self.total += bytes;
+            self.cur = first + count;
+            self.taken += count as usize;
+        }
+        fits
+    }
 }
 
 /// Walks the chunks `range` covers, a page of rows at a time, handing each chunk's data to
@@ -199,7 +213,7 @@ fn walk_chunks(
     project: &str,
     id: &str,
     range: ReadRange,
-    mut each: impl FnMut(&[u8], &mut Pager) -> Result<bool, StoreError>,
+    mut each: impl FnMut(&mut ChunkRow, &mut Pager) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     const PAGE_ROWS: i64 = 16;
     let mut pager = Pager {
@@ -213,8 +227,8 @@ fn walk_chunks(
         if rows.is_empty() {
             break;
         }
-        for row in rows {
-            if !each(&row.data, &mut pager)? {
+        for mut row in rows {
+            if !each(&mut row, &mut pager)? {
                 return Ok(());
             }
         }
@@ -230,8 +244,8 @@ pub fn read_entries(
     range: ReadRange,
 ) -> Result<Vec<crate::wire::Entry>, StoreError> {
     let mut out = Vec::new();
-    walk_chunks(conn, project, id, range, |data, pager| {
-        let entries = crate::chunk::decode(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    walk_chunks(conn, project, id, range, |row, pager| {
+        let entries = crate::chunk::decode(&row.data).map_err(StoreError::Corrupt)?;
         for e in entries {
             match pager.admit(e.stream_index, e.content.payload_bytes()) {
                 Admit::Skip => {}
@@ -245,28 +259,47 @@ pub fn read_entries(
 }
 
 /// The same entries as `read_entries`, as Get's binary records (u32 LE length, then the
-/// entry's postcard encoding) copied straight from the chunks, with the last index taken.
+/// entry's postcard encoding) in pieces to send one after another, with the last index
+/// taken. A chunk the read takes whole is one piece, its stored bytes as they came from the
+/// database (not copied); only chunks cut by the range or a cap are walked entry by entry
+/// (without decoding them) and their records copied.
 pub fn read_records(
     conn: &mut AnyConnection,
     project: &str,
     id: &str,
     range: ReadRange,
-) -> Result<(Vec<u8>, Option<u64>), StoreError> {
+) -> Result<(Vec<bytes::Bytes>, Option<u64>), StoreError> {
     let (mut out, mut last) = (Vec::new(), None);
-    walk_chunks(conn, project, id, range, |data, pager| {
-        let raw = crate::chunk::records(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        for r in raw {
+    walk_chunks(conn, project, id, range, |row, pager| {
+        let (first, count) = (row.first_index as u64, row.count as u64);
+        if crate::chunk::record_bytes(&row.data).is_some()
+            && count > 0
+            && pager.admit_whole(first, count, row.bytes as u64)
+        {
+            out.push(bytes::Bytes::from(std::mem::take(&mut row.data)).slice(1..));
+            last = Some(first + count - 1);
+            return Ok(true);
+        }
+        let mut copied = Vec::new();
+        let mut more = true;
+        for r in crate::chunk::records(&row.data).map_err(StoreError::Corrupt)? {
             match pager.admit(r.stream_index, r.payload_bytes) {
                 Admit::Skip => {}
                 Admit::Take => {
-                    out.extend_from_slice(&(r.encoded.len() as u32).to_le_bytes());
-                    out.extend_from_slice(r.encoded);
+                    copied.extend_from_slice(&(r.encoded.len() as u32).to_le_bytes());
+                    copied.extend_from_slice(r.encoded);
                     last = Some(r.stream_index);
                 }
-                Admit::Stop => return Ok(false),
+                Admit::Stop => {
+                    more = false;
+                    break;
+                }
             }
         }
-        Ok(true)
+        if !copied.is_empty() {
+            out.push(copied.into());
+        }
+        Ok(more)
     })?;
     Ok((out, last))
 }

@@ -225,18 +225,25 @@ pub const ENTRIES_CONTENT_TYPE: &str = "application/x-logdog-entries";
 /// One entry as a record: its postcard encoding (as in log chunks) after its length, a u32
 /// little-endian.
 pub fn entry_record(e: &Entry) -> Vec<u8> {
-    let body = postcard::to_stdvec(e).expect("entries encode");
-    let mut rec = Vec::with_capacity(4 + body.len());
-    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&body);
+    let mut rec = Vec::with_capacity(64);
+    push_record(&mut rec, e);
     rec
+}
+
+/// Appends `e`'s record to `out`, encoded in place.
+pub fn push_record(out: &mut Vec<u8>, e: &Entry) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    postcard::to_io(e, &mut *out).expect("entries encode");
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Entries as consecutive records.
 pub fn encode_entries<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
-        out.extend_from_slice(&entry_record(e));
+        push_record(&mut out, e);
     }
     out
 }
@@ -257,24 +264,11 @@ pub fn decode_entries(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
 /// The record at the front of `bytes` and the bytes it took; None while it is incomplete
 /// (for readers that decode as the bytes arrive).
 pub fn decode_record(bytes: &[u8]) -> Result<Option<(Entry, usize)>, String> {
-    decode_record_as(bytes)
-}
-
-/// `decode_record` into any type that reads an entry's encoding (such as the borrowed
-/// `chunk::view::Entry`).
-pub fn decode_record_as<'a, T: Deserialize<'a>>(
-    bytes: &'a [u8],
-) -> Result<Option<(T, usize)>, String> {
-    let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+    let Some((body, _)) = crate::chunk::view::split_record(bytes) else {
         return Ok(None);
     };
-    let len = u32::from_le_bytes(*len) as usize;
-    if rest.len() < len {
-        return Ok(None);
-    }
-    let e =
-        postcard::from_bytes(&rest[..len]).map_err(|e| format!("a record is not an entry: {e}"))?;
-    Ok(Some((e, 4 + len)))
+    let e = postcard::from_bytes(body).map_err(|e| format!("a record is not an entry: {e}"))?;
+    Ok(Some((e, 4 + body.len())))
 }
 
 #[cfg(test)]

@@ -209,10 +209,13 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     };
     if binary {
         let (records, next) = source.read_records(range).await?;
+        let size = records.iter().map(|r| r.len() as u64).sum();
+        let pieces =
+            futures::stream::iter(records.into_iter().map(Ok::<_, std::convert::Infallible>));
         return Ok(HttpResponse::Ok()
             .content_type(ENTRIES_CONTENT_TYPE)
             .insert_header((NEXT_INDEX_HEADER, next.to_string()))
-            .body(records));
+            .body(actix_web::body::SizedStream::new(size, pieces)));
     }
     let entries = source.read(range).await?;
     let next = entries.last().map_or(index, |e| e.stream_index + 1);

@@ -68,7 +68,7 @@ pub fn records(data: &[u8]) -> Result<Vec<RawEntry<'_>>, String> {
             let mut rest = data;
             let n = view::varint(&mut rest)?;
             for _ in 0..n {
-                let (_, after) = view::Entry::parse(rest)?;
+                let (_, after) = view::Entry::scan(rest)?;
                 out.push(raw(&rest[..rest.len() - after.len()])?);
                 rest = after;
             }
@@ -78,10 +78,10 @@ pub fn records(data: &[u8]) -> Result<Vec<RawEntry<'_>>, String> {
 }
 
 fn raw(encoded: &[u8]) -> Result<RawEntry<'_>, String> {
-    let (e, _) = view::Entry::parse(encoded)?;
+    let (e, _) = view::Entry::scan(encoded)?;
     Ok(RawEntry {
         stream_index: e.stream_index,
-        payload_bytes: e.content.payload_bytes(),
+        payload_bytes: e.payload_bytes,
         encoded,
     })
 }
@@ -128,6 +128,8 @@ pub mod view {
     pub struct Entry<'a> {
         pub stream_index: u64,
         pub content: Content<'a>,
+        /// The payload's size, as Get's `bytes` cap counts it.
+        pub payload_bytes: u64,
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -210,7 +212,18 @@ pub mod view {
         /// The entry encoded at the front of `b` and the bytes after it. Strings are
         /// checked to be UTF-8 and delimiters to be one of the three, as decoding them
         /// into `wire::Entry` would.
-        pub fn parse(mut b: &'a [u8]) -> Result<(Self, &'a [u8]), String> {
+        pub fn parse(b: &'a [u8]) -> Result<(Self, &'a [u8]), String> {
+            Self::read::<true>(b)
+        }
+
+        /// `parse` without the checks of the lines' contents, for readers that pass
+        /// stored records on as they are and need only their index and size (the
+        /// encoding's structure is still checked: nothing is misread).
+        pub fn scan(b: &'a [u8]) -> Result<(Self, &'a [u8]), String> {
+            Self::read::<false>(b)
+        }
+
+        fn read<const CHECK: bool>(mut b: &'a [u8]) -> Result<(Self, &'a [u8]), String> {
             let b = &mut b;
             let stream_index = varint(b)?;
             if take_option(b)? {
@@ -218,20 +231,24 @@ pub mod view {
             }
             varint(b)?; // sequence
             varint(b)?; // time_offset_us (zigzag)
+            let mut payload_bytes = 0;
             let content = match varint(b)? {
                 0 => {
                     let count = varint(b)?;
                     let start = *b;
                     for _ in 0..count {
                         let value = take_bytes(b)?;
-                        std::str::from_utf8(value).map_err(|e| format!("a line: {e}"))?;
                         let d = take_bytes(b)?;
-                        if !matches!(d, b"\n" | b"\r\n" | b"") {
-                            return Err(format!(
-                                "invalid delimiter {:?}",
-                                String::from_utf8_lossy(d)
-                            ));
+                        if CHECK {
+                            std::str::from_utf8(value).map_err(|e| format!("a line: {e}"))?;
+                            if !matches!(d, b"\n" | b"\r\n" | b"") {
+                                return Err(format!(
+                                    "invalid delimiter {:?}",
+                                    String::from_utf8_lossy(d)
+                                ));
+                            }
                         }
+                        payload_bytes += (value.len() + d.len()) as u64;
                     }
                     let used = start.len() - b.len();
                     Content::Text(Lines {
@@ -239,7 +256,11 @@ pub mod view {
                         bytes: &start[..used],
                     })
                 }
-                1 => Content::Binary(take_bytes(b)?),
+                1 => {
+                    let data = take_bytes(b)?;
+                    payload_bytes = data.len() as u64;
+                    Content::Binary(data)
+                }
                 2 => {
                     let data = take_bytes(b)?;
                     if take_option(b)? {
@@ -247,6 +268,7 @@ pub mod view {
                         varint(b)?; // size
                         take_option(b)?; // last (a bool: 0 or 1)
                     }
+                    payload_bytes = data.len() as u64;
                     Content::Datagram(data)
                 }
                 v => return Err(format!("unknown content variant {v}")),
@@ -255,6 +277,7 @@ pub mod view {
                 Self {
                     stream_index,
                     content,
+                    payload_bytes,
                 },
                 *b,
             ))
@@ -262,15 +285,6 @@ pub mod view {
     }
 
     impl<'a> Content<'a> {
-        pub fn payload_bytes(&self) -> u64 {
-            match self {
-                Content::Text(lines) => lines
-                    .map(|l| (l.value.len() + l.delimiter.len()) as u64)
-                    .sum(),
-                Content::Binary(d) | Content::Datagram(d) => d.len() as u64,
-            }
-        }
-
         /// The payload's pieces in order (each line's value and delimiter, or the data),
         /// as the archive's data file and the text form hold them.
         pub fn for_each_piece(&self, mut f: impl FnMut(&'a [u8])) {
@@ -388,6 +402,13 @@ mod tests {
             assert_eq!(r.encoded, postcard::to_stdvec(e).unwrap());
             let (v, rest) = view::Entry::parse(r.encoded).unwrap();
             assert!(rest.is_empty());
+            assert_eq!(v.payload_bytes, e.content.payload_bytes());
+            let (scanned, rest) = view::Entry::scan(r.encoded).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(
+                (scanned.stream_index, scanned.payload_bytes),
+                (e.stream_index, e.content.payload_bytes())
+            );
             let mut pieces = Vec::new();
             v.content.for_each_piece(|p| pieces.extend_from_slice(p));
             let want: Vec<u8> = match &e.content {
@@ -406,6 +427,7 @@ mod tests {
             let enc = postcard::to_stdvec(e).unwrap();
             for n in 0..enc.len() {
                 assert!(view::Entry::parse(&enc[..n]).is_err(), "{e:?} cut at {n}");
+                assert!(view::Entry::scan(&enc[..n]).is_err(), "{e:?} cut at {n}");
             }
         }
     }
@@ -435,6 +457,8 @@ mod tests {
         // Text, one line "a" with the delimiter "x".
         let bad = [9, 0, 9, 0, 0, 1, 1, b'a', 1, b'x'];
         assert!(view::Entry::parse(&bad).unwrap_err().contains("delimiter"));
+        // A scan reads its structure (and its size) all the same.
+        assert_eq!(view::Entry::scan(&bad).unwrap().0.payload_bytes, 2);
         assert!(view::Entry::parse(&[9, 0, 9, 0, 3]).is_err());
         assert!(view::Entry::parse(&[9, 0, 9, 0, 0, 1, 1, 0xff, 0]).is_err());
         assert!(view::Entry::parse(&[9, 2, 9, 0, 1, 0]).is_err());

@@ -309,7 +309,15 @@ impl ArchiveStore {
             .get_opts(&self.key_of_url(url)?, opts)
             .await
         {
-            Ok(r) => Ok(r.into_stream().map_err(ArchiveError::from).boxed()),
+            Ok(r) => {
+                let body = match r.payload {
+                    object_store::GetResultPayload::File(file, _) => {
+                        reader::file_stream(file, r.range)
+                    }
+                    _ => r.into_stream(),
+                };
+                Ok(body.map_err(ArchiveError::from).boxed())
+            }
             Err(object_store::Error::NotFound { .. }) => Err(missing(url)),
             Err(e) => Err(e.into()),
         }

@@ -82,10 +82,11 @@ pub fn parse_index(bytes: &[u8]) -> Result<Vec<(u64, u64)>, ArchiveError> {
 
 /// How much of the entries object one ranged GET asks for. A reader that goes on past it
 /// asks for the next window; one that stops early leaves the rest unread.
-const WINDOW: u64 = 8 << 20;
+const WINDOW: u64 = 64 << 20;
 
 /// Records read through ranged GETs of the entries object, a window at a time, pulled
-/// from the body only as far as needed.
+/// from the body only as far as needed. Once a reader is halfway through a window the
+/// next one is asked for, so a reader going on finds it under way.
 pub(super) struct Records {
     store: ArchiveStore,
     key: object_store::path::Path,
@@ -94,8 +95,20 @@ pub(super) struct Records {
     size: u64,
     /// Where the next window starts.
     next_window: u64,
+    /// Bytes of the current window still to come.
+    window_left: u64,
     body: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    /// The next window, asked for ahead.
+    ahead: Option<tokio::task::JoinHandle<object_store::Result<object_store::GetResult>>>,
     buf: BytesMut,
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        if let Some(a) = self.ahead.take() {
+            a.abort();
+        }
+    }
 }
 
 impl Records {
@@ -108,18 +121,20 @@ impl Records {
             url: url.to_owned(),
             size: u64::MAX,
             next_window: offset,
+            window_left: 0,
             body: futures::stream::empty().boxed(),
+            ahead: None,
             buf: BytesMut::new(),
         };
         r.open_window().await?;
         Ok(r)
     }
 
-    /// Asks for the next window; false when the object has no more.
-    async fn open_window(&mut self) -> Result<bool, ArchiveError> {
-        if self.next_window >= self.size {
-            return Ok(false);
-        }
+    /// The ranged GET of the window from `next_window`.
+    fn get_window(
+        &self,
+    ) -> impl std::future::Future<Output = object_store::Result<object_store::GetResult>> + Send + 'static
+    {
         let end = self.next_window.saturating_add(WINDOW).min(self.size);
         let opts = GetOptions {
             range: Some(match end {
@@ -128,14 +143,34 @@ impl Records {
             }),
             ..Default::default()
         };
-        let r = match self.store.inner.objects.get_opts(&self.key, opts).await {
+        let (objects, key) = (self.store.inner.objects.clone(), self.key.clone());
+        async move { objects.get_opts(&key, opts).await }
+    }
+
+    /// Moves on to the next window (asked for ahead, or now); false when the object has
+    /// no more.
+    async fn open_window(&mut self) -> Result<bool, ArchiveError> {
+        if self.next_window >= self.size {
+            return Ok(false);
+        }
+        let answer = match self.ahead.take() {
+            Some(ahead) => ahead
+                .await
+                .map_err(|e| ArchiveError::Corrupt(format!("a read ahead stopped: {e}")))?,
+            None => self.get_window().await,
+        };
+        let r = match answer {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Err(super::missing(&self.url)),
             Err(e) => return Err(e.into()),
         };
         self.size = r.meta.size;
+        self.window_left = r.range.end - r.range.start;
         self.next_window = r.range.end;
-        self.body = r.into_stream();
+        self.body = match r.payload {
+            object_store::GetResultPayload::File(file, _) => file_stream(file, r.range),
+            _ => r.into_stream(),
+        };
         Ok(true)
     }
 
@@ -147,6 +182,13 @@ impl Records {
                     let chunk = chunk?;
                     self.store.count_read(chunk.len());
                     self.buf.extend_from_slice(&chunk);
+                    self.window_left = self.window_left.saturating_sub(chunk.len() as u64);
+                    if self.ahead.is_none()
+                        && self.window_left < WINDOW / 2
+                        && self.next_window < self.size
+                    {
+                        self.ahead = Some(tokio::spawn(self.get_window()));
+                    }
                 }
                 None => {
                     if !self.open_window().await? {
@@ -186,6 +228,12 @@ impl Records {
         Ok(Some(len))
     }
 
+    /// The length of the next record when it is buffered whole (`peek` without waiting).
+    fn buffered(&self) -> Option<usize> {
+        let len = u32::from_le_bytes(*self.buf.first_chunk::<4>()?) as usize;
+        (self.buf.len() >= 4 + len).then_some(len)
+    }
+
     /// The next record, or None at the end.
     async fn next(&mut self) -> Result<Option<bytes::Bytes>, ArchiveError> {
         let Some(len) = self.peek().await? else {
@@ -194,6 +242,43 @@ impl Records {
         self.buf.advance(4);
         Ok(Some(self.buf.split_to(len).freeze()))
     }
+}
+
+/// The bytes `range` of a local file, a mebibyte per read on the blocking pool (the
+/// crate's own stream reads 8 KiB per call, a thread hop for every 8 KiB).
+pub(super) fn file_stream(
+    file: std::fs::File,
+    range: std::ops::Range<u64>,
+) -> futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>> {
+    use std::io::{Read as _, Seek as _};
+    const READ: u64 = 1 << 20;
+    let failed = |e: std::io::Error| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(e),
+    };
+    futures::stream::try_unfold(
+        (file, range.start, range.end),
+        move |(mut file, at, end)| async move {
+            if at >= end {
+                return Ok(None);
+            }
+            tokio::task::spawn_blocking(move || {
+                file.seek(std::io::SeekFrom::Start(at)).map_err(failed)?;
+                let mut buf = Vec::with_capacity((end - at).min(READ) as usize);
+                let n = (&mut file)
+                    .take((end - at).min(READ))
+                    .read_to_end(&mut buf)
+                    .map_err(failed)?;
+                if n == 0 {
+                    return Err(failed(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(Some((bytes::Bytes::from(buf), (file, at + n as u64, end))))
+            })
+            .await
+            .map_err(|e| failed(std::io::Error::other(e)))?
+        },
+    )
+    .boxed()
 }
 
 /// How many readers may wait, and for how long, for the Get that continues them.
@@ -302,18 +387,22 @@ impl ArchiveStore {
         let mut at_end = false;
         while taken < range.count {
             // Looked at before it is taken: a record the read stops at stays for the next.
-            let Some(len) = records.peek().await? else {
+            let buffered = records.buffered();
+            let Some(len) = (match buffered {
+                Some(len) => Some(len),
+                None => records.peek().await?,
+            }) else {
                 at_end = true;
                 break;
             };
             let rec = &records.buf[4..4 + len];
-            let (e, _) = view::Entry::parse(rec).map_err(ArchiveError::Corrupt)?;
+            let (e, _) = view::Entry::scan(rec).map_err(ArchiveError::Corrupt)?;
             if e.stream_index >= range.from {
                 let expected = last.map_or(range.from, |l| l + 1);
                 if e.stream_index >= range.end || (range.contiguous && e.stream_index != expected) {
                     break;
                 }
-                let size = e.content.payload_bytes();
+                let size = e.payload_bytes;
                 if taken > 0 && total + size > range.bytes {
                     break;
                 }

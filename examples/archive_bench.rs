@@ -25,6 +25,12 @@ mod support;
 use serde_json::{json, Value};
 
 fn main() {
+    // RUST_LOG=info shows the archivist's own timings ("archived": written_ms, reported_ms).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let mut lines: u64 = 1_000_000;
     let mut database = None;
     let mut s3 = None;

@@ -172,7 +172,20 @@ pub mod view {
     }
 
     /// A postcard varint (LEB128, at most ten bytes for a u64).
+    #[inline]
     pub fn varint(b: &mut &[u8]) -> Result<u64, String> {
+        // Most are one byte (small indices, lengths under 128).
+        if let Some((&byte, rest)) = b.split_first() {
+            if byte < 0x80 {
+                *b = rest;
+                return Ok(u64::from(byte));
+            }
+        }
+        long_varint(b)
+    }
+
+    #[inline(never)]
+    fn long_varint(b: &mut &[u8]) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..70).step_by(7) {
             let (&byte, rest) = b.split_first().ok_or_else(cut)?;
@@ -188,6 +201,7 @@ pub mod view {
         Err("a varint overflows".into())
     }
 
+    #[inline]
     fn take_bytes<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], String> {
         let n = varint(b)? as usize;
         if b.len() < n {
@@ -198,6 +212,7 @@ pub mod view {
         Ok(v)
     }
 
+    #[inline]
     fn take_option(b: &mut &[u8]) -> Result<bool, String> {
         let (&tag, rest) = b.split_first().ok_or_else(cut)?;
         *b = rest;

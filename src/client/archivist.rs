@@ -305,7 +305,9 @@ async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &ArchiveTa
             }
         })
     };
+    let started = std::time::Instant::now();
     let outcome = archive_stream(http, config, task).await;
+    let written = started.elapsed();
     renew.abort();
     let body = match &outcome {
         Ok((terminal_index, w)) => CompleteRequest::Archived(CompleteArchived::new(
@@ -325,7 +327,15 @@ async fn work(http: &reqwest::Client, config: &ArchivistConfig, task: &ArchiveTa
     match call::<StreamJson>(request(http, config, reqwest::Method::POST, url).json(&body)).await {
         Ok(_) => match outcome {
             Ok((_, w)) => {
-                tracing::info!(task = %task_id, path = %task.path, entries = w.log_entry_count, "archived")
+                tracing::info!(
+                    task = %task_id,
+                    path = %task.path,
+                    entries = w.log_entry_count,
+                    bytes = w.stream_size + w.data_size,
+                    written_ms = written.as_millis() as u64,
+                    reported_ms = (started.elapsed() - written).as_millis() as u64,
+                    "archived"
+                )
             }
             Err(e) => tracing::warn!(task = %task_id, error = %e, "archiving failed; reported"),
         },

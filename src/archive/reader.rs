@@ -154,9 +154,14 @@ impl Records {
             return Ok(false);
         }
         let answer = match self.ahead.take() {
-            Some(ahead) => ahead
-                .await
-                .map_err(|e| ArchiveError::Corrupt(format!("a read ahead stopped: {e}")))?,
+            // A read ahead that did not finish (its runtime stopped) is the store not
+            // answering: 503, as any other.
+            Some(ahead) => ahead.await.unwrap_or_else(|e| {
+                Err(object_store::Error::Generic {
+                    store: "archive",
+                    source: Box::new(e),
+                })
+            }),
             None => self.get_window().await,
         };
         let r = match answer {

@@ -216,6 +216,9 @@ impl Records {
 
     /// The length of the next record, buffered whole but not consumed; None at the end.
     async fn peek(&mut self) -> Result<Option<usize>, ArchiveError> {
+        if let Some(len) = self.buffered() {
+            return Ok(Some(len));
+        }
         if !self.fill(4).await? {
             if self.buf.is_empty() {
                 return Ok(None);
@@ -233,7 +236,7 @@ impl Records {
         Ok(Some(len))
     }
 
-    /// The length of the next record when it is buffered whole (`peek` without waiting).
+    /// The length of the next record when it is buffered whole.
     fn buffered(&self) -> Option<usize> {
         let len = u32::from_le_bytes(*self.buf.first_chunk::<4>()?) as usize;
         (self.buf.len() >= 4 + len).then_some(len)
@@ -356,8 +359,7 @@ impl ArchiveStore {
         let mut out = Vec::new();
         let last = self
             .walk(stream_url, index_url, range, |body| {
-                out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                out.extend_from_slice(body);
+                logdog_schema::wire::push_encoded(&mut out, body);
                 Ok(())
             })
             .await?;
@@ -392,11 +394,7 @@ impl ArchiveStore {
         let mut at_end = false;
         while taken < range.count {
             // Looked at before it is taken: a record the read stops at stays for the next.
-            let buffered = records.buffered();
-            let Some(len) = (match buffered {
-                Some(len) => Some(len),
-                None => records.peek().await?,
-            }) else {
+            let Some(len) = records.peek().await? else {
                 at_end = true;
                 break;
             };

@@ -196,7 +196,7 @@ impl Pager {
             && (!r.contiguous || first == self.cur)
             && first + count <= r.end
             && self.taken as u64 + count <= r.count as u64
-            && (self.total + bytes <= r.bytes || (self.taken == 0 && count == 1));
+            && self.total + bytes <= r.bytes;
         if fits {
             self.total += bytes;
             self.cur = first + count;
@@ -286,8 +286,7 @@ pub fn read_records(
             match pager.admit(r.stream_index, r.payload_bytes) {
                 Admit::Skip => {}
                 Admit::Take => {
-                    copied.extend_from_slice(&(r.encoded.len() as u32).to_le_bytes());
-                    copied.extend_from_slice(r.encoded);
+                    crate::wire::push_encoded(&mut copied, r.encoded);
                     last = Some(r.stream_index);
                 }
                 Admit::Stop => {

@@ -239,6 +239,12 @@ pub fn push_record(out: &mut Vec<u8>, e: &Entry) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// Appends the record of an entry already encoded (`body`, its postcard bytes) to `out`.
+pub fn push_encoded(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
 /// Entries as consecutive records.
 pub fn encode_entries<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
     let mut out = Vec::new();

@@ -48,8 +48,8 @@ mod stream;
 
 pub use descriptor::{Descriptor, DescriptorRequest, StreamType};
 pub use entry::{
-    decode_entries, decode_record, encode_entries, entry_record, push_record, Content, Delimiter,
-    Entry, EntryJson, Line, Partial, ENTRIES_CONTENT_TYPE,
+    decode_entries, decode_record, encode_entries, entry_record, push_encoded, push_record,
+    Content, Delimiter, Entry, EntryJson, Line, Partial, ENTRIES_CONTENT_TYPE,
 };
 pub use frames::{end_frame, entries_frame, state_frame};
 pub use request::{

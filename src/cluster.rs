@@ -125,8 +125,15 @@ impl Membership {
             // back the check that drops this node's actors before its leases lapse.
             let mut beating: Option<actix_rt::task::JoinHandle<()>> = None;
             loop {
+                // The check also wakes at the moment the safe window closes, not at the
+                // next tick after it: a tick can come up to one interval late.
+                let closes = me.safe_window_closes();
                 tokio::select! {
                     _ = tick.tick() => {}
+                    _ = tokio::time::sleep_until(closes), if !directory.is_empty() => {
+                        me.depose_if_stale(&directory);
+                        continue;
+                    }
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
                 // A node that was paused or cut off finds out here, on time.
@@ -239,6 +246,12 @@ impl Membership {
             }
         }
         false
+    }
+
+    /// When the safe window after the last committed heartbeat closes.
+    fn safe_window_closes(&self) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last_beat_ms.load(Ordering::Relaxed));
+        tokio::time::Instant::from_std(self.started + last + self.safe_window())
     }
 
     /// How long ago the last heartbeat committed (since start when none has yet).

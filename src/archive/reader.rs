@@ -238,8 +238,14 @@ impl Records {
 
     /// The length of the next record when it is buffered whole.
     fn buffered(&self) -> Option<usize> {
-        let len = u32::from_le_bytes(*self.buf.first_chunk::<4>()?) as usize;
-        (self.buf.len() >= 4 + len).then_some(len)
+        self.buffered_after(0)
+    }
+
+    /// The length of the record `at` bytes into the buffer when it is buffered whole.
+    fn buffered_after(&self, at: usize) -> Option<usize> {
+        let rest = self.buf.get(at..)?;
+        let len = u32::from_le_bytes(*rest.first_chunk::<4>()?) as usize;
+        (rest.len() >= 4 + len).then_some(len)
     }
 
     /// The next record, or None at the end.
@@ -320,6 +326,23 @@ impl Cursors {
     }
 }
 
+/// The payload bytes of the whole records in `pieces`.
+fn payload_bytes(pieces: &[bytes::Bytes]) -> Result<u64, ArchiveError> {
+    let mut total = 0;
+    for piece in pieces {
+        let mut b = &piece[..];
+        while let Some(len) = b
+            .first_chunk::<4>()
+            .map(|l| u32::from_le_bytes(*l) as usize)
+        {
+            let (e, _) = view::Entry::scan(&b[4..4 + len]).map_err(ArchiveError::Corrupt)?;
+            total += e.payload_bytes;
+            b = &b[4 + len..];
+        }
+    }
+    Ok(total)
+}
+
 impl ArchiveStore {
     /// The parsed index at `url`, from the cache when it is there.
     async fn index(&self, url: &str) -> Result<Index, ArchiveError> {
@@ -349,21 +372,109 @@ impl ArchiveStore {
     }
 
     /// The same entries as `read_entries`, as Get's binary records: the archive's own
-    /// bytes, copied without decoding the entries; with the last index taken.
+    /// bytes, neither decoded nor copied again (runs of whole records cut from the read
+    /// buffer), with the last index taken. Each record is looked at only for its index
+    /// (its first field); its payload size is bounded by its length, so entries are
+    /// scanned for their exact size only once a page nears its bytes cap.
     pub async fn read_records(
         &self,
         stream_url: &str,
         index_url: &str,
         range: ReadRange,
-    ) -> Result<(Vec<u8>, Option<u64>), ArchiveError> {
-        let mut out = Vec::new();
-        let last = self
-            .walk(stream_url, index_url, range, |body| {
-                logdog_schema::wire::push_encoded(&mut out, body);
-                Ok(())
-            })
-            .await?;
+    ) -> Result<(Vec<bytes::Bytes>, Option<u64>), ArchiveError> {
+        let mut out: Vec<bytes::Bytes> = Vec::new();
+        let Some(mut records) = self.open_at(stream_url, index_url, range.from).await? else {
+            return Ok((out, None));
+        };
+        let (mut taken, mut last) = (0, None::<u64>);
+        // `total`: the exact payload bytes of the records taken up to `out[exact..]`;
+        // `upper`: the lengths of those taken after, a bound on their payload bytes.
+        let (mut total, mut upper, mut exact) = (0u64, 0u64, 0usize);
+        // Bytes at the front of the buffer taken but not yet cut off.
+        let mut run = 0usize;
+        let mut at_end = false;
+        let cut = |records: &mut Records, run: &mut usize, out: &mut Vec<bytes::Bytes>| {
+            if *run > 0 {
+                out.push(records.buf.split_to(*run).freeze());
+                *run = 0;
+            }
+        };
+        while taken < range.count {
+            let len = match records.buffered_after(run) {
+                Some(len) => len,
+                None => {
+                    // Cut what is taken before reading on: the buffer is not moved with it.
+                    cut(&mut records, &mut run, &mut out);
+                    match records.peek().await? {
+                        Some(len) => len,
+                        None => {
+                            at_end = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            let mut b = &records.buf[run + 4..run + 4 + len];
+            let index = view::varint(&mut b).map_err(ArchiveError::Corrupt)?;
+            if index < range.from {
+                cut(&mut records, &mut run, &mut out);
+                records.buf.advance(4 + len);
+                continue;
+            }
+            let expected = last.map_or(range.from, |l| l + 1);
+            if index >= range.end || (range.contiguous && index != expected) {
+                break;
+            }
+            if taken > 0 && total + upper + len as u64 > range.bytes {
+                // Near the cap: the exact sizes of what is taken so far, then of this one.
+                cut(&mut records, &mut run, &mut out);
+                total += payload_bytes(&out[exact..])?;
+                upper = 0;
+                let rec = &records.buf[4..4 + len];
+                let (e, _) = view::Entry::scan(rec).map_err(ArchiveError::Corrupt)?;
+                if total + e.payload_bytes > range.bytes {
+                    break;
+                }
+                total += e.payload_bytes;
+                run = 4 + len;
+                cut(&mut records, &mut run, &mut out);
+                exact = out.len();
+            } else {
+                // Passed on as the archive holds it, as chunks taken whole from
+                // intermediate storage are: the reader that decodes it checks it.
+                upper += len as u64;
+                run += 4 + len;
+            }
+            taken += 1;
+            last = Some(index);
+        }
+        cut(&mut records, &mut run, &mut out);
+        if let (Some(l), false) = (last, at_end) {
+            self.inner.cursors.put(stream_url, l + 1, records);
+        }
         Ok((out, last))
+    }
+
+    /// A reader of the entries object at the last indexed entry at or before `from`
+    /// (or the one a previous page left there); None for an empty archive.
+    async fn open_at(
+        &self,
+        stream_url: &str,
+        index_url: &str,
+        from: u64,
+    ) -> Result<Option<Records>, ArchiveError> {
+        if let Some(r) = self.inner.cursors.take(stream_url, from) {
+            return Ok(Some(r));
+        }
+        let index = self.index(index_url).await?;
+        let start = match index.partition_point(|(i, _)| *i <= from) {
+            0 => match index.first() {
+                Some(first) => first.1,
+                None => return Ok(None),
+            },
+            n => index[n - 1].1,
+        };
+        Ok(Some(Records::open(self, stream_url, start).await?))
     }
 
     /// Hands the encoding of each entry `range` takes to `each`, in order; returns the
@@ -375,20 +486,8 @@ impl ArchiveStore {
         range: ReadRange,
         mut each: impl FnMut(&[u8]) -> Result<(), ArchiveError>,
     ) -> Result<Option<u64>, ArchiveError> {
-        let cached = self.inner.cursors.take(stream_url, range.from);
-        let mut records = match cached {
-            Some(r) => r,
-            None => {
-                let index = self.index(index_url).await?;
-                let start = match index.partition_point(|(i, _)| *i <= range.from) {
-                    0 => match index.first() {
-                        Some(first) => first.1,
-                        None => return Ok(None),
-                    },
-                    n => index[n - 1].1,
-                };
-                Records::open(self, stream_url, start).await?
-            }
+        let Some(mut records) = self.open_at(stream_url, index_url, range.from).await? else {
+            return Ok(None);
         };
         let (mut taken, mut total, mut last) = (0, 0u64, None::<u64>);
         let mut at_end = false;

@@ -62,7 +62,7 @@ impl EntrySource {
                     .for_url(&self.project, &a.stream_url)
                     .read_records(&a.stream_url, &a.index_url, range)
                     .await?;
-                Ok((vec![records.into()], last.map_or(range.from, |l| l + 1)))
+                Ok((records, last.map_or(range.from, |l| l + 1)))
             }
             None => Ok((Vec::new(), range.from)),
         }

@@ -360,6 +360,11 @@ fn http_server(
                 )
                 .finish(map_config(app, |_: ()| AppConfig::default()));
             fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                // Small writes (a websocket frame, a followed line) go out at once: with
+                // Nagle's algorithm one would wait for the peer's delayed ACK (up to 40 ms)
+                // while an earlier segment is unacknowledged. This service stands in for
+                // `HttpService::tcp()`, which is where actix would set it.
+                let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
                 Ok::<_, DispatchError>((
                     http::protocol_errors::JsonErrors::new(io),

@@ -3,10 +3,13 @@
 //!
 //! ```sh
 //! cargo run --release --example ingest_bench                       # SQLite in a temp dir
+//! cargo run --release --example ingest_bench -- --format text
 //! cargo run --release --example ingest_bench -- --database postgres://postgres@127.0.0.1:5432/test
 //! ```
 //! With a PostgreSQL URL it creates (and afterwards drops) a fresh database on that server.
-//! Prints lines/s and MB/s of payload, and the median and p99 batch latency.
+//! `--format text` appends `text/plain` bodies (one entry per line, numbered by the server)
+//! instead of JSON. Prints lines/s and MB/s of payload, and the median and p99 batch
+//! latency.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,7 @@ struct Args {
     streams: usize,
     lines: usize,
     batch: usize,
+    text: bool,
 }
 
 fn parse_args() -> Args {
@@ -25,6 +29,7 @@ fn parse_args() -> Args {
         streams: 8,
         lines: 100_000,
         batch: 1_000,
+        text: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -34,8 +39,13 @@ fn parse_args() -> Args {
             "--streams" => a.streams = value().parse().expect("--streams N"),
             "--lines" => a.lines = value().parse().expect("--lines N"),
             "--batch" => a.batch = value().parse().expect("--batch N"),
+            "--format" => a.text = match value().as_str() {
+                "text" => true,
+                "json" => false,
+                f => panic!("--format text|json, not {f}"),
+            },
             other => panic!(
-                "unknown flag {other}; flags: --database URL --streams N --lines N --batch N"
+                "unknown flag {other}; flags: --database URL --streams N --lines N --batch N --format text|json"
             ),
         }
     }
@@ -59,17 +69,28 @@ fn main() {
         let secret = support::register_prefix(&http, &base, "bench").await;
         // 99 characters + "\n" = 100 bytes of payload per line.
         let line = "x".repeat(99);
+        let text_body = bytes::Bytes::from(format!("{line}\n").repeat(args.batch));
         let started = Instant::now();
         let tasks: Vec<_> = (0..args.streams)
             .map(|s| {
                 let (http, base, secret, line) = (http.clone(), base.clone(), secret.clone(), line.clone());
-                let (lines, batch) = (args.lines, args.batch);
+                let (lines, batch, text) = (args.lines, args.batch, args.text);
+                let text_body = text_body.clone();
                 tokio::spawn(async move {
                     let path = format!("bench/+/s{s}");
                     support::register_stream(&http, &base, &path, &secret).await;
                     let mut latencies = Vec::new();
                     for first in (0..lines).step_by(batch) {
-                        let req = support::append_lines(&http, &base, &path, &secret, first as u64..(first + batch).min(lines) as u64, &line);
+                        let range = first as u64..(first + batch).min(lines) as u64;
+                        let req = if text {
+                            // One line per entry, numbered by the server.
+                            http.post(format!("{base}/logs/{path}"))
+                                .header("X-Prefix-Secret", &secret)
+                                .header("Content-Type", "text/plain")
+                                .body(text_body.slice(..range.clone().count() * 100))
+                        } else {
+                            json_append(&http, &base, &path, &secret, range, &line)
+                        };
                         let t = Instant::now();
                         let r = req.send().await.unwrap();
                         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
@@ -88,9 +109,10 @@ fn main() {
         let total = (args.streams * args.lines) as f64;
         let backend = db.backend();
         println!(
-            "{backend}: {} streams x {} lines (100 B) in batches of {}: {:.2} s, {:.0} lines/s, {:.1} MB/s; batch latency p50 {:.1} ms, p99 {:.1} ms",
+            "{backend}: {} streams x {} lines (100 B) in {} batches of {}: {:.2} s, {:.0} lines/s, {:.1} MB/s; batch latency p50 {:.1} ms, p99 {:.1} ms",
             args.streams,
             args.lines,
+            if args.text { "text/plain" } else { "JSON" },
             args.batch,
             elapsed,
             total / elapsed,
@@ -100,4 +122,34 @@ fn main() {
         );
     });
     rt.block_on(server.stop());
+}
+
+/// The JSON append of entries `range`, each one line `line`: the body written directly,
+/// so that the client's own cost stays small beside the server's.
+fn json_append(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    secret: &str,
+    range: std::ops::Range<u64>,
+    line: &str,
+) -> reqwest::RequestBuilder {
+    use std::fmt::Write as _;
+    let mut body = String::with_capacity(range.clone().count() * (line.len() + 48) + 16);
+    body.push_str("{\"entries\":[");
+    for i in range {
+        if !body.ends_with('[') {
+            body.push(',');
+        }
+        write!(
+            body,
+            "{{\"stream_index\":{i},\"text\":{{\"lines\":[\"{line}\"]}}}}"
+        )
+        .unwrap();
+    }
+    body.push_str("]}");
+    http.post(format!("{base}/logs/{path}"))
+        .header("X-Prefix-Secret", secret)
+        .header("Content-Type", "application/json")
+        .body(body)
 }

@@ -10,6 +10,10 @@
 //! Viewers: N websockets on one stream, each having read its backlog and then idle; the
 //! figure is the RSS they added, divided by N. Streams: M streams registered and each
 //! given one entry (their actors stay live for `idle_timeout`); the RSS they added, by M.
+//! Isolation: a writer appends `--rate` lines/s (0: 100-line batches as fast as they are
+//! acknowledged) for `--seconds`, alone, then watched by `--isolation` viewers of which `--stalled-percent`
+//! stop reading after their first frames; prints both rates, the server's RSS at most,
+//! and what the healthy viewers received (each checks every index in order).
 
 use std::io::{BufRead as _, Write as _};
 use std::time::{Duration, Instant};
@@ -52,7 +56,16 @@ fn main() {
     if args.first().map(String::as_str) == Some("--client") {
         return client(&args[1], args[2].parse().expect("viewers"));
     }
+    if args.first().map(String::as_str) == Some("--mixed-client") {
+        return mixed_client(
+            &args[1],
+            args[2].parse().expect("healthy"),
+            args[3].parse().expect("stalled"),
+        );
+    }
     let (mut viewers, mut streams, mut database) = (10_000usize, 10_000usize, None);
+    let (mut isolation, mut stalled_percent, mut seconds, mut rate) =
+        (1_000usize, 10usize, 10u64, 1_000u64);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -60,14 +73,18 @@ fn main() {
             "--viewers" => viewers = value().parse().expect("--viewers N"),
             "--streams" => streams = value().parse().expect("--streams N"),
             "--database" => database = Some(value().clone()),
-            other => panic!("unknown flag {other}; flags: --viewers N --streams N --database URL"),
+            "--isolation" => isolation = value().parse().expect("--isolation VIEWERS"),
+            "--stalled-percent" => stalled_percent = value().parse().expect("--stalled-percent P"),
+            "--seconds" => seconds = value().parse().expect("--seconds N"),
+            "--rate" => rate = value().parse().expect("--rate LINES_PER_SECOND (0: as fast as acknowledged)"),
+            other => panic!("unknown flag {other}; flags: --viewers N --streams N --isolation VIEWERS --stalled-percent P --seconds N --rate N --database URL"),
         }
     }
-    raise_fd_limit(viewers as u64 + 1000);
+    raise_fd_limit(viewers.max(isolation) as u64 + 1000);
     let db = support::BenchDb::new(database.as_deref(), "memory");
     let mut config = db.config();
-    config.limits.max_viewers_per_stream = viewers.max(1);
-    config.limits.max_viewers = viewers.max(1);
+    config.limits.max_viewers_per_stream = viewers.max(isolation).max(1);
+    config.limits.max_viewers = viewers.max(isolation).max(1);
     let server = logdog::server::Background::start(config).expect("start server");
     let addr = server.addr;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,35 +107,37 @@ fn main() {
         assert_eq!(r.status(), 200);
         "idle/+/s".to_owned()
     });
-    // Warm up: a few viewers come and go, so that first-use allocations are not counted.
-    run_client(addr, &path, 100, Duration::from_secs(1));
-    settle();
-    let before = rss();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--client",
-            &format!("ws://{addr}/api/v1/projects/bench/watch/{path}"),
-        ])
-        .arg(viewers.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the viewers' process");
-    let mut ready = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready", "the viewers connected");
-    settle();
-    let with = rss();
-    println!(
-        "{viewers} idle viewers: server RSS {:.1} MB -> {:.1} MB, {:.2} KB per viewer",
-        before as f64 / 1e6,
-        with as f64 / 1e6,
-        (with.saturating_sub(before)) as f64 / viewers as f64 / 1024.0
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-    std::thread::sleep(Duration::from_secs(2));
+    if viewers > 0 {
+        // Warm up: a few viewers come and go, so that first-use allocations are not counted.
+        run_client(addr, &path, 100, Duration::from_secs(1));
+        settle();
+        let before = rss();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--client",
+                &format!("ws://{addr}/api/v1/projects/bench/watch/{path}"),
+            ])
+            .arg(viewers.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the viewers' process");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "the viewers connected");
+        settle();
+        let with = rss();
+        println!(
+            "{viewers} idle viewers: server RSS {:.1} MB -> {:.1} MB, {:.2} KB per viewer",
+            before as f64 / 1e6,
+            with as f64 / 1e6,
+            (with.saturating_sub(before)) as f64 / viewers as f64 / 1024.0
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_secs(2));
+    }
 
     if streams > 0 {
         let before = rss();
@@ -165,7 +184,217 @@ fn main() {
             (with.saturating_sub(before)) as f64 / streams as f64 / 1024.0
         );
     }
+    if isolation > 0 {
+        let stalled = isolation * stalled_percent / 100;
+        let healthy = isolation - stalled;
+        let alone = rt.block_on(write_for(
+            &http,
+            &base,
+            "alone",
+            Duration::from_secs(seconds),
+            rate,
+            |_| {},
+        ));
+        let before = rss();
+        let (secret, path) = rt.block_on(async {
+            let secret = support::register_prefix(&http, &base, "watched").await;
+            support::register_stream(&http, &base, "watched/+/s", &secret).await;
+            (secret, "watched/+/s".to_owned())
+        });
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--mixed-client",
+                &format!("ws://{addr}/api/v1/projects/bench/watch/{path}"),
+            ])
+            .args([healthy.to_string(), stalled.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the viewers' process");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        out.read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "the viewers connected");
+        let mut peak = rss();
+        let watched = rt.block_on(write_to(
+            &http,
+            &base,
+            &path,
+            &secret,
+            Duration::from_secs(seconds),
+            rate,
+            |_| {
+                peak = peak.max(rss());
+            },
+        ));
+        let mut report = String::new();
+        out.read_line(&mut report).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        println!(
+            "writer alone: {:.0} lines/s; with {healthy} viewers reading and {stalled} that stopped reading: {:.0} lines/s ({:.1} %); server RSS {:.1} MB before, {:.1} MB at most; {}",
+            alone,
+            watched,
+            (watched / alone - 1.0) * 100.0,
+            before as f64 / 1e6,
+            peak as f64 / 1e6,
+            report.trim()
+        );
+    }
     rt.block_on(server.stop());
+}
+
+/// Text appends to a new stream under `prefix` for `run`: `rate` lines/s in batches
+/// every 10 ms, or (`rate` 0) 100-line batches one after another as fast as they are
+/// acknowledged; lines per second acknowledged.
+async fn write_for(
+    http: &reqwest::Client,
+    base: &str,
+    prefix: &str,
+    run: Duration,
+    rate: u64,
+    each: impl FnMut(u64),
+) -> f64 {
+    let secret = support::register_prefix(http, base, prefix).await;
+    let path = format!("{prefix}/+/s");
+    support::register_stream(http, base, &path, &secret).await;
+    write_to(http, base, &path, &secret, run, rate, each).await
+}
+
+/// The appends of `write_for` to `path`, then its termination; `each` is called after
+/// every batch with the lines written so far.
+async fn write_to(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    secret: &str,
+    run: Duration,
+    rate: u64,
+    mut each: impl FnMut(u64),
+) -> f64 {
+    let per_batch = if rate == 0 { 100 } else { (rate / 100).max(1) };
+    let body = bytes::Bytes::from(format!("{}\n", "z".repeat(99)).repeat(per_batch as usize));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let started = Instant::now();
+    let mut lines = 0u64;
+    while started.elapsed() < run {
+        if rate > 0 {
+            tick.tick().await;
+        }
+        let r = http
+            .post(format!("{base}/logs/{path}"))
+            .header("X-Prefix-Secret", secret)
+            .header("Content-Type", "text/plain")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        lines += per_batch;
+        each(lines);
+    }
+    let rate = lines as f64 / started.elapsed().as_secs_f64();
+    let r = http
+        .patch(format!("{base}/streams/{path}"))
+        .header("X-Prefix-Secret", secret)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rate
+}
+
+/// The child process of the isolation run: `healthy` viewers that read everything, each
+/// checking it gets every index once and in order up to the end frame, and `stalled`
+/// ones that read their first frames and then nothing. Prints "ready", then one line on
+/// what the healthy viewers received.
+fn mixed_client(url: &str, healthy: usize, stalled: usize) {
+    raise_fd_limit((healthy + stalled) as u64 + 100);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t = Instant::now();
+        // The stream is empty yet: the state frame only.
+        let held = connect(url, stalled, 1).await;
+        let sockets = connect(url, healthy, 1).await;
+        eprintln!(
+            "{} viewers connected in {:.1} s",
+            stalled + healthy,
+            t.elapsed().as_secs_f64()
+        );
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+        let key = memchr::memmem::Finder::new(b"\"stream_index\":").into_owned();
+        let readers: Vec<_> = sockets
+            .into_iter()
+            .map(|mut ws| {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let mut next = 0u64;
+                    let mut why = "the connection ended".to_owned();
+                    while let Some(m) = ws.next().await {
+                        let m = match m {
+                            Ok(m) => m,
+                            Err(e) => {
+                                why = format!("error: {e}");
+                                break;
+                            }
+                        };
+                        if let tokio_tungstenite::tungstenite::Message::Close(c) = &m {
+                            why = format!("closed: {c:?}");
+                        }
+                        let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
+                            continue;
+                        };
+                        let b = t.as_bytes();
+                        let mut at = 0;
+                        while let Some(i) = key.find(&b[at..]) {
+                            let digits = at + i + key.needle().len();
+                            let end = digits
+                                + b[digits..]
+                                    .iter()
+                                    .take_while(|c| c.is_ascii_digit())
+                                    .count();
+                            let index: u64 = t[digits..end].parse().unwrap();
+                            assert_eq!(index, next, "a healthy viewer's entries out of order");
+                            next += 1;
+                            at = end;
+                        }
+                        if t.starts_with("{\"type\":\"end\"") {
+                            return (next, None);
+                        }
+                    }
+                    (next, Some(why))
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        let mut ended = 0;
+        let mut failures = std::collections::BTreeMap::<String, usize>::new();
+        for r in readers {
+            let (n, why) = r.await.unwrap();
+            counts.push(n);
+            match why {
+                None => ended += 1,
+                Some(why) => *failures.entry(why).or_default() += 1,
+            }
+        }
+        for (why, n) in &failures {
+            eprintln!("{n} healthy viewers stopped early: {why}");
+        }
+        counts.sort();
+        println!(
+            "{ended} of {healthy} healthy viewers got the end frame, each {}..{} entries",
+            counts.first().unwrap_or(&0),
+            counts.last().unwrap_or(&0)
+        );
+        std::io::stdout().flush().unwrap();
+        drop(held);
+    });
 }
 
 /// Lets the server's allocator and queues settle before RSS is read: jemalloc gives
@@ -182,16 +411,18 @@ fn run_client(addr: std::net::SocketAddr, path: &str, viewers: usize, hold: Dura
         .build()
         .unwrap();
     rt.block_on(async {
-        let sockets = connect(&url, viewers).await;
+        let sockets = connect(&url, viewers, 2).await;
         tokio::time::sleep(hold).await;
         drop(sockets);
     });
 }
 
-/// `n` viewers of `url`, each having read its first frames (the state and the backlog).
+/// `n` viewers of `url`, each having read its first `frames` frames (the state, then the
+/// backlog's entries when there are any).
 async fn connect(
     url: &str,
     n: usize,
+    frames: usize,
 ) -> Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>
 {
     let connecting = futures::stream::iter(0..n)
@@ -199,9 +430,8 @@ async fn connect(
             let (mut ws, _) = tokio_tungstenite::connect_async(url)
                 .await
                 .expect("connect viewer");
-            // The state frame and the backlog's entries.
             let mut seen = 0;
-            while seen < 2 {
+            while seen < frames {
                 match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
                     Ok(Some(Ok(_))) => seen += 1,
                     other => panic!("a viewer's first frames: {other:?}"),
@@ -222,7 +452,7 @@ fn client(url: &str, n: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let sockets = connect(url, n).await;
+        let sockets = connect(url, n, 2).await;
         println!("ready");
         std::io::stdout().flush().unwrap();
         let readers: Vec<_> = sockets

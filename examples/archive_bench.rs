@@ -123,10 +123,10 @@ fn main() {
             let binary = read_all(&http, &base, path, lines, true).await;
             let urls: Value = http.get(format!("{base}/archive-urls/{path}")).send().await.unwrap().json().await.unwrap();
             let (curl, size) = curl(urls["stream_url"].as_str().unwrap());
-            let before = metric(&http, &root, "logdog_archive_read_bytes_total").await;
+            let before = support::metric(&http, &root, "logdog_archive_read_bytes_total").await as i64;
             let middle: Value = http.get(format!("{base}/logs/{path}?index={}&count=100", lines / 2)).send().await.unwrap().json().await.unwrap();
             assert_eq!(middle["entries"].as_array().unwrap().len(), 100);
-            let read = metric(&http, &root, "logdog_archive_read_bytes_total").await - before;
+            let read = support::metric(&http, &root, "logdog_archive_read_bytes_total").await as i64 - before;
             let url = stream["state"]["archive"]["stream_url"].as_str().unwrap();
             let entries_mb = size as f64 / 1e6;
             println!("  {store} ({}):", url.split("/arch").next().unwrap_or(url));
@@ -289,23 +289,4 @@ fn dd(dir: &std::path::Path) -> f64 {
     let secs = started.elapsed().as_secs_f64();
     std::fs::remove_file(file).unwrap();
     1000.0 * 1024.0 * 1024.0 / 1e6 / secs
-}
-
-/// A metric without labels from `/metrics`.
-async fn metric(http: &reqwest::Client, root: &str, name: &str) -> i64 {
-    let text = http
-        .get(format!("{root}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .expect("metric")
-        .trim()
-        .parse()
-        .unwrap()
 }

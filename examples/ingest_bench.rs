@@ -83,13 +83,9 @@ fn main() {
                     for first in (0..lines).step_by(batch) {
                         let range = first as u64..(first + batch).min(lines) as u64;
                         let req = if text {
-                            // One line per entry, numbered by the server.
-                            http.post(format!("{base}/logs/{path}"))
-                                .header("X-Prefix-Secret", &secret)
-                                .header("Content-Type", "text/plain")
-                                .body(text_body.slice(..range.clone().count() * 100))
+                            support::append_text(&http, &base, &path, &secret, text_body.slice(..range.clone().count() * 100))
                         } else {
-                            json_append(&http, &base, &path, &secret, range, &line)
+                            support::append_lines(&http, &base, &path, &secret, range, &line)
                         };
                         let t = Instant::now();
                         let r = req.send().await.unwrap();
@@ -122,34 +118,4 @@ fn main() {
         );
     });
     rt.block_on(server.stop());
-}
-
-/// The JSON append of entries `range`, each one line `line`: the body written directly,
-/// so that the client's own cost stays small beside the server's.
-fn json_append(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    secret: &str,
-    range: std::ops::Range<u64>,
-    line: &str,
-) -> reqwest::RequestBuilder {
-    use std::fmt::Write as _;
-    let mut body = String::with_capacity(range.clone().count() * (line.len() + 48) + 16);
-    body.push_str("{\"entries\":[");
-    for i in range {
-        if !body.ends_with('[') {
-            body.push(',');
-        }
-        write!(
-            body,
-            "{{\"stream_index\":{i},\"text\":{{\"lines\":[\"{line}\"]}}}}"
-        )
-        .unwrap();
-    }
-    body.push_str("]}");
-    http.post(format!("{base}/logs/{path}"))
-        .header("X-Prefix-Secret", secret)
-        .header("Content-Type", "application/json")
-        .body(body)
 }

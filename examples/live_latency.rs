@@ -70,27 +70,6 @@ fn main() {
     rt.block_on(server.stop());
 }
 
-/// The indices of a frame's entries, in order, and whether it is the last frame: found
-/// by searching the text, not by parsing it, so that the viewers (on the same two cores as
-/// the server) cost little beside it.
-fn frame_indices(text: &str, out: &mut Vec<u64>) -> bool {
-    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stream_index\":"));
-    let b = text.as_bytes();
-    let mut at = 0;
-    while let Some(i) = KEY.find(&b[at..]) {
-        let digits = at + i + KEY.needle().len();
-        let end = digits
-            + b[digits..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-        out.push(text[digits..end].parse().expect("a stream index"));
-        at = end;
-    }
-    text.starts_with("{\"type\":\"end\"")
-}
-
 /// One stream's writer: `per_batch` lines every 10 ms; (last index, sent, acknowledged)
 /// of each batch.
 async fn write(
@@ -166,7 +145,7 @@ async fn run(addr: std::net::SocketAddr, round: usize, viewers: usize, args: &Ar
                     if let Message::Text(t) = msg {
                         let now = Instant::now();
                         indices.clear();
-                        let end = frame_indices(&t, &mut indices);
+                        let end = support::frame_indices(&t, &mut indices);
                         for &i in &indices {
                             assert_eq!(i, expected, "a viewer's entries out of order");
                             arrivals[i as usize] = Some(now);

@@ -162,20 +162,11 @@ fn main() {
         });
         settle();
         let with = rss();
-        let live = rt.block_on(async {
-            let text = http
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix("logdog_live_stream_actors "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        });
+        let live = rt.block_on(support::metric(
+            &http,
+            &format!("http://{addr}"),
+            "logdog_live_stream_actors",
+        ));
         println!(
             "{streams} streams with one entry each ({:.1} s; {live} live actors): server RSS {:.1} MB -> {:.1} MB, {:.2} KB per stream",
             started.elapsed().as_secs_f64(),
@@ -281,11 +272,7 @@ async fn write_to(
         if rate > 0 {
             tick.tick().await;
         }
-        let r = http
-            .post(format!("{base}/logs/{path}"))
-            .header("X-Prefix-Secret", secret)
-            .header("Content-Type", "text/plain")
-            .body(body.clone())
+        let r = support::append_text(http, base, path, secret, body.clone())
             .send()
             .await
             .unwrap();
@@ -328,13 +315,11 @@ fn mixed_client(url: &str, healthy: usize, stalled: usize) {
         );
         println!("ready");
         std::io::stdout().flush().unwrap();
-        let key = memchr::memmem::Finder::new(b"\"stream_index\":").into_owned();
         let readers: Vec<_> = sockets
             .into_iter()
             .map(|mut ws| {
-                let key = key.clone();
                 tokio::spawn(async move {
-                    let mut next = 0u64;
+                    let (mut next, mut indices) = (0u64, Vec::new());
                     let mut why = "the connection ended".to_owned();
                     while let Some(m) = ws.next().await {
                         let m = match m {
@@ -350,21 +335,13 @@ fn mixed_client(url: &str, healthy: usize, stalled: usize) {
                         let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
                             continue;
                         };
-                        let b = t.as_bytes();
-                        let mut at = 0;
-                        while let Some(i) = key.find(&b[at..]) {
-                            let digits = at + i + key.needle().len();
-                            let end = digits
-                                + b[digits..]
-                                    .iter()
-                                    .take_while(|c| c.is_ascii_digit())
-                                    .count();
-                            let index: u64 = t[digits..end].parse().unwrap();
+                        indices.clear();
+                        let end = support::frame_indices(&t, &mut indices);
+                        for &index in &indices {
                             assert_eq!(index, next, "a healthy viewer's entries out of order");
                             next += 1;
-                            at = end;
                         }
-                        if t.starts_with("{\"type\":\"end\"") {
+                        if end {
                             return (next, None);
                         }
                     }

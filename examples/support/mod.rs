@@ -100,7 +100,9 @@ pub async fn register_stream(http: &reqwest::Client, base: &str, path: &str, sec
     assert_eq!(r.status(), 201);
 }
 
-/// The append request for entries `range`, each one text line `line`.
+/// The append request for entries `range`, each one text line `line` (a line without
+/// quotes or backslashes). The JSON is written directly, not built from `serde_json`
+/// values, so that the client's own cost stays small beside the server's.
 pub fn append_lines(
     http: &reqwest::Client,
     base: &str,
@@ -109,12 +111,76 @@ pub fn append_lines(
     range: std::ops::Range<u64>,
     line: &str,
 ) -> reqwest::RequestBuilder {
-    let entries: Vec<serde_json::Value> = range
-        .map(|i| serde_json::json!({"stream_index": i, "text": {"lines": [line]}}))
-        .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap();
+    use std::fmt::Write as _;
+    let mut body = String::with_capacity(range.clone().count() * (line.len() + 48) + 16);
+    body.push_str("{\"entries\":[");
+    for i in range {
+        if !body.ends_with('[') {
+            body.push(',');
+        }
+        write!(
+            body,
+            "{{\"stream_index\":{i},\"text\":{{\"lines\":[\"{line}\"]}}}}"
+        )
+        .unwrap();
+    }
+    body.push_str("]}");
     http.post(format!("{base}/logs/{path}"))
         .header("X-Prefix-Secret", secret)
         .header("Content-Type", "application/json")
         .body(body)
+}
+
+/// The `text/plain` append of `body`: one entry per line, numbered by the server.
+pub fn append_text(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    secret: &str,
+    body: bytes::Bytes,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/logs/{path}"))
+        .header("X-Prefix-Secret", secret)
+        .header("Content-Type", "text/plain")
+        .body(body)
+}
+
+/// A metric without labels from `{root}/metrics`.
+pub async fn metric(http: &reqwest::Client, root: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .expect("metric")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The indices of a websocket entries frame's entries, in order, appended to `out`; true
+/// for the end frame. Found by searching the text, not by parsing it, so that viewers on
+/// the same cores as the server cost little beside it.
+pub fn frame_indices(text: &str, out: &mut Vec<u64>) -> bool {
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stream_index\":"));
+    let b = text.as_bytes();
+    let mut at = 0;
+    while let Some(i) = KEY.find(&b[at..]) {
+        let digits = at + i + KEY.needle().len();
+        let end = digits
+            + b[digits..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+        out.push(text[digits..end].parse().expect("a stream index"));
+        at = end;
+    }
+    text.starts_with("{\"type\":\"end\"")
 }

@@ -243,9 +243,7 @@ impl Records {
 
     /// The length of the record `at` bytes into the buffer when it is buffered whole.
     fn buffered_after(&self, at: usize) -> Option<usize> {
-        let rest = self.buf.get(at..)?;
-        let len = u32::from_le_bytes(*rest.first_chunk::<4>()?) as usize;
-        (rest.len() >= 4 + len).then_some(len)
+        view::split_record(self.buf.get(at..)?).map(|(body, _)| body.len())
     }
 
     /// The next record, or None at the end.
@@ -331,13 +329,10 @@ fn payload_bytes(pieces: &[bytes::Bytes]) -> Result<u64, ArchiveError> {
     let mut total = 0;
     for piece in pieces {
         let mut b = &piece[..];
-        while let Some(len) = b
-            .first_chunk::<4>()
-            .map(|l| u32::from_le_bytes(*l) as usize)
-        {
-            let (e, _) = view::Entry::scan(&b[4..4 + len]).map_err(ArchiveError::Corrupt)?;
+        while let Some((body, rest)) = view::split_record(b) {
+            let (e, _) = view::Entry::scan(body).map_err(ArchiveError::Corrupt)?;
             total += e.payload_bytes;
-            b = &b[4 + len..];
+            b = rest;
         }
     }
     Ok(total)

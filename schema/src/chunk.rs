@@ -127,7 +127,13 @@ pub mod view {
     #[derive(Debug, Clone, Copy)]
     pub struct Entry<'a> {
         pub stream_index: u64,
+        pub prefix_index: Option<u64>,
+        pub sequence: u64,
+        /// Microseconds after the descriptor timestamp.
+        pub time_offset_us: i64,
         pub content: Content<'a>,
+        /// A datagram's piece, when it is one.
+        pub partial: Option<crate::wire::Partial>,
         /// The payload's size, as Get's `bytes` cap counts it.
         pub payload_bytes: u64,
     }
@@ -241,12 +247,16 @@ pub mod view {
         fn read<const CHECK: bool>(mut b: &'a [u8]) -> Result<(Self, &'a [u8]), String> {
             let b = &mut b;
             let stream_index = varint(b)?;
-            if take_option(b)? {
-                varint(b)?; // prefix_index
-            }
-            varint(b)?; // sequence
-            varint(b)?; // time_offset_us (zigzag)
+            let prefix_index = if take_option(b)? {
+                Some(varint(b)?)
+            } else {
+                None
+            };
+            let sequence = varint(b)?;
+            let zigzag = varint(b)?;
+            let time_offset_us = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
             let mut payload_bytes = 0;
+            let mut partial = None;
             let content = match varint(b)? {
                 0 => {
                     let count = varint(b)?;
@@ -279,9 +289,11 @@ pub mod view {
                 2 => {
                     let data = take_bytes(b)?;
                     if take_option(b)? {
-                        varint(b)?; // index
-                        varint(b)?; // size
-                        take_option(b)?; // last (a bool: 0 or 1)
+                        let index = u32::try_from(varint(b)?)
+                            .map_err(|_| "a partial's index overflows".to_string())?;
+                        let size = varint(b)?;
+                        let last = take_option(b)?; // a bool: 0 or 1
+                        partial = Some(crate::wire::Partial { index, size, last });
                     }
                     payload_bytes = data.len() as u64;
                     Content::Datagram(data)
@@ -291,12 +303,163 @@ pub mod view {
             Ok((
                 Self {
                     stream_index,
+                    prefix_index,
+                    sequence,
+                    time_offset_us,
                     content,
+                    partial,
                     payload_bytes,
                 },
                 *b,
             ))
         }
+    }
+
+    impl Entry<'_> {
+        /// Appends the entry's JSON form to `out`, byte for byte what `wire::EntryJson`
+        /// writes for the decoded entry, from the record in place: Get's JSON answers are
+        /// written from stored records without decoding them into owned entries, and line
+        /// text is checked and escaped in one pass (`json_str`), so an entry read with
+        /// `scan` is checked here: a line that is not UTF-8 or an unknown delimiter is an
+        /// error.
+        pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), String> {
+            use base64::engine::general_purpose::STANDARD as B64;
+            use base64::Engine as _;
+            use serde_json::ser::{CompactFormatter, Formatter as _};
+            let mut f = CompactFormatter;
+            out.extend_from_slice(br#"{"stream_index":"#);
+            f.write_u64(out, self.stream_index)
+                .map_err(|e| e.to_string())?;
+            out.extend_from_slice(br#","prefix_index":"#);
+            match self.prefix_index {
+                Some(p) => f.write_u64(out, p).map_err(|e| e.to_string())?,
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(br#","sequence":"#);
+            f.write_u64(out, self.sequence).map_err(|e| e.to_string())?;
+            out.extend_from_slice(br#","time_offset":"#);
+            f.write_f64(out, self.time_offset_us as f64 / 1e6)
+                .map_err(|e| e.to_string())?;
+            match self.content {
+                Content::Text(lines) => {
+                    out.extend_from_slice(br#","text":{"lines":["#);
+                    for (i, l) in lines.enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(br#"{"value":"#);
+                        json_str(out, l.value)?;
+                        out.extend_from_slice(match l.delimiter {
+                            b"\n" => br#","delimiter":"\n"}"#,
+                            b"\r\n" => br#","delimiter":"\r\n"}"#,
+                            b"" => br#","delimiter":""}"#,
+                            d => return Err(format!("invalid delimiter {d:?}")),
+                        });
+                    }
+                    out.extend_from_slice(b"]}}");
+                }
+                Content::Binary(data) | Content::Datagram(data) => {
+                    let datagram = matches!(self.content, Content::Datagram(_));
+                    out.extend_from_slice(if datagram {
+                        br#","datagram":{"data":""#
+                    } else {
+                        br#","binary":{"data":""#
+                    });
+                    let at = out.len();
+                    out.resize(at + data.len().div_ceil(3) * 4, 0);
+                    let n = B64
+                        .encode_slice(data, &mut out[at..])
+                        .map_err(|e| e.to_string())?;
+                    out.truncate(at + n);
+                    out.push(b'"');
+                    if datagram {
+                        out.extend_from_slice(br#","partial":"#);
+                        serde_json::to_writer(&mut *out, &self.partial)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    out.extend_from_slice(b"}}");
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Appends `text` to `out` as a JSON string, escaped exactly as serde_json escapes it
+    /// (`\"`, `\\`, `\b \f \n \r \t`, other control characters as `\u00XX`), after
+    /// checking it is UTF-8. Eight bytes are looked at a time: a run of ASCII that needs no
+    /// escape (the usual line) is copied whole.
+    pub fn json_str(out: &mut Vec<u8>, text: &[u8]) -> Result<(), String> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        /// Bytes of `w` that are zero have their high bit set in the result (exact when no
+        /// byte of `w` is 0x80 or above, which the callers check first).
+        #[inline]
+        fn zero_bytes(w: u64) -> u64 {
+            w.wrapping_sub(ONES) & !w & HIGH
+        }
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        let mut rest = text;
+        loop {
+            // The clean run at the front of `rest`.
+            let mut clean = 0;
+            while let Some(chunk) = rest.get(clean..clean + 8) {
+                let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+                let special = (w & HIGH)
+                    | zero_bytes(w ^ (ONES * b'"' as u64))
+                    | zero_bytes(w ^ (ONES * b'\\' as u64))
+                    // A byte below 0x20: (b - 0x20) borrows into its high bit.
+                    | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+                if special != 0 {
+                    break;
+                }
+                clean += 8;
+            }
+            out.extend_from_slice(&rest[..clean]);
+            rest = &rest[clean..];
+            // Byte by byte up to the next eight-byte boundary of the run (or the end).
+            let mut i = 0;
+            while i < rest.len() && i < 8 {
+                let b = rest[i];
+                if b >= 0x80 {
+                    // A multi-byte character: checked (and copied) whole.
+                    let width = match b {
+                        0xc2..=0xdf => 2,
+                        0xe0..=0xef => 3,
+                        0xf0..=0xf4 => 4,
+                        _ => return Err("a line is not UTF-8".into()),
+                    };
+                    let ch = rest.get(i..i + width).ok_or("a line is not UTF-8")?;
+                    std::str::from_utf8(ch).map_err(|_| "a line is not UTF-8")?;
+                    out.extend_from_slice(ch);
+                    i += width;
+                    continue;
+                }
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    0x08 => out.extend_from_slice(b"\\b"),
+                    0x0c => out.extend_from_slice(b"\\f"),
+                    0..=0x1f => {
+                        const HEX: &[u8; 16] = b"0123456789abcdef";
+                        out.extend_from_slice(b"\\u00");
+                        out.push(HEX[(b >> 4) as usize]);
+                        out.push(HEX[(b & 0xf) as usize]);
+                    }
+                    _ => out.push(b),
+                }
+                i += 1;
+            }
+            rest = &rest[i..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+        out.push(b'"');
+        Ok(())
     }
 
     impl<'a> Content<'a> {
@@ -401,6 +564,75 @@ mod tests {
         let joined = concat(&[&postcard::to_stdvec(a).unwrap(), &encode(b)]).unwrap();
         assert_eq!(joined, encode(&entries));
         assert!(records(&old[..old.len() - 1]).is_err());
+    }
+
+    /// A view writes the JSON `EntryJson` writes for the decoded entry, byte for byte
+    /// (escapes, every field, both datagram forms), and reads every field postcard wrote.
+    #[test]
+    fn views_write_the_entries_json() {
+        let mut entries = samples();
+        entries.push(Entry {
+            stream_index: 11,
+            prefix_index: None,
+            sequence: 15,
+            time_offset_us: 1,
+            content: Content::Text(vec![Line {
+                value: "\"quoted\" \\ \u{1b}[31mred\t\u{7f} ✓".into(),
+                delimiter: Delimiter::Lf,
+            }]),
+        });
+        for e in &entries {
+            let rec = crate::wire::entry_record(e);
+            let (v, used) = view::record(&rec).unwrap().unwrap();
+            assert_eq!(used, rec.len());
+            assert_eq!(
+                (v.stream_index, v.prefix_index, v.sequence, v.time_offset_us),
+                (e.stream_index, e.prefix_index, e.sequence, e.time_offset_us)
+            );
+            if let Content::Datagram { partial, .. } = &e.content {
+                assert_eq!(&v.partial, partial);
+            }
+            let mut json = Vec::new();
+            v.write_json(&mut json).unwrap();
+            assert_eq!(
+                String::from_utf8(json).unwrap(),
+                serde_json::to_string(&crate::wire::EntryJson(e)).unwrap()
+            );
+        }
+    }
+
+    /// `json_str` escapes as serde_json does, every ASCII byte at every position of an
+    /// eight-byte word, and refuses what is not UTF-8.
+    #[test]
+    fn json_strings_match_serde_json() {
+        let mut texts: Vec<String> = vec![String::new(), "plain".into(), "héllo wörld ✓ 🐕".into()];
+        for b in 0u8..0x80 {
+            for at in 0..10 {
+                let mut t = "x".repeat(at);
+                t.push(b as char);
+                t.push_str("tail-of-the-line");
+                texts.push(t);
+            }
+        }
+        for t in &texts {
+            let mut out = Vec::new();
+            view::json_str(&mut out, t.as_bytes()).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(t).unwrap(),
+                "{t:?}"
+            );
+        }
+        for bad in [
+            &b"abc\xc0\x80"[..],
+            b"\x80",
+            b"abcdefgh\xe2\x82",
+            b"\xed\xa0\x80",
+            b"\xf5\x80\x80\x80",
+            b"ok ok ok \xff",
+        ] {
+            assert!(view::json_str(&mut Vec::new(), bad).is_err(), "{bad:?}");
+        }
     }
 
     /// `records` finds each entry's own encoding and size; the view reads what postcard

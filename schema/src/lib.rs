@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod models;
 pub mod names;
 pub mod schema;
+pub mod sections;
 pub mod store;
 pub mod wire;
 

@@ -266,13 +266,19 @@ fn print_table(
     row(logdog_label, logdog);
     if let Some((label, r)) = redis {
         row(&format!("{label} (AOF always)"), r);
+        // No viewers, nothing delivered: no delivery ratio.
+        let delivery = if r.delivery > 0.0 {
+            format!("{:.2}x", logdog.delivery / r.delivery)
+        } else {
+            "-".into()
+        };
         println!(
-            "  {:<26} {:>12} {:>13.2}x {:>8} {:>16.2}x",
+            "  {:<26} {:>12} {:>13.2}x {:>8} {:>17}",
             "logdog / Redis",
             "",
             logdog.ingest / r.ingest,
             "",
-            logdog.delivery / r.delivery
+            delivery
         );
     }
     let mb = logdog.acked as f64 * args.line_bytes as f64 / 1e6;

@@ -188,7 +188,7 @@ impl StreamMachine {
     /// Nothing changes when it returns an error.
     pub fn plan_append(
         &mut self,
-        incoming: &[IncomingEntry],
+        mut incoming: Vec<IncomingEntry>,
         arrival_us: i64,
     ) -> Result<AppendPlan, LifecycleError> {
         if self.is_archived() {
@@ -199,7 +199,7 @@ impl StreamMachine {
                 "stream is sealed for archival; it accepts no more entries".into(),
             ));
         }
-        for e in incoming {
+        for e in &incoming {
             if e.content.stream_type() != self.stream_type {
                 return Err(LifecycleError::Invalid(format!(
                     "entry {} is {} but the stream is {}",
@@ -217,8 +217,8 @@ impl StreamMachine {
                 }
             }
         }
-        let mut order: Vec<&IncomingEntry> = incoming.iter().collect();
-        order.sort_by_key(|e| e.stream_index);
+        // Stable, as requests list them: the first of two entries with one index wins.
+        incoming.sort_by_key(|e| e.stream_index);
 
         let mut known = self.predicted();
         let end_before = known.contiguous_end();
@@ -226,10 +226,13 @@ impl StreamMachine {
         let mut duplicates = 0;
         let mut runs: Vec<Vec<Entry>> = Vec::new();
         let mut fresh = RangeSet::default();
+        // The run of new entries being taken, not yet in `known` and `fresh`: a request's
+        // consecutive entries (the usual batch) cost two span inserts, not two per entry.
+        let mut taking: Option<Span> = None;
         let default_offset = (arrival_us - self.timestamp_us).max(0);
-        for e in order {
+        for e in incoming {
             let i = e.stream_index;
-            if known.contains(i) {
+            if taking.is_some_and(|t| t.start <= i && i < t.end) || known.contains(i) {
                 duplicates += 1;
                 if !self.stored.contains(i) {
                     if let Some((&b, _)) = self
@@ -247,30 +250,48 @@ impl StreamMachine {
             let sequence = match e.sequence {
                 Some(s) => s,
                 None if i == 0 => 0,
-                None => known.ending_at(i).map(|s| s.end_sequence).ok_or_else(|| {
-                    LifecycleError::Invalid(format!(
-                        "entry {i} is above next_index and its predecessor is not stored: it must carry sequence"
-                    ))
-                })?,
+                None => match taking {
+                    Some(t) if t.end == i => t.end_sequence,
+                    _ => known.ending_at(i).map(|s| s.end_sequence).ok_or_else(|| {
+                        LifecycleError::Invalid(format!(
+                            "entry {i} is above next_index and its predecessor is not stored: it must carry sequence"
+                        ))
+                    })?,
+                },
             };
             let entry = Entry {
                 stream_index: i,
                 prefix_index: e.prefix_index,
                 sequence,
                 time_offset_us: e.time_offset_us.unwrap_or(default_offset),
-                content: e.content.clone(),
+                content: e.content,
             };
-            let span = Span {
-                start: i,
-                end: i + 1,
-                end_sequence: sequence + entry.content.sequence_units(),
-            };
-            known.insert(span);
-            fresh.insert(span);
+            let end_sequence = sequence + entry.content.sequence_units();
+            match &mut taking {
+                Some(t) if t.end == i => {
+                    t.end = i + 1;
+                    t.end_sequence = end_sequence;
+                }
+                _ => {
+                    if let Some(t) = taking.take() {
+                        known.insert(t);
+                        fresh.insert(t);
+                    }
+                    taking = Some(Span {
+                        start: i,
+                        end: i + 1,
+                        end_sequence,
+                    });
+                }
+            }
             match runs.last_mut() {
                 Some(run) if run.last().is_some_and(|l| l.stream_index + 1 == i) => run.push(entry),
                 _ => runs.push(vec![entry]),
             }
+        }
+        if let Some(t) = taking {
+            known.insert(t);
+            fresh.insert(t);
         }
         let accepted = runs.iter().map(|r| r.len() as u64).sum();
         let batch = if runs.is_empty() {

@@ -48,7 +48,9 @@ fn range_set_merges_touching_spans() {
 #[test]
 fn append_commit_and_duplicates() {
     let mut m = machine();
-    let p = m.plan_append(&[text(0, None), text(1, None)], 10).unwrap();
+    let p = m
+        .plan_append(vec![text(0, None), text(1, None)], 10)
+        .unwrap();
     assert_eq!(
         (p.accepted, p.duplicates, p.end_before, p.end_after),
         (2, 0, 0, 2)
@@ -57,7 +59,7 @@ fn append_commit_and_duplicates() {
     assert_eq!(p.runs[0][1].sequence, 1);
     assert_eq!(m.next_index(), 0, "nothing is stored before the commit");
     // A retry while the first commit is in flight waits for it.
-    let again = m.plan_append(&[text(1, None)], 10).unwrap();
+    let again = m.plan_append(vec![text(1, None)], 10).unwrap();
     assert_eq!(
         (again.accepted, again.duplicates, again.batch),
         (0, 1, None)
@@ -65,7 +67,7 @@ fn append_commit_and_duplicates() {
     assert_eq!(again.waits_for, vec![p.batch.unwrap()]);
     m.commit_result(p.batch.unwrap(), true);
     assert_eq!(m.next_index(), 2);
-    let after = m.plan_append(&[text(1, None)], 10).unwrap();
+    let after = m.plan_append(vec![text(1, None)], 10).unwrap();
     assert!(after.waits_for.is_empty());
     assert_eq!(after.duplicates, 1);
 }
@@ -74,18 +76,18 @@ fn append_commit_and_duplicates() {
 fn out_of_order_entries_need_a_sequence_and_wait_for_contiguity() {
     let mut m = machine();
     assert!(matches!(
-        m.plan_append(&[text(5, None)], 0),
+        m.plan_append(vec![text(5, None)], 0),
         Err(LifecycleError::Invalid(_))
     ));
     let p = m
-        .plan_append(&[text(5, Some(5)), text(6, None), text(8, Some(8))], 0)
+        .plan_append(vec![text(5, Some(5)), text(6, None), text(8, Some(8))], 0)
         .unwrap();
     assert_eq!(p.runs.len(), 2, "5..=6 and 8 are two chunks");
     assert_eq!(p.runs[0][1].sequence, 6);
     m.commit_result(p.batch.unwrap(), true);
     assert_eq!(m.next_index(), 0);
     let q = m
-        .plan_append(&(0..5).map(|i| text(i, None)).collect::<Vec<_>>(), 0)
+        .plan_append((0..5).map(|i| text(i, None)).collect::<Vec<_>>(), 0)
         .unwrap();
     assert_eq!(q.end_after, 7);
     m.commit_result(q.batch.unwrap(), true);
@@ -96,14 +98,14 @@ fn out_of_order_entries_need_a_sequence_and_wait_for_contiguity() {
 #[test]
 fn failed_commit_leaves_entries_missing() {
     let mut m = machine();
-    let a = m.plan_append(&[text(0, None)], 0).unwrap();
-    let b = m.plan_append(&[text(1, None)], 0).unwrap();
+    let a = m.plan_append(vec![text(0, None)], 0).unwrap();
+    let b = m.plan_append(vec![text(1, None)], 0).unwrap();
     assert_eq!((b.end_before, b.end_after), (1, 2));
     m.commit_result(a.batch.unwrap(), false);
     m.commit_result(b.batch.unwrap(), true);
     assert_eq!(m.next_index(), 0);
     // The retry of 0 is accepted again and closes the gap.
-    let r = m.plan_append(&[text(0, None)], 0).unwrap();
+    let r = m.plan_append(vec![text(0, None)], 0).unwrap();
     assert_eq!((r.accepted, r.end_after), (1, 2));
 }
 
@@ -115,13 +117,13 @@ fn wrong_kind_and_beyond_terminal_are_refused_whole() {
         ..text(0, None)
     };
     assert!(matches!(
-        m.plan_append(&[text(0, None), bin], 0),
+        m.plan_append(vec![text(0, None), bin], 0),
         Err(LifecycleError::Invalid(_))
     ));
     assert!(m.inflight.is_empty());
     m.terminate(Some(3), 1).unwrap();
     assert!(matches!(
-        m.plan_append(&[text(0, None), text(4, Some(4))], 0),
+        m.plan_append(vec![text(0, None), text(4, Some(4))], 0),
         Err(LifecycleError::Conflict(_))
     ));
     assert!(
@@ -134,7 +136,7 @@ fn wrong_kind_and_beyond_terminal_are_refused_whole() {
 fn terminate_rules() {
     let mut m = machine();
     let p = m
-        .plan_append(&[text(0, None), text(1, None), text(2, None)], 0)
+        .plan_append(vec![text(0, None), text(1, None), text(2, None)], 0)
         .unwrap();
     m.commit_result(p.batch.unwrap(), true);
     assert!(matches!(
@@ -163,7 +165,7 @@ fn terminate_without_index_uses_highest_stored() {
     assert_eq!(empty.terminal_index, Some(-1));
     assert!(empty.is_complete());
     let mut gap = machine();
-    let p = gap.plan_append(&[text(4, Some(4))], 0).unwrap();
+    let p = gap.plan_append(vec![text(4, Some(4))], 0).unwrap();
     gap.commit_result(p.batch.unwrap(), true);
     gap.terminate(None, 1).unwrap();
     assert_eq!(gap.terminal_index, Some(4));
@@ -175,12 +177,12 @@ fn sealed_and_archived_streams_refuse_appends() {
     let mut m = machine();
     m.sealed = true;
     assert!(matches!(
-        m.plan_append(&[text(0, None)], 0),
+        m.plan_append(vec![text(0, None)], 0),
         Err(LifecycleError::Conflict(_))
     ));
     m.archival = Archival::Complete;
     assert!(matches!(
-        m.plan_append(&[text(0, None)], 0),
+        m.plan_append(vec![text(0, None)], 0),
         Err(LifecycleError::Conflict(_))
     ));
 }
@@ -192,13 +194,13 @@ fn time_offset_defaults_to_arrival() {
         time_offset_us: None,
         ..text(0, None)
     };
-    let p = m.plan_append(&[e], 3_500_000).unwrap();
+    let p = m.plan_append(vec![e], 3_500_000).unwrap();
     assert_eq!(p.runs[0][0].time_offset_us, 2_500_000);
 }
 
 fn stored(m: &mut StreamMachine, n: u64) {
     let entries: Vec<_> = (0..n).map(|i| text(i, None)).collect();
-    let p = m.plan_append(&entries, 0).unwrap();
+    let p = m.plan_append(entries, 0).unwrap();
     m.commit_result(p.batch.unwrap(), true);
 }
 
@@ -212,7 +214,7 @@ fn seal_terminates_once_and_repeats_harmlessly() {
     assert_eq!(m.seal(9), Ok(false), "a repeated lease changes nothing");
     assert_eq!(m.terminated_us(), Some(7));
     assert!(matches!(
-        m.plan_append(&[text(3, None)], 0),
+        m.plan_append(vec![text(3, None)], 0),
         Err(LifecycleError::Conflict(_))
     ));
     // A stream terminated earlier keeps its terminal index.
@@ -316,4 +318,45 @@ fn restore_reads_the_row_and_the_chunks_after_next_index() {
     );
     assert_eq!((a.next_index(), a.next_sequence()), (10, 36));
     assert!(a.is_archived());
+}
+
+/// A request's entries in any order, with an index twice and explicit sequences: taken in
+/// index order, the first of two with one index wins, a missing sequence follows its
+/// predecessor's (in this request or stored), and gaps split the runs.
+#[test]
+fn a_request_is_taken_in_index_order() {
+    let mut m = StreamMachine::new(StreamType::Text, 0);
+    stored(&mut m, 2);
+    let p = m
+        .plan_append(
+            vec![
+                text(4, Some(10)),
+                text(2, None),
+                text(3, None),
+                text(3, Some(99)),
+                text(1, None),
+                text(5, None),
+                text(8, Some(40)),
+                text(9, None),
+            ],
+            0,
+        )
+        .unwrap();
+    assert_eq!(p.duplicates, 2);
+    let runs: Vec<Vec<(u64, u64)>> = p
+        .runs
+        .iter()
+        .map(|r| r.iter().map(|e| (e.stream_index, e.sequence)).collect())
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            vec![(2, 2), (3, 3), (4, 10), (5, 11)],
+            vec![(8, 40), (9, 41)]
+        ]
+    );
+    assert_eq!((p.end_before, p.end_after, p.sequence_after), (2, 6, 12));
+    m.commit_result(p.batch.unwrap(), true);
+    assert_eq!(m.next_index(), 6);
+    assert_eq!(m.highest_index(), 9);
 }

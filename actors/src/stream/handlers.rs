@@ -132,8 +132,10 @@ impl Handler<Append> for StreamActor {
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
         }
-        match &*msg.entries {
-            Err(m) => reply(Err(ActorError::Invalid(m.clone()))),
+        // The request's entries, moved into the batch when this message holds the only
+        // reference to them (the usual case), else copied.
+        match Arc::try_unwrap(msg.entries).unwrap_or_else(|shared| (*shared).clone()) {
+            Err(m) => reply(Err(ActorError::Invalid(m))),
             Ok(entries) => self.append(entries),
         }
     }
@@ -153,9 +155,10 @@ impl Handler<AppendText> for StreamActor {
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
         }
-        let lines = match &*msg.lines {
+        // Moved into the batch when this message holds the only reference (the usual case).
+        let lines = match Arc::try_unwrap(msg.lines).unwrap_or_else(|shared| (*shared).clone()) {
             Ok(lines) => lines,
-            Err(m) => return reply(Err(ActorError::Invalid(m.clone()))),
+            Err(m) => return reply(Err(ActorError::Invalid(m))),
         };
         let first = (s.machine.highest_index() + 1) as u64;
         let last = first + (lines.len() as u64).saturating_sub(1);
@@ -165,14 +168,14 @@ impl Handler<AppendText> for StreamActor {
             ))));
         }
         let entries: Vec<IncomingEntry> = lines
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, line)| IncomingEntry {
                 stream_index: first + i as u64,
                 prefix_index: None,
                 sequence: None,
                 time_offset_us: None,
-                content: logdog_schema::wire::Content::Text(vec![line.clone()]),
+                content: logdog_schema::wire::Content::Text(vec![line]),
             })
             .collect();
         if entries.is_empty() {
@@ -183,7 +186,7 @@ impl Handler<AppendText> for StreamActor {
                 duplicates: 0,
             }));
         }
-        self.append(&entries)
+        self.append(entries)
     }
 }
 

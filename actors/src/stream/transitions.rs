@@ -143,7 +143,7 @@ impl StreamActor {
     }
 
     /// Plans and submits an append; answers once it and every commit it repeats are durable.
-    pub(super) fn append(&mut self, entries: &[IncomingEntry]) -> Reply<AppendOk> {
+    pub(super) fn append(&mut self, entries: Vec<IncomingEntry>) -> Reply<AppendOk> {
         let Some(s) = &mut self.stream else {
             return reply(Err(ActorError::stream_not_found(&self.path)));
         };

@@ -4,11 +4,13 @@
 //! ```sh
 //! cargo run --release --example ingest_bench                       # SQLite in a temp dir
 //! cargo run --release --example ingest_bench -- --format text
+//! cargo run --release --example ingest_bench -- --format bundle
 //! cargo run --release --example ingest_bench -- --database postgres://postgres@127.0.0.1:5432/test
 //! ```
 //! With a PostgreSQL URL it creates (and afterwards drops) a fresh database on that server.
 //! `--format text` appends `text/plain` bodies (one entry per line, numbered by the server)
-//! instead of JSON. Prints lines/s and MB/s of payload, and the median and p99 batch
+//! instead of JSON; `--format bundle` sends each batch as a bundle (`POST …/bundles`, the
+//! stream's entries in JSON under its prefix), as a Butler would. Prints lines/s and MB/s of payload, and the median and p99 batch
 //! latency.
 
 use std::time::{Duration, Instant};
@@ -20,7 +22,14 @@ struct Args {
     streams: usize,
     lines: usize,
     batch: usize,
-    text: bool,
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Text,
+    Json,
+    Bundle,
 }
 
 fn parse_args() -> Args {
@@ -29,7 +38,7 @@ fn parse_args() -> Args {
         streams: 8,
         lines: 100_000,
         batch: 1_000,
-        text: false,
+        format: Format::Json,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,13 +48,14 @@ fn parse_args() -> Args {
             "--streams" => a.streams = value().parse().expect("--streams N"),
             "--lines" => a.lines = value().parse().expect("--lines N"),
             "--batch" => a.batch = value().parse().expect("--batch N"),
-            "--format" => a.text = match value().as_str() {
-                "text" => true,
-                "json" => false,
-                f => panic!("--format text|json, not {f}"),
+            "--format" => a.format = match value().as_str() {
+                "text" => Format::Text,
+                "json" => Format::Json,
+                "bundle" => Format::Bundle,
+                f => panic!("--format text|json|bundle, not {f}"),
             },
             other => panic!(
-                "unknown flag {other}; flags: --database URL --streams N --lines N --batch N --format text|json"
+                "unknown flag {other}; flags: --database URL --streams N --lines N --batch N --format text|json|bundle"
             ),
         }
     }
@@ -74,7 +84,7 @@ fn main() {
         let tasks: Vec<_> = (0..args.streams)
             .map(|s| {
                 let (http, base, secret, line) = (http.clone(), base.clone(), secret.clone(), line.clone());
-                let (lines, batch, text) = (args.lines, args.batch, args.text);
+                let (lines, batch, format) = (args.lines, args.batch, args.format);
                 let text_body = text_body.clone();
                 tokio::spawn(async move {
                     let path = format!("bench/+/s{s}");
@@ -82,14 +92,21 @@ fn main() {
                     let mut latencies = Vec::new();
                     for first in (0..lines).step_by(batch) {
                         let range = first as u64..(first + batch).min(lines) as u64;
-                        let req = if text {
-                            support::append_text(&http, &base, &path, &secret, text_body.slice(..range.clone().count() * 100))
-                        } else {
-                            support::append_lines(&http, &base, &path, &secret, range, &line)
+                        let req = match format {
+                            Format::Text => support::append_text(&http, &base, &path, &secret, text_body.slice(..range.clone().count() * 100)),
+                            Format::Json => support::append_lines(&http, &base, &path, &secret, range, &line),
+                            Format::Bundle => bundle(&http, &base, &format!("s{s}"), &secret, range, &line),
                         };
                         let t = Instant::now();
                         let r = req.send().await.unwrap();
-                        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+                        assert_eq!(r.status(), 200);
+                        if format == Format::Bundle {
+                            // Every stream of the bundle must have been taken whole.
+                            let body: serde_json::Value = r.json().await.unwrap();
+                            let stream = &body["streams"][0];
+                            assert!(stream["error"].is_null(), "{body}");
+                            assert_eq!(stream["accepted"], serde_json::json!(batch.min(lines - first)), "{body}");
+                        }
                         latencies.push(t.elapsed());
                     }
                     latencies
@@ -108,7 +125,11 @@ fn main() {
             "{backend}: {} streams x {} lines (100 B) in {} batches of {}: {:.2} s, {:.0} lines/s, {:.1} MB/s; batch latency p50 {:.1} ms, p99 {:.1} ms",
             args.streams,
             args.lines,
-            if args.text { "text/plain" } else { "JSON" },
+            match args.format {
+                Format::Text => "text/plain",
+                Format::Json => "JSON",
+                Format::Bundle => "bundle",
+            },
             args.batch,
             elapsed,
             total / elapsed,
@@ -118,4 +139,38 @@ fn main() {
         );
     });
     rt.block_on(server.stop());
+}
+
+/// The bundle (`POST …/bundles`) of entries `range` of stream `name` under the prefix
+/// `bench`, each one text line `line`, its JSON written directly as `append_lines` does.
+fn bundle(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    secret: &str,
+    range: std::ops::Range<u64>,
+    line: &str,
+) -> reqwest::RequestBuilder {
+    use std::fmt::Write as _;
+    let mut body = String::with_capacity(range.clone().count() * (line.len() + 48) + 64);
+    write!(
+        body,
+        "{{\"prefix\":\"bench\",\"streams\":[{{\"name\":\"{name}\",\"entries\":["
+    )
+    .unwrap();
+    for (k, i) in range.enumerate() {
+        if k > 0 {
+            body.push(',');
+        }
+        write!(
+            body,
+            "{{\"stream_index\":{i},\"text\":{{\"lines\":[\"{line}\"]}}}}"
+        )
+        .unwrap();
+    }
+    body.push_str("]}]}");
+    http.post(format!("{base}/bundles"))
+        .header("X-Prefix-Secret", secret)
+        .header("Content-Type", "application/json")
+        .body(body)
 }

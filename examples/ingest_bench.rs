@@ -142,7 +142,7 @@ fn main() {
 }
 
 /// The bundle (`POST …/bundles`) of entries `range` of stream `name` under the prefix
-/// `bench`, each one text line `line`, its JSON written directly as `append_lines` does.
+/// `bench`, each one text line `line` (`support::push_text_entries`).
 fn bundle(
     http: &reqwest::Client,
     base: &str,
@@ -151,24 +151,12 @@ fn bundle(
     range: std::ops::Range<u64>,
     line: &str,
 ) -> reqwest::RequestBuilder {
-    use std::fmt::Write as _;
     let mut body = String::with_capacity(range.clone().count() * (line.len() + 48) + 64);
-    write!(
-        body,
-        "{{\"prefix\":\"bench\",\"streams\":[{{\"name\":\"{name}\",\"entries\":["
-    )
-    .unwrap();
-    for (k, i) in range.enumerate() {
-        if k > 0 {
-            body.push(',');
-        }
-        write!(
-            body,
-            "{{\"stream_index\":{i},\"text\":{{\"lines\":[\"{line}\"]}}}}"
-        )
-        .unwrap();
-    }
-    body.push_str("]}]}");
+    body.push_str(r#"{"prefix":"bench","streams":[{"name":""#);
+    body.push_str(name);
+    body.push_str(r#"","entries":"#);
+    support::push_text_entries(&mut body, range, line);
+    body.push_str("}]}");
     http.post(format!("{base}/bundles"))
         .header("X-Prefix-Secret", secret)
         .header("Content-Type", "application/json")

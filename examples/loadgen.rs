@@ -369,6 +369,27 @@ struct Viewed {
     resumes: u64,
 }
 
+/// Each stream's acknowledgements beside what its viewers (`who`: logdog viewers or Redis
+/// readers) received, once every viewer has seen the end (300 s at most).
+async fn joined(
+    acks: Vec<Vec<Instant>>,
+    viewers: Vec<Vec<tokio::task::JoinHandle<Viewed>>>,
+    who: &str,
+) -> Vec<(Vec<Instant>, Vec<Viewed>)> {
+    let mut streams = Vec::new();
+    for (acks, tasks) in acks.into_iter().zip(viewers) {
+        let mut views = Vec::new();
+        for t in tasks {
+            let v = tokio::time::timeout(Duration::from_secs(300), t)
+                .await
+                .unwrap_or_else(|_| panic!("{who} had not seen the end 300 s after the writers"));
+            views.push(v.unwrap_or_else(|e| panic!("{who} failed: {e}")));
+        }
+        streams.push((acks, views));
+    }
+    streams
+}
+
 /// Checks that every viewer of every stream got all its writer's lines, and measures.
 /// `streams`: each stream's acknowledgements (one per batch) and viewers.
 fn measure(
@@ -513,17 +534,7 @@ async fn logdog_workload(addr: SocketAddr, args: &Args) -> Measured {
         terminated,
     ));
 
-    let mut streams = Vec::new();
-    for (acks, tasks) in acks.into_iter().zip(viewers) {
-        let mut views = Vec::new();
-        for t in tasks {
-            let v = tokio::time::timeout(Duration::from_secs(300), t)
-                .await
-                .expect("a logdog viewer had no end frame 300 s after termination");
-            views.push(v.expect("a logdog viewer failed"));
-        }
-        streams.push((acks, views));
-    }
+    let streams = joined(acks, viewers, "a logdog viewer").await;
     let archival = archival.await.expect("archival");
     Measured {
         archival,
@@ -779,17 +790,7 @@ async fn redis_workload(addr: &str, args: &Args, run: usize) -> Measured {
     for w in writers {
         acks.push(w.await.expect("a Redis writer failed"));
     }
-    let mut streams = Vec::new();
-    for (acks, tasks) in acks.into_iter().zip(readers) {
-        let mut views = Vec::new();
-        for t in tasks {
-            let v = tokio::time::timeout(Duration::from_secs(300), t)
-                .await
-                .expect("a Redis reader had not seen the end 300 s after the writers");
-            views.push(v.expect("a Redis reader failed"));
-        }
-        streams.push((acks, views));
-    }
+    let streams = joined(acks, readers, "a Redis reader").await;
     let aof_rewrites = rewrites(&ctl.info("persistence").await) - rewrites_before;
     if let Some(restore) = take_pending() {
         restore.restore(&mut ctl).await;

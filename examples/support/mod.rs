@@ -111,11 +111,23 @@ pub fn append_lines(
     range: std::ops::Range<u64>,
     line: &str,
 ) -> reqwest::RequestBuilder {
-    use std::fmt::Write as _;
     let mut body = String::with_capacity(range.clone().count() * (line.len() + 48) + 16);
-    body.push_str("{\"entries\":[");
-    for i in range {
-        if !body.ends_with('[') {
+    body.push_str("{\"entries\":");
+    push_text_entries(&mut body, range, line);
+    body.push('}');
+    http.post(format!("{base}/logs/{path}"))
+        .header("X-Prefix-Secret", secret)
+        .header("Content-Type", "application/json")
+        .body(body)
+}
+
+/// Appends the JSON array of entries `range`, each one text line `line` (a line without
+/// quotes or backslashes), written directly.
+pub fn push_text_entries(body: &mut String, range: std::ops::Range<u64>, line: &str) {
+    use std::fmt::Write as _;
+    body.push('[');
+    for (k, i) in range.enumerate() {
+        if k > 0 {
             body.push(',');
         }
         write!(
@@ -124,11 +136,7 @@ pub fn append_lines(
         )
         .unwrap();
     }
-    body.push_str("]}");
-    http.post(format!("{base}/logs/{path}"))
-        .header("X-Prefix-Secret", secret)
-        .header("Content-Type", "application/json")
-        .body(body)
+    body.push(']');
 }
 
 /// The `text/plain` append of `body`: one entry per line, numbered by the server.

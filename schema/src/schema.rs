@@ -84,11 +84,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    stream_sections (project, stream_id) {
+        project -> Text,
+        stream_id -> Text,
+        fed_to -> BigInt,
+        finished -> Bool,
+        state -> Binary,
+        updated_us -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     prefixes,
     streams,
     stream_tags,
     log_chunks,
     archive_tasks,
-    archive_deletions
+    archive_deletions,
+    stream_sections
 );

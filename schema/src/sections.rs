@@ -283,11 +283,38 @@ impl Outline {
         time_us: i64,
         lines: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
+        self.push(stream_index, None, time_us, lines)
+    }
+
+    /// [`push_entry`](Self::push_entry) numbering lines the way a stream's entries do:
+    /// `sequence` is the entry's sequence (the number of line pieces before it), and a
+    /// line that starts at the entry's piece k is line `sequence + k` (a line joined from
+    /// several pieces keeps the number of its first). Gaps in the numbering are allowed.
+    pub fn push_entry_numbered<'a>(
+        &mut self,
+        stream_index: u64,
+        sequence: u64,
+        time_us: i64,
+        lines: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        self.push(stream_index, Some(sequence), time_us, lines)
+    }
+
+    fn push<'a>(
+        &mut self,
+        stream_index: u64,
+        sequence: Option<u64>,
+        time_us: i64,
+        lines: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
         if self.finished {
             return;
         }
         self.last_entry = Some((stream_index, time_us));
-        for (value, delimiter) in lines {
+        for (k, (value, delimiter)) in lines.into_iter().enumerate() {
+            if let (Some(seq), None) = (sequence, &self.pending) {
+                self.next_line = seq + k as u64;
+            }
             let complete = !delimiter.is_empty();
             match self.pending.take() {
                 Some(mut p) => {

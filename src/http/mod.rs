@@ -411,6 +411,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(logs::tail)),
         )
         .service(
+            resource("/api/v1/projects/{project}/sections/{path:.+}", "GET")
+                .route(web::get().to(logs::sections)),
+        )
+        .service(
             resource("/api/v1/projects/{project}/archive-urls/{path:.+}", "GET")
                 .route(web::get().to(logs::archive_urls)),
         )

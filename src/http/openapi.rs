@@ -45,6 +45,7 @@ impl Modify for Bearer {
         logs::get,
         services::bundle,
         logs::tail,
+        logs::sections,
         logs::archive_urls,
         logs::archive_file,
         logs::query,
@@ -69,7 +70,8 @@ impl Modify for Bearer {
         ErrorBody, ErrorDetail, ErrorCode, StreamJson, StreamStateJson, Descriptor,
         DescriptorRequest, StreamType, Status, Archival, ArchiveInfo, LogEntry, LineJson,
         TextJson, DataJson, DatagramJson, Partial, Delimiter, logs::LogsPage, logs::ReadFormat,
-        logs::PurgedFilter, logs::ArchiveUrls, logs::ArchiveFile
+        logs::PurgedFilter, logs::ArchiveUrls, logs::ArchiveFile, logs::SectionsResponse,
+        logs::SectionJson, logs::SectionMarkup
     )),
     modifiers(&Bearer),
     tags(

@@ -2,6 +2,7 @@
 //! transitions.
 
 use super::*;
+use logdog_schema::wire::StreamType;
 
 impl Handler<Register> for StreamActor {
     type Result = AtomicResponse<Self, Result<(StreamJson, bool), ActorError>>;
@@ -283,7 +284,12 @@ impl Handler<MarkArchived> for StreamActor {
             Some(serde_json::to_string(&msg.archive).expect("archive info serialises"));
         next.row.archive_error = None;
         let (project, id, task) = (self.key.project.clone(), self.key.id.clone(), msg.task_id);
+        let text = next.descriptor.stream_type == StreamType::Text;
+        let timestamp = next.descriptor.timestamp;
         AtomicResponse::new(self.transition(next, move |c| {
+            if text {
+                store::finish_outline(c, &project, &id, timestamp, now_us())?;
+            }
             store::delete_chunks(c, &project, &id)?;
             store::finish_task(c, &task, None)
         }))

@@ -42,6 +42,7 @@ mod deps;
 mod handlers;
 mod live;
 pub mod messages;
+mod outline;
 mod replica;
 mod state;
 mod transitions;
@@ -50,6 +51,7 @@ pub use deps::{ArchivalTiming, ClusterNode, Retire, StreamDeps, StreamKey, TaskB
 pub use messages::*;
 
 use compaction::*;
+use outline::*;
 use replica::*;
 use state::*;
 
@@ -81,6 +83,8 @@ pub struct StreamActor {
     /// Cluster mode: a live node owns the stream; this actor is a replica for this node's
     /// viewers, and writes answer `Elsewhere` (see `replica`).
     elsewhere: Option<Elsewhere>,
+    /// The stored section outline's upkeep (see `outline`).
+    outline: OutlineUpkeep,
 }
 
 fn hash_secret(secret: &[u8]) -> Vec<u8> {
@@ -142,6 +146,7 @@ impl StreamActor {
             retired: false,
             fence: None,
             elsewhere: None,
+            outline: OutlineUpkeep::default(),
         }
     }
 
@@ -254,6 +259,7 @@ impl Actor for StreamActor {
             .into_actor(self)
             .map(|r, act, ctx| act.settle_claim(r, ctx)),
         );
+        ctx.run_interval(OUTLINE_EVERY, |act, ctx| act.refresh_outline(ctx));
         let check = (self.deps.idle_timeout / 2).max(Duration::from_millis(10));
         ctx.run_interval(check, |act, ctx| {
             if act.inflight.is_empty()

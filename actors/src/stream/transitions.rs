@@ -66,6 +66,7 @@ impl StreamActor {
     pub(super) fn after_commit(&mut self, chunks: &[(u64, u64, u64)]) {
         let Some(s) = &mut self.stream else { return };
         s.row.updated_us = now_us();
+        self.outline.dirty = true;
         let next = s.machine.next_index();
         let Some((start, end)) = self.compaction.observe(chunks, next) else {
             return;
@@ -132,6 +133,8 @@ impl StreamActor {
                     s.row.updated_us = next.row.updated_us;
                     s.machine = next.machine;
                 }
+                // A complete stream's outline can now be finished.
+                act.outline.dirty = true;
                 act.publish();
                 Ok(act
                     .stream

@@ -29,6 +29,7 @@ mod long_keys;
 mod owners;
 mod prefixes;
 mod query;
+mod sections;
 mod streams;
 mod tasks;
 
@@ -39,6 +40,7 @@ pub use deletions::*;
 pub use owners::*;
 pub use prefixes::*;
 pub use query::*;
+pub use sections::*;
 pub use streams::*;
 pub use tasks::*;
 

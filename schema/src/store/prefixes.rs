@@ -67,6 +67,7 @@ pub fn delete_prefix(
         .load(conn)?;
     // Their archives go too, retried until the store has removed them.
     super::queue_deletions(conn, project, &ids, now_us)?;
+    super::delete_outlines(conn, project, &ids)?;
     for chunk in ids.chunks(500) {
         diesel::delete(
             stream_tags::table

@@ -65,6 +65,7 @@ pub fn purge_stream(
         .set((streams::purged.eq(true), streams::updated_us.eq(now_us)))
         .execute(conn)?;
     super::queue_deletions(conn, project, &[id.to_owned()], now_us)?;
+    super::delete_outlines(conn, project, &[id.to_owned()])?;
     diesel::delete(
         log_chunks::table
             .filter(log_chunks::project.eq(project))

@@ -21,10 +21,12 @@ use crate::errors::ApiError;
 
 mod archive;
 mod query;
+mod sections;
 mod text;
 
 pub use archive::*;
 pub use query::*;
+pub use sections::*;
 pub use text::*;
 
 /// The most streams one Query request looks at (a glob may match few of them).

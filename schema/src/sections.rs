@@ -940,7 +940,7 @@ fn scan_buildkite(text: &str) -> Option<BkLine> {
 
 /// Removes ANSI escape sequences: CSI (`ESC [` / U+009B), OSC, DCS, SOS, PM, APC
 /// (terminated by BEL or ST, or the end of the line) and other ESC sequences.
-fn strip_ansi(s: &str) -> Cow<'_, str> {
+pub fn strip_ansi(s: &str) -> Cow<'_, str> {
     let starts_escape = |c: char| c == '\x1b' || ('\u{90}'..='\u{9f}').contains(&c);
     if !s.chars().any(starts_escape) {
         return Cow::Borrowed(s);

@@ -411,6 +411,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(logs::tail)),
         )
         .service(
+            resource("/api/v1/projects/{project}/search", "GET")
+                .route(web::get().to(logs::search_prefix)),
+        )
+        .service(
+            resource("/api/v1/projects/{project}/search/{path:.+}", "GET")
+                .route(web::get().to(logs::search)),
+        )
+        .service(
             resource("/api/v1/projects/{project}/sections/{path:.+}", "GET")
                 .route(web::get().to(logs::sections)),
         )

@@ -46,6 +46,8 @@ impl Modify for Bearer {
         services::bundle,
         logs::tail,
         logs::sections,
+        logs::search,
+        logs::search_prefix,
         logs::archive_urls,
         logs::archive_file,
         logs::query,
@@ -71,7 +73,8 @@ impl Modify for Bearer {
         DescriptorRequest, StreamType, Status, Archival, ArchiveInfo, LogEntry, LineJson,
         TextJson, DataJson, DatagramJson, Partial, Delimiter, logs::LogsPage, logs::ReadFormat,
         logs::PurgedFilter, logs::ArchiveUrls, logs::ArchiveFile, logs::SectionsResponse,
-        logs::SectionJson, logs::SectionMarkup
+        logs::SectionJson, logs::SectionMarkup, logs::SearchResponse, logs::SearchMatch,
+        logs::PrefixSearchResponse, logs::StreamMatches
     )),
     modifiers(&Bearer),
     tags(

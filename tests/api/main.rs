@@ -17,6 +17,7 @@ mod readme;
 mod reads;
 mod restart;
 mod s3;
+mod search;
 mod sections;
 mod shutdown;
 mod watch;

@@ -186,7 +186,7 @@ fn migrate_command_prepares_a_database() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("3 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 migration(s) applied"));
     let again = Command::new(env!("CARGO_BIN_EXE_logdog"))
         .args(["migrate", "--database", db.to_str().unwrap()])
         .output()

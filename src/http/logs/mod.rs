@@ -21,11 +21,13 @@ use crate::errors::ApiError;
 
 mod archive;
 mod query;
+mod search;
 mod sections;
 mod text;
 
 pub use archive::*;
 pub use query::*;
+pub use search::*;
 pub use sections::*;
 pub use text::*;
 
@@ -63,7 +65,7 @@ pub enum ReadFormat {
 }
 
 /// 400 for an index or count above what JSON carries exactly (2^53 − 1).
-fn check_index(name: &str, v: Option<u64>) -> Result<(), ApiError> {
+pub(super) fn check_index(name: &str, v: Option<u64>) -> Result<(), ApiError> {
     match v {
         Some(v) if v > logdog_schema::wire::MAX_STREAM_INDEX => {
             Err(ApiError::invalid(format!("{name} {v} is above 2^53 - 1")))

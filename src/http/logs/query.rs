@@ -15,7 +15,7 @@ pub enum PurgedFilter {
 /// A Query or listing cursor: the last path (or prefix) returned, opaque to clients.
 /// Any decodable cursor is a place to continue from (paths after it), so bytes that are
 /// not UTF-8 are read leniently rather than refused.
-pub(super) fn decode_cursor(c: &str) -> Result<String, ApiError> {
+pub(crate) fn decode_cursor(c: &str) -> Result<String, ApiError> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::URL_SAFE,
@@ -29,7 +29,7 @@ pub(super) fn decode_cursor(c: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::invalid("invalid cursor"))
 }
 
-pub(super) fn encode_cursor(last: &str) -> String {
+pub(crate) fn encode_cursor(last: &str) -> String {
     B64URL.encode(last.as_bytes())
 }
 

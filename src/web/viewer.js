@@ -1,14 +1,23 @@
-// The stream viewer: the backlog and then live lines over the websocket watch, rendered
-// virtually (the DOM holds only the rows on screen), older ranges loaded through Get as the
-// user scrolls up. A path that names a run's folder (`PREFIX/+/run`, whose streams are
-// `run/stdout`, `run/stderr`, …) opens the run view: every stream of the run, interleaved
-// by time, each line marked by its stream. See docs/WEB.md.
+// The stream viewer. It holds a window of the log, never the whole of it: at first the
+// tail and then live lines over the websocket watch; scrolling loads older (and, away from
+// the end, newer) pages through Get, and the window is trimmed at MAX_LINES. Jumping to a
+// line, a section or a search match far away loads the page around it. Rendering is
+// virtual: the DOM holds only the rows on screen. Sections (GitLab, GitHub Actions and
+// Buildkite markup) come from the server's outline: their headers fold and unfold, their
+// raw markers never show. Search runs on the server over the whole log. A path that names
+// a run's folder (`PREFIX/+/run`, whose streams are `run/stdout`, `run/stderr`, …) opens
+// the run view: every stream of the run, interleaved by time. See docs/WEB.md.
 import { parse, render, PLAIN } from "./ansi.js";
 import { apiFetch, token, streamLength } from "./common.js";
 
 const TAIL = 2000; // entries asked for when the viewer opens (watch tail=N)
-const PAGE = 1000; // entries per older page
+const PAGE = 1000; // entries per page loaded through Get
+const PAGE_BYTES = 2 << 20; // and bytes at most
+const MAX_LINES = 400000; // lines held at most; the far side of the window is dropped
 const OVERSCAN = 30;
+const SEARCH_PAGE = 10000; // matches per search request
+const SEARCH_CAP = 100000; // matches kept at most (the count then says "100000+")
+const OUTLINE_EVERY = 2000; // ms between outline refreshes of a live stream
 
 const m = location.pathname.match(/^\/logs\/([^/]+)\/(.+)$/);
 const project = decodeURIComponent(m[1]);
@@ -27,9 +36,11 @@ const api = `/api/v1/projects/${encodeURIComponent(project)}`;
 const $ = (id) => document.getElementById(id);
 
 const v = {
-  lines: [], // {no, text, runs, plain, t, idx, open}
+  lines: [], // the window: {no, text, runs, plain, t, idx, kind}
   firstIndex: null, // entry index of the first loaded entry
-  nextIndex: 0, // next entry index expected from the websocket
+  nextIndex: 0, // one past the last loaded entry (the next the websocket sends)
+  live: true, // the window reaches the stream's end and the websocket extends it
+  streamNext: 0, // the stream's next_index as last seen
   following: true,
   wrap: false,
   ts: "off",
@@ -37,13 +48,25 @@ const v = {
   state: null,
   ended: false,
   loadingOlder: false,
+  loadingNewer: false,
+  gen: 0, // bumped when the window is replaced: answers for an older window are dropped
   selection: null, // [from, to] line numbers
-  search: { query: "", matches: [], current: -1 },
+  // rows: the lines shown (indices into `lines`): folded sections' lines and end markers
+  // are left out
+  rowBuf: new Int32Array(1024),
+  nrows: 0,
+  sections: [], // the server's outline
+  outlineComplete: false,
+  byFirst: new Map(), // a section's first line → its position in `sections`
+  folds: new Map(), // first line → collapsed, where the user (or a jump) decided
+  collapsed: [], // the collapsed sections, by first line
+  search: { query: "", regex: false, case: false, matches: [], lines: new Set(), current: -1, done: true, capped: false, end: 0, gen: 0, busy: false },
   tops: null, // prefix sums of row heights when wrapping
   cols: 0,
   lineHeight: 18,
   reconnects: 0,
   drawTimes: [], // the last 1,000 redraws, in ms (for the benchmark and the curious)
+  jumpTimes: [], // [{kind, ms}]: jumps to a line, a section or a match (the benchmark)
   firstPaint: null, // ms after navigation when the first lines were drawn
   run: null, // the run view: {sources: [{name, path, lines, hidden, …}], t0}
   result: null, // the run's result stream (its tags: command, start, end, exit code)
@@ -54,6 +77,52 @@ const scroller = $("scroller"), spacer = $("spacer"), rows = $("rows");
 
 function descriptorTime() {
   return v.descriptor ? Date.parse(v.descriptor.timestamp) : 0;
+}
+
+// ---- Section markers ---------------------------------------------------------------
+
+// GitLab's token, only with the `\r\e[0K` that makes it one (as the server requires).
+const GL_TOKEN = /section_(?:start|end):\d+:[A-Za-z0-9_.-]+(?:\[[\w=, ]*\])?(?=\r\x1b\[0K)/g;
+const GH_START = /^\s*(?:::group(?:\s[^:]*)?::|##\[group\])/i;
+const GH_END = /^\s*(?:::endgroup::|##\[endgroup\])/i;
+const BK_START = /^(?:---|\+\+\+|~~~)(?:\s|$)/;
+const BK_EXPAND = /^\^\^\^ \+\+\+\s*$/;
+
+function dropPrefix(runs, n) {
+  const out = [];
+  for (const r of runs) {
+    if (n >= r.text.length) { n -= r.text.length; continue; }
+    out.push(n ? { ...r, text: r.text.slice(n) } : r);
+    n = 0;
+  }
+  return out;
+}
+
+// Sets the line's `plain` text and `kind` ("start", "end" or none), and takes the markup
+// out of what is shown: a GitLab token, `::group::`, `--- `; a line that is only an end
+// marker is not shown at all.
+function classify(l) {
+  l.kind = null;
+  let plain = l.runs.map((r) => r.text).join("");
+  const tokens = l.text.includes("section_") ? l.text.match(GL_TOKEN) : null;
+  if (tokens) {
+    for (const t of new Set(tokens)) {
+      l.runs = l.runs.map((r) => (r.text.includes(t) ? { ...r, text: r.text.split(t).join("") } : r)).filter((r) => r.text);
+    }
+    plain = l.runs.map((r) => r.text).join("");
+    if (tokens.some((t) => t.startsWith("section_start"))) l.kind = "start";
+    else if (!plain.trim()) l.kind = "end";
+  } else if (GH_END.test(plain) || BK_EXPAND.test(plain)) {
+    l.kind = "end";
+  } else {
+    const m = plain.match(GH_START) || plain.match(BK_START);
+    if (m) {
+      l.kind = "start";
+      l.runs = dropPrefix(l.runs, m[0].length);
+      plain = plain.slice(m[0].length);
+    }
+  }
+  l.plain = plain;
 }
 
 // Turns entries into lines. A line whose delimiter is empty continues in the next one.
@@ -85,20 +154,24 @@ function toLines(entries, startStyle, continuing) {
       out.push({ no: e.stream_index + 1, text: `[${kind} entry ${e.stream_index}: ${size} bytes]`, runs: [{ text: `[${kind} entry ${e.stream_index}: ${size} bytes]`, style: PLAIN }], style0: PLAIN, t: e.time_offset, idx: e.stream_index, note: true });
     }
   }
-  for (const l of out) l.plain = l.runs.map((r) => r.text).join("");
+  for (const l of out) classify(l);
   return { lines: out, style, open };
 }
 
 let endStyle = PLAIN, endOpen = false;
 
-function appendEntries(entries) {
+// Adds entries at the end of the window (live or loaded); returns the first changed line.
+function pushEntries(entries) {
   entries = entries.filter((e) => e.stream_index >= v.nextIndex);
-  if (!entries.length) return;
+  if (!entries.length) return -1;
   if (v.firstIndex === null) v.firstIndex = entries[0].stream_index;
   v.nextIndex = entries[entries.length - 1].stream_index + 1;
-  if (endOpen && v.lines.length) {
+  v.streamNext = Math.max(v.streamNext, v.nextIndex);
+  let from = v.lines.length;
+  if (endOpen && v.lines.length && entries[0].text) {
     // the last line continues: re-parse it with its continuation
     const last = v.lines.pop();
+    from--;
     const first = entries[0];
     const res = toLines([{ ...first, text: { lines: [{ value: last.text, delimiter: "" }, ...first.text.lines] }, sequence: last.no - 1 }, ...entries.slice(1)], last.style0, false);
     res.lines[0].t = last.t; res.lines[0].idx = last.idx;
@@ -109,36 +182,255 @@ function appendEntries(entries) {
     v.lines.push(...res.lines);
     endStyle = res.style; endOpen = res.open;
   }
-  v.tops = null;
-  refreshSearch(false);
+  return from;
+}
+
+// Live entries from the websocket.
+function appendEntries(entries) {
+  const from = pushEntries(entries);
+  if (from < 0) return;
+  if (v.lines.length > MAX_LINES) {
+    trimFront();
+  } else {
+    relayout(from);
+  }
+  searchNew();
   layout();
   if (v.following) scrollToBottom();
   else render_();
 }
 
+// The first line index of the entry holding line `i` or the next entry boundary after
+// `at` lines: windows are cut at entry boundaries.
+function entryBoundary(at) {
+  let i = Math.max(1, Math.min(at, v.lines.length - 1));
+  while (i < v.lines.length && v.lines[i].idx === v.lines[i - 1].idx) i++;
+  return i;
+}
+
+// Drops the oldest lines beyond MAX_LINES (the view stays where it is).
+function trimFront() {
+  const a = anchor();
+  const cut = entryBoundary(v.lines.length - MAX_LINES);
+  if (cut >= v.lines.length) return;
+  v.lines.splice(0, cut);
+  v.firstIndex = v.lines[0].idx;
+  relayout();
+  layout();
+  restore(a);
+}
+
+// Drops the newest lines beyond MAX_LINES: the window no longer reaches the end.
+function trimBack() {
+  let cut = entryBoundary(MAX_LINES);
+  if (cut >= v.lines.length) return;
+  detach();
+  v.lines.length = cut;
+  v.nextIndex = v.lines[cut - 1].idx + 1;
+  endOpen = false; // the next page starts at an entry boundary
+  endStyle = PLAIN;
+  relayout();
+}
+
 async function loadOlder() {
-  if (v.loadingOlder || v.firstIndex === null || v.firstIndex === 0) return;
+  if (v.run || v.loadingOlder || v.firstIndex === null || v.firstIndex === 0) return;
   v.loadingOlder = true;
+  const gen = v.gen;
   try {
     const from = Math.max(0, v.firstIndex - PAGE);
-    const res = await apiFetch(`${api}/logs/${path}?index=${from}&count=${v.firstIndex - from}`);
+    const res = await apiFetch(`${api}/logs/${path}?index=${from}&count=${v.firstIndex - from}&bytes=${PAGE_BYTES}`);
+    if (gen !== v.gen) return;
     const entries = res.entries.filter((e) => e.stream_index < v.firstIndex);
     if (!entries.length) { v.firstIndex = 0; return; }
+    // Get stops at its byte cap: keep only what joins the window.
+    if (entries[entries.length - 1].stream_index !== v.firstIndex - 1) {
+      // the page did not reach the window: ask again from nearer
+      const near = await apiFetch(`${api}/logs/${path}?index=${Math.max(0, v.firstIndex - entries.length)}&count=${entries.length}&bytes=${PAGE_BYTES}`);
+      if (gen !== v.gen) return;
+      entries.splice(0, entries.length, ...near.entries.filter((e) => e.stream_index < v.firstIndex));
+      if (!entries.length || entries[entries.length - 1].stream_index !== v.firstIndex - 1) return;
+    }
     const older = toLines(entries, PLAIN, false).lines;
-    const before = totalHeight();
-    const top = scroller.scrollTop;
+    const a = anchor();
     v.lines.unshift(...older);
     v.firstIndex = entries[0].stream_index;
-    v.tops = null;
-    if (v.selection || v.search.query) refreshSearch(false);
+    if (v.lines.length > MAX_LINES) trimBack();
+    relayout();
     layout();
-    scroller.scrollTop = top + (totalHeight() - before);
+    restore(a);
     render_();
   } catch (e) {
     showError(`loading older lines: ${e.message}`);
   } finally {
     v.loadingOlder = false;
   }
+}
+
+// Away from the end, scrolling down loads the next page; at the end the websocket takes
+// over again.
+async function loadNewer() {
+  if (v.run || v.live || v.loadingNewer) return;
+  v.loadingNewer = true;
+  const gen = v.gen;
+  try {
+    const res = await apiFetch(`${api}/logs/${path}?index=${v.nextIndex}&count=${PAGE}&bytes=${PAGE_BYTES}`);
+    if (gen !== v.gen) return;
+    const from = pushEntries(res.entries);
+    if (from < 0) { goLive(); return; }
+    const a = anchor();
+    if (v.lines.length > MAX_LINES) {
+      const cut = entryBoundary(v.lines.length - MAX_LINES);
+      v.lines.splice(0, cut);
+      v.firstIndex = v.lines[0].idx;
+      relayout();
+    } else {
+      relayout(from);
+    }
+    layout();
+    restore(a);
+    render_();
+    if (v.nextIndex >= v.streamNext) goLive();
+  } catch (e) {
+    showError(`loading newer lines: ${e.message}`);
+  } finally {
+    v.loadingNewer = false;
+  }
+}
+
+// Replaces the window by the page starting at entry `index` (and the page before it),
+// then shows line `no`. The websocket is closed until the window reaches the end again.
+async function openAt(index, no, kind) {
+  const t0 = performance.now();
+  const gen = ++v.gen;
+  detach();
+  const res = await apiFetch(`${api}/logs/${path}?index=${index}&count=${PAGE}&bytes=${PAGE_BYTES}`);
+  if (gen !== v.gen) return;
+  v.lines = [];
+  v.firstIndex = null;
+  v.nextIndex = index;
+  endStyle = PLAIN; endOpen = false;
+  v.loadingOlder = false; v.loadingNewer = false;
+  if (pushEntries(res.entries) < 0) { v.firstIndex = index; goLive(); return; }
+  relayout();
+  layout();
+  focusLine(no);
+  await loadOlder();
+  if (gen !== v.gen) return;
+  focusLine(no);
+  if (v.nextIndex >= v.streamNext && !v.ended) goLive();
+  v.jumpTimes.push({ kind, ms: performance.now() - t0 });
+}
+
+// Shows line `no` (1-based): the sections around it opened, scrolled into view.
+function focusLine(no) {
+  if (openAround(no - 1)) relayout();
+  const i = lineIndexOfNo(no);
+  if (i < 0) return false;
+  layout();
+  scrollToLine(i);
+  return true;
+}
+
+// Goes to line `no`, in the window or by loading the page around it (`index`: its
+// entry, when known; else found by binary search).
+async function jumpTo(no, index, kind = "line") {
+  const t0 = performance.now();
+  const i = lineIndexOfNo(no);
+  if (i >= 0 && v.lines[i].no === no) {
+    focusLine(no);
+    v.jumpTimes.push({ kind, ms: performance.now() - t0 });
+    return;
+  }
+  if (index === undefined) index = await entryForLine(no, v.streamNext || v.nextIndex);
+  await openAt(index, no, kind);
+}
+
+// ---- Rows: what is shown --------------------------------------------------------------
+
+function isCollapsed(s) {
+  const f = v.folds.get(s.first_line);
+  return f === undefined ? s.collapsed : f;
+}
+
+function rebuildCollapsed() {
+  v.collapsed = v.sections.filter(isCollapsed);
+}
+
+// Opens the sections that hide line `ln` (0-based). Returns whether any was opened.
+function openAround(ln) {
+  let changed = false;
+  for (const s of v.sections) {
+    if (s.first_line >= ln) break;
+    if ((s.last_line === null || ln <= s.last_line) && isCollapsed(s)) {
+      v.folds.set(s.first_line, false);
+      changed = true;
+    }
+  }
+  if (changed) rebuildCollapsed();
+  return changed;
+}
+
+// The rows from line index `from` on (the ones before are kept).
+function relayout(from = 0) {
+  const lines = v.lines, n = lines.length;
+  let k = from > 0 ? lowerBound(v.rowBuf, v.nrows, from) : 0;
+  if (v.rowBuf.length < n) {
+    const b = new Int32Array(Math.max(n, v.rowBuf.length * 2));
+    b.set(v.rowBuf.subarray(0, k));
+    v.rowBuf = b;
+  }
+  const col = v.run ? [] : v.collapsed;
+  let j = 0, until = -1;
+  if (from < n) {
+    const ln0 = lines[from].no - 1;
+    while (j < col.length && col[j].first_line < ln0) {
+      const e = col[j++].last_line;
+      until = Math.max(until, e === null ? Infinity : e);
+    }
+  }
+  for (let i = from; i < n; i++) {
+    const l = lines[i], ln = l.no - 1;
+    while (j < col.length && col[j].first_line < ln) {
+      const e = col[j++].last_line;
+      until = Math.max(until, e === null ? Infinity : e);
+    }
+    if (ln <= until || l.kind === "end") continue;
+    v.rowBuf[k++] = i;
+  }
+  v.nrows = k;
+  v.tops = null;
+}
+
+// The first position in buf[0..n) holding a value ≥ x.
+function lowerBound(buf, n, x) {
+  let lo = 0, hi = n;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (buf[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+// The index in `lines` of line `no`, or of the first line after it; -1 when past the end.
+function lineIndexOfNo(no) {
+  if (v.run) return v.lines.findIndex((l) => l.no >= no);
+  let lo = 0, hi = v.lines.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (v.lines[mid].no < no) lo = mid + 1; else hi = mid; }
+  return lo < v.lines.length ? lo : -1;
+}
+
+// Where the view is (the first row on screen and how far into it), to be put back after
+// the rows change.
+function anchor() {
+  if (!v.nrows) return null;
+  const k = indexAt(scroller.scrollTop);
+  return { line: v.lines[v.rowBuf[k]], off: scroller.scrollTop - top(k) };
+}
+
+function restore(a) {
+  if (!a) return;
+  let i = v.run ? v.lines.indexOf(a.line) : lineIndexOfNo(a.line.no);
+  if (i < 0) return;
+  const k = Math.min(lowerBound(v.rowBuf, v.nrows, i), Math.max(0, v.nrows - 1));
+  if (v.wrap && !v.tops) computeTops();
+  scroller.scrollTop = top(k) + a.off;
 }
 
 // Row heights: one line each, or when wrapping as many rows as the text needs.
@@ -157,26 +449,27 @@ function measure() {
 
 function computeTops() {
   if (!v.wrap) { v.tops = null; return; }
-  const tops = new Float64Array(v.lines.length + 1);
-  for (let i = 0; i < v.lines.length; i++) {
-    const n = Math.max(1, Math.ceil(v.lines[i].plain.length / v.cols));
-    tops[i + 1] = tops[i] + n * v.lineHeight;
+  const tops = new Float64Array(v.nrows + 1);
+  for (let k = 0; k < v.nrows; k++) {
+    const n = Math.max(1, Math.ceil(v.lines[v.rowBuf[k]].plain.length / v.cols));
+    tops[k + 1] = tops[k] + n * v.lineHeight;
   }
   v.tops = tops;
 }
 
-function top(i) { return v.wrap ? v.tops[i] : i * v.lineHeight; }
-function totalHeight() { return top(v.lines.length); }
+function top(k) { return v.wrap ? v.tops[k] : k * v.lineHeight; }
+function totalHeight() { return top(v.nrows); }
 
+// The row at height y.
 function indexAt(y) {
-  if (!v.wrap) return Math.max(0, Math.min(v.lines.length - 1, Math.floor(y / v.lineHeight)));
-  let lo = 0, hi = v.lines.length;
+  if (!v.wrap) return Math.max(0, Math.min(v.nrows - 1, Math.floor(y / v.lineHeight)));
+  let lo = 0, hi = v.nrows;
   while (lo < hi) { const mid = (lo + hi) >> 1; if (v.tops[mid + 1] <= y) lo = mid + 1; else hi = mid; }
-  return Math.min(lo, Math.max(0, v.lines.length - 1));
+  return Math.min(lo, Math.max(0, v.nrows - 1));
 }
 
 function layout() {
-  if (v.wrap && (!v.tops || v.tops.length !== v.lines.length + 1)) computeTops();
+  if (v.wrap && (!v.tops || v.tops.length !== v.nrows + 1)) computeTops();
   spacer.style.height = `${totalHeight()}px`;
 }
 
@@ -196,6 +489,15 @@ function timeText(l) {
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
 
+// "0.4s", "12.3s", "2m 05s", "1h 02m".
+function duration(ms) {
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)}s`;
+  const p = (n) => String(Math.floor(n)).padStart(2, "0");
+  if (s < 3600) return `${Math.floor(s / 60)}m ${p(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${p((s % 3600) / 60)}m`;
+}
+
 let scheduled = false;
 function render_() {
   if (scheduled) return;
@@ -207,26 +509,28 @@ function render_() {
     const t1 = performance.now();
     if (v.drawTimes.length >= 1000) v.drawTimes.shift();
     v.drawTimes.push(t1 - t0);
-    if (v.firstPaint === null && v.lines.length) v.firstPaint = t1;
+    if (v.firstPaint === null && v.nrows) v.firstPaint = t1;
   });
 }
 
 function draw() {
-  if (!v.lines.length) { rows.replaceChildren(); return; }
+  if (!v.nrows) { rows.replaceChildren(); return; }
   const y0 = scroller.scrollTop, y1 = y0 + scroller.clientHeight;
   const first = Math.max(0, indexAt(y0) - OVERSCAN);
-  const last = Math.min(v.lines.length - 1, indexAt(y1) + OVERSCAN);
+  const last = Math.min(v.nrows - 1, indexAt(y1) + OVERSCAN);
   const frag = document.createDocumentFragment();
-  const current = v.search.matches[v.search.current];
-  const matchSet = v.search.set;
-  for (let i = first; i <= last; i++) {
+  const s = v.search;
+  const currentNo = v.run ? -1 : s.current >= 0 && s.matches[s.current] ? s.matches[s.current].line + 1 : -1;
+  const currentLine = v.run && s.current >= 0 ? v.lines[s.matches[s.current]] : null;
+  for (let k = first; k <= last; k++) {
+    const i = v.rowBuf[k];
     const l = v.lines[i];
     const row = document.createElement("div");
     row.className = "line";
     if (l.note) row.classList.add("note");
-    if (v.selection && l.no >= v.selection[0] && l.no <= v.selection[1]) row.classList.add("selected");
-    if (matchSet && matchSet.has(i)) row.classList.add("match");
-    if (current === i) row.classList.add("current");
+    if (v.selection && !l.src && l.no >= v.selection[0] && l.no <= v.selection[1]) row.classList.add("selected");
+    if (v.run ? s.set && s.set.has(l) : s.lines.has(l.no)) row.classList.add("match");
+    if (v.run ? currentLine === l : currentNo === l.no) row.classList.add("current");
     row.dataset.no = l.no;
     const ln = document.createElement("a");
     ln.className = "ln";
@@ -247,14 +551,51 @@ function draw() {
       ts.textContent = timeText(l);
       row.appendChild(ts);
     }
-    const tx = document.createElement("span");
-    tx.className = "tx";
-    render(tx, l.runs);
-    row.appendChild(tx);
+    const si = l.src ? undefined : v.byFirst.get(l.no - 1);
+    if (si !== undefined) {
+      drawHeader(row, v.sections[si], si, l);
+    } else {
+      const tx = document.createElement("span");
+      tx.className = "tx";
+      render(tx, l.runs);
+      row.appendChild(tx);
+    }
     frag.appendChild(row);
   }
   rows.style.top = `${top(first)}px`;
   rows.replaceChildren(frag);
+}
+
+// A section's header row: the fold toggle, the title, what is folded and the duration.
+function drawHeader(row, s, si, l) {
+  const collapsed = isCollapsed(s);
+  row.classList.add("section", collapsed ? "collapsed" : "expanded");
+  if (s.deemphasized) row.classList.add("deemphasized");
+  row.dataset.section = si;
+  const tx = document.createElement("span");
+  tx.className = "tx";
+  const fold = document.createElement("span");
+  fold.className = "fold";
+  fold.textContent = collapsed ? "▸" : "▾";
+  tx.appendChild(fold);
+  const title = document.createElement("span");
+  title.className = "title";
+  if (l.plain.trim()) render(title, l.runs);
+  else title.textContent = s.title;
+  tx.appendChild(title);
+  if (collapsed && s.last_line !== null && s.last_line > s.first_line) {
+    const n = document.createElement("span");
+    n.className = "folded";
+    n.textContent = `${(s.last_line - s.first_line).toLocaleString("en-US")} lines`;
+    tx.appendChild(n);
+  }
+  row.appendChild(tx);
+  if (!s.hide_duration) {
+    const d = document.createElement("span");
+    d.className = "dur";
+    d.textContent = s.duration_ms !== null ? duration(s.duration_ms) : s.last_line === null ? "running" : "";
+    row.appendChild(d);
+  }
 }
 
 // Whether there are lines below the screen ("Jump to latest" shows only then).
@@ -263,22 +604,46 @@ function atBottom() {
 }
 
 function updateJump() {
-  $("jump").hidden = v.following || atBottom();
+  $("jump").hidden = v.live && (v.following || atBottom());
 }
 
 scroller.addEventListener("scroll", () => {
-  v.following = atBottom();
+  v.following = v.live && atBottom();
   updateJump();
-  if (!v.run && scroller.scrollTop < v.lineHeight * 20) loadOlder();
+  if (!v.run) {
+    if (scroller.scrollTop < v.lineHeight * 20) loadOlder();
+    if (!v.live && scroller.scrollTop + scroller.clientHeight > scroller.scrollHeight - v.lineHeight * 20) loadNewer();
+  }
   render_();
 });
 
-$("jump").addEventListener("click", () => { v.following = true; $("jump").hidden = true; scrollToBottom(); });
+// Back to the end: at once when the window reaches it, else by loading the tail again.
+$("jump").addEventListener("click", () => {
+  $("jump").hidden = true;
+  v.following = true;
+  if (v.live) { scrollToBottom(); return; }
+  ++v.gen;
+  v.lines = [];
+  v.firstIndex = null;
+  v.nextIndex = 0;
+  endStyle = PLAIN; endOpen = false;
+  relayout();
+  layout();
+  v.live = true;
+  v.reconnects = 0;
+  connect(`tail=${TAIL}`);
+});
 
 // Line links: click selects a line, shift-click a range; the URL keeps it (#L10-L20).
+// A section's header folds and unfolds it.
 rows.addEventListener("click", (ev) => {
   const ln = ev.target.closest(".ln");
-  if (!ln || v.run) return;
+  if (!ln) {
+    const h = ev.target.closest(".line.section");
+    if (h) toggle(Number(h.dataset.section));
+    return;
+  }
+  if (v.run) return;
   ev.preventDefault();
   const no = Number(ln.parentElement.dataset.no);
   if (ev.shiftKey && v.selection) {
@@ -292,55 +657,243 @@ rows.addEventListener("click", (ev) => {
   render_();
 });
 
+function toggle(si) {
+  const s = v.sections[si];
+  if (!s) return;
+  const a = anchor();
+  v.folds.set(s.first_line, !isCollapsed(s));
+  rebuildCollapsed();
+  relayout();
+  layout();
+  restore(a);
+  renderOutline();
+  render_();
+}
+
 function scrollToLine(i) {
-  const y = top(i) - scroller.clientHeight / 3;
+  const k = Math.min(lowerBound(v.rowBuf, v.nrows, i), Math.max(0, v.nrows - 1));
+  if (v.wrap && !v.tops) computeTops();
+  const y = top(k) - scroller.clientHeight / 3;
   v.following = false;
   scroller.scrollTop = Math.max(0, y);
   updateJump();
   render_();
 }
 
-// Search within the loaded lines.
-function refreshSearch(jump) {
-  const q = v.search.query.toLowerCase();
-  if (!q) { v.search.matches = []; v.search.set = null; v.search.current = -1; $("count").textContent = ""; return; }
+// ---- The outline -------------------------------------------------------------------
+
+let outlineStarted = false;
+async function loadOutline() {
+  if (v.run || !v.descriptor || v.descriptor.stream_type !== "text") return;
+  try {
+    setOutline(await apiFetch(`${api}/sections/${path}`));
+  } catch (e) {
+    // the outline is an aid: the log is shown without it
+  }
+  if (!v.outlineComplete) setTimeout(loadOutline, OUTLINE_EVERY);
+}
+
+function setOutline(o) {
+  const same = o.sections.length === v.sections.length && v.outlineComplete === o.complete &&
+    JSON.stringify(o.sections) === JSON.stringify(v.sections);
+  v.outlineComplete = o.complete;
+  if (same) return;
+  v.sections = o.sections;
+  v.byFirst = new Map(o.sections.map((s, i) => [s.first_line, i]));
+  // what must stay visible: the permalink's line and the current match
+  if (v.selection) openAround(v.selection[0] - 1);
+  const cur = v.search.matches[v.search.current];
+  if (cur && !v.run) openAround(cur.line);
+  rebuildCollapsed();
+  const a = anchor();
+  relayout();
+  layout();
+  if (v.following) scrollToBottom();
+  else { restore(a); render_(); }
+  renderOutline();
+}
+
+function renderOutline() {
+  const list = $("outline-list");
+  const button = $("outline-toggle");
+  if (!v.sections.length) { button.hidden = true; $("outline").hidden = true; return; }
+  button.hidden = false;
+  button.textContent = `Sections (${v.sections.length})`;
+  if (!button.dataset.touched && !v.outlineShown) { $("outline").hidden = false; v.outlineShown = true; }
+  list.replaceChildren(...v.sections.map((s, si) => {
+    const li = document.createElement("li");
+    li.dataset.section = si;
+    li.style.paddingLeft = `${4 + s.depth * 14}px`;
+    if (s.deemphasized) li.classList.add("deemphasized");
+    const a = document.createElement("a");
+    a.href = `#L${s.first_line + 1}`;
+    a.textContent = s.title || s.name;
+    li.appendChild(a);
+    if (!s.hide_duration && s.duration_ms !== null) {
+      const d = document.createElement("span");
+      d.className = "dur";
+      d.textContent = duration(s.duration_ms);
+      li.appendChild(d);
+    }
+    return li;
+  }));
+}
+
+$("outline-list").addEventListener("click", (ev) => {
+  const li = ev.target.closest("li");
+  if (!li) return;
+  ev.preventDefault();
+  const s = v.sections[Number(li.dataset.section)];
+  v.folds.set(s.first_line, false);
+  rebuildCollapsed();
+  relayout();
+  renderOutline();
+  jumpTo(s.first_line + 1, s.first_index, "section");
+});
+$("outline-toggle").addEventListener("click", (ev) => {
+  ev.currentTarget.dataset.touched = "1";
+  $("outline").hidden = !$("outline").hidden;
+  measure(); v.tops = null; layout(); render_();
+});
+
+// ---- Search ------------------------------------------------------------------------
+
+function searchParams(from) {
+  const s = v.search;
+  const q = new URLSearchParams({ q: s.query, from: String(from), limit: String(SEARCH_PAGE), max_ms: "1000" });
+  if (s.regex) q.set("regex", "true");
+  if (!s.case) q.set("case", "false");
+  return q;
+}
+
+// The whole stream on the server, page after page; the first match is shown as soon as
+// it is known.
+async function runSearch() {
+  const s = v.search;
+  const gen = ++s.gen;
+  s.matches = []; s.lines = new Set(); s.current = -1; s.done = false; s.capped = false; s.end = 0;
+  $("count").title = "";
+  if (v.run) { localSearch(true); render_(); return; }
+  if (!s.query) { s.done = true; updateCount(); render_(); return; }
+  updateCount();
+  const t0 = performance.now();
+  let from = 0;
+  for (;;) {
+    let r;
+    try {
+      r = await apiFetch(`${api}/search/${path}?${searchParams(from)}`);
+    } catch (e) {
+      if (gen === s.gen) { s.done = true; $("count").textContent = "error"; $("count").title = e.message; }
+      return;
+    }
+    if (gen !== s.gen) return;
+    for (const x of r.matches) { s.matches.push(x); s.lines.add(x.line + 1); }
+    from = r.next_index;
+    if (s.current < 0 && s.matches.length) { s.current = 0; gotoMatch(0); }
+    if (!r.more) break;
+    if (s.matches.length >= SEARCH_CAP) { s.capped = true; break; }
+    updateCount();
+  }
+  s.end = from;
+  s.done = true;
+  s.ms = performance.now() - t0;
+  updateCount();
+  render_();
+}
+
+// A live stream: the lines that arrived since are searched too (at most once a second).
+let searchTimerNew = null;
+function searchNew() {
+  const s = v.search;
+  if (v.run || !s.query || !s.done || s.capped || searchTimerNew) return;
+  searchTimerNew = setTimeout(async () => {
+    searchTimerNew = null;
+    if (!s.done || s.capped) return;
+    const gen = s.gen;
+    s.done = false;
+    try {
+      for (;;) {
+        const r = await apiFetch(`${api}/search/${path}?${searchParams(s.end)}`);
+        if (gen !== s.gen) return;
+        for (const x of r.matches) { s.matches.push(x); s.lines.add(x.line + 1); }
+        s.end = r.next_index;
+        if (!r.more) break;
+        if (s.matches.length >= SEARCH_CAP) { s.capped = true; break; }
+      }
+    } catch (e) {
+      // tried again with the next entries
+    } finally {
+      if (gen === s.gen) { s.done = true; updateCount(); render_(); }
+    }
+  }, 1000);
+}
+
+function gotoMatch(k) {
+  const x = v.search.matches[k];
+  if (!x) return;
+  jumpTo(x.line + 1, x.stream_index, "match");
+}
+
+// The run view searches its loaded lines.
+function localSearch(jump) {
+  const s = v.search;
+  const q = s.query.toLowerCase();
+  if (!q) { s.matches = []; s.set = null; s.current = -1; s.done = true; $("count").textContent = ""; return; }
   const matches = [];
   for (let i = 0; i < v.lines.length; i++) if (v.lines[i].plain.toLowerCase().includes(q)) matches.push(i);
-  v.search.matches = matches;
-  v.search.set = new Set(matches);
-  if (v.search.current >= matches.length) v.search.current = matches.length - 1;
+  s.matches = matches;
+  s.set = new Set(matches.map((i) => v.lines[i]));
+  s.done = true;
+  if (s.current >= matches.length) s.current = matches.length - 1;
   if (jump) {
-    v.search.current = matches.length ? 0 : -1;
+    s.current = matches.length ? 0 : -1;
     if (matches.length) scrollToLine(matches[0]);
   }
   updateCount();
 }
 
 function updateCount() {
-  const n = v.search.matches.length;
-  $("count").textContent = n ? `${v.search.current + 1}/${n}` : "0/0";
+  const s = v.search;
+  if (!s.query) { $("count").textContent = ""; return; }
+  const n = s.matches.length;
+  const total = `${n}${s.capped ? "+" : ""}${s.done ? "" : "…"}`;
+  $("count").textContent = n ? `${s.current + 1}/${total}` : `0/${total}`;
 }
 
 function step(d) {
-  const n = v.search.matches.length;
+  const s = v.search;
+  const n = s.matches.length;
   if (!n) return;
-  v.search.current = (v.search.current + d + n) % n;
-  scrollToLine(v.search.matches[v.search.current]);
+  s.current = (s.current + d + n) % n;
+  if (v.run) scrollToLine(s.matches[s.current]);
+  else gotoMatch(s.current);
   updateCount();
+  render_();
+}
+
+function setQuery() {
+  const s = v.search;
+  s.query = $("search").value;
+  s.case = $("case").checked;
+  s.regex = $("regex").checked;
+  runSearch();
+  render_();
 }
 
 let searchTimer;
-$("search").addEventListener("input", (e) => {
+$("search").addEventListener("input", () => {
   clearTimeout(searchTimer);
-  searchTimer = setTimeout(() => { v.search.query = e.target.value; refreshSearch(true); render_(); }, 120);
+  searchTimer = setTimeout(setQuery, 250);
 });
 $("search").addEventListener("keydown", (e) => {
   if (e.key === "Enter") {
     e.preventDefault();
-    if (v.search.query !== e.target.value) { v.search.query = e.target.value; refreshSearch(true); render_(); return; }
+    clearTimeout(searchTimer);
+    if (v.search.query !== e.target.value) { setQuery(); return; }
     step(e.shiftKey ? -1 : 1);
   }
 });
+for (const id of ["case", "regex"]) $(id).addEventListener("change", () => { if (v.search.query) setQuery(); });
 $("next").addEventListener("click", () => step(1));
 $("prev").addEventListener("click", () => step(-1));
 
@@ -364,6 +917,7 @@ function showState(stream) {
   if (!v.run && stream.descriptor.tags && stream.descriptor.tags["run.command"]) showRunOf(stream);
   v.state = stream.state;
   v.descriptor = stream.descriptor;
+  v.streamNext = Math.max(v.streamNext, stream.state.next_index);
   const badge = $("status");
   badge.textContent = stream.state.status;
   badge.className = `badge ${stream.state.status}`;
@@ -385,6 +939,7 @@ function showState(stream) {
     dd.dataset.key = k;
     dl.append(dt, dd);
   }
+  if (!outlineStarted && !v.run) { outlineStarted = true; loadOutline(); }
 }
 
 // The websocket: the first connection asks for the tail (or a permalink's range), later
@@ -398,13 +953,14 @@ function connect(query) {
   let opened = false;
   ws.onopen = () => { opened = true; $("conn").textContent = "live"; };
   ws.onmessage = (ev) => {
+    if (v.ws !== ws) return;
     const f = JSON.parse(ev.data);
     if (f.type === "state") showState(f.stream);
     else if (f.type === "entries") { v.reconnects = 0; appendEntries(f.entries); }
     else if (f.type === "end") { v.ended = true; $("conn").textContent = "complete"; }
   };
   ws.onclose = (ev) => {
-    if (v.ended) return;
+    if (v.ws !== ws || v.ended) return;
     if (!opened && v.reconnects === 0 && v.nextIndex === 0 && !v.state) {
       // refused before the upgrade: say why
       apiFetch(`${api}/streams/${path}`).then(() => retry(), (e) => notAStream(e));
@@ -419,13 +975,36 @@ function retry() {
   v.reconnects++;
   const delay = Math.min(5000, 100 * 2 ** Math.min(v.reconnects, 6));
   $("conn").textContent = "reconnecting…";
-  setTimeout(() => connect(`from=${v.nextIndex}`), delay);
+  const ws = v.ws;
+  setTimeout(() => { if (v.ws === ws && v.live) connect(`from=${v.nextIndex}`); }, delay);
+}
+
+// The window stops following the end: the websocket is closed.
+function detach() {
+  v.live = false;
+  v.following = false;
+  if (v.ws) {
+    const ws = v.ws;
+    v.ws = null;
+    ws.close();
+  }
+  $("conn").textContent = v.ended ? "complete" : "paused";
+  updateJump();
+}
+
+// The window reaches the stream's end: the websocket extends it from there.
+function goLive() {
+  if (v.live || v.run) return;
+  v.live = true;
+  v.reconnects = 0;
+  connect(`from=${v.nextIndex}`);
+  updateJump();
 }
 
 // A permalink to a line before the tail: find its entry (the entry's `sequence` is the
-// number of lines before it) by binary search over Get, and start a little before it.
+// number of lines before it) by binary search over Get.
 async function entryForLine(no, nextIndex) {
-  let lo = 0, hi = nextIndex - 1;
+  let lo = 0, hi = Math.max(0, nextIndex - 1);
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
     const r = await apiFetch(`${api}/logs/${path}?index=${mid}&count=1`);
@@ -441,7 +1020,6 @@ function parseHash() {
   const a = Number(h[1]), b = h[2] ? Number(h[2]) : a;
   return [Math.min(a, b), Math.max(a, b)];
 }
-
 // The breadcrumb: project, the prefix's parts, the run's folder; each a link.
 function crumbs() {
   const at = path.indexOf("/+/");
@@ -653,8 +1231,8 @@ function merge() {
     out.push(srcs[best].lines[pos[best]++]);
   }
   v.lines = out;
-  v.tops = null;
-  refreshSearch(false);
+  relayout();
+  localSearch(false);
   layout();
   if (v.following) scrollToBottom();
   else { updateJump(); render_(); }
@@ -680,13 +1258,16 @@ async function start() {
     const s = await apiFetch(`${api}/streams/${path}`);
     showState(s);
     const next = s.state.next_index;
-    let from = 0;
-    if (next > TAIL && s.descriptor.stream_type === "text") from = Math.max(0, (await entryForLine(sel[0], next)) - 50);
-    connect(`from=${from}`);
-    // Scroll to the line once it is loaded.
+    if (next > TAIL && s.descriptor.stream_type === "text") {
+      // a long log: only the pages around the line
+      await openAt(await entryForLine(sel[0], next), sel[0], "line");
+      return;
+    }
+    v.live = true;
+    connect("from=0");
+    // Show the line once it is loaded.
     const wait = setInterval(() => {
-      const i = v.lines.findIndex((l) => l.no >= sel[0]);
-      if (i >= 0) { clearInterval(wait); scrollToLine(i); }
+      if (focusLine(sel[0])) clearInterval(wait);
       else if (v.ended) clearInterval(wait);
     }, 50);
   } catch (e) {
@@ -702,15 +1283,13 @@ async function notAStream(e) {
   $("status").hidden = true;
 }
 
-// A permalink typed into the address bar: go there (reloading when it is not loaded).
+// A permalink typed into the address bar (or an outline link): go there.
 window.addEventListener("hashchange", () => {
   if (v.run) return;
   const sel = parseHash();
   if (!sel) return;
-  const i = v.lines.findIndex((l) => l.no >= sel[0]);
-  if (i < 0 || v.lines[i].no !== sel[0]) { location.reload(); return; }
   v.selection = sel;
-  scrollToLine(i);
+  jumpTo(sel[0]);
 });
 
 start();

@@ -173,6 +173,16 @@ impl Browser {
         .await;
     }
 
+    /// A PNG of the window.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let url = format!("{}/session/{}/screenshot", self.base, self.session);
+        let res: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(res["value"].as_str().expect("a screenshot"))
+            .unwrap()
+    }
+
     pub async fn type_into(&self, css: &str, text: &str) {
         let e = self.element(css).await;
         self.cmd(

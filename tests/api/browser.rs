@@ -371,9 +371,40 @@ async fn a_million_lines_stay_virtual() {
     assert_eq!(v[0], 300_000);
     assert!(v[1].as_u64().unwrap() < 200, "{v}");
     assert_eq!(v[2], 700_001);
-    // A permalink deep into the log finds its entry by binary search.
+    // A permalink deep into the log finds its entry by binary search and loads only the
+    // pages around it.
     b.goto(&format!("{base}/logs/p/big/+/log#L123456")).await;
     b.until("line 123456", "const r = document.querySelector('#rows .line.selected'); return r && r.dataset.no === '123456'").await;
+    let v = b
+        .js(&format!("return [{VIEW}.lines.length, {VIEW}.firstIndex, {VIEW}.live]"), json!([]))
+        .await;
+    assert!(v[0].as_u64().unwrap() <= 200_000, "{v}");
+    assert_eq!(v[2], false, "the window does not reach the end: {v}");
+
+    // Search covers the whole log: the count, and next/previous jump anywhere.
+    b.goto("about:blank").await;
+    b.goto(&format!("{base}/logs/p/big/+/log")).await;
+    b.until("the tail", &format!("{VIEW} && {VIEW}.nextIndex === 10000"))
+        .await;
+    b.click("#regex").await;
+    b.type_into("#search", r"^row \d+0000$").await;
+    b.until(
+        "the whole-log count",
+        "return document.getElementById('count').textContent === '1/100'",
+    )
+    .await;
+    b.until("the first match", "const r = document.querySelector('#rows .line.current'); return r && r.dataset.no === '10000'").await;
+    let v = b
+        .js(&format!("return [{VIEW}.lines.length, {VIEW}.firstIndex]"), json!([]))
+        .await;
+    assert!(v[0].as_u64().unwrap() <= 400_000, "{v}");
+    assert_eq!(v[1], 0, "{v}");
+    b.click("#next").await;
+    b.until("the second match", "const r = document.querySelector('#rows .line.current'); return document.getElementById('count').textContent === '2/100' && r && r.dataset.no === '20000'").await;
+    b.click("#prev").await;
+    b.click("#prev").await;
+    b.until("the last match, at the end", "const r = document.querySelector('#rows .line.current'); return document.getElementById('count').textContent === '100/100' && r && r.dataset.no === '1000000'").await;
+    b.until("live again", &format!("{VIEW}.live")).await;
     server.stop().await;
 }
 
@@ -825,5 +856,178 @@ async fn a_run_on_one_page() {
         json!(true)
     );
     b.quit().await;
+    server.stop().await;
+}
+
+/// Saves a screenshot for the docs when `LOGDOG_SCREENSHOTS` names a directory.
+async fn screenshot(b: &Browser, name: &str) {
+    if let Ok(dir) = std::env::var("LOGDOG_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/{name}.png"), b.screenshot().await).unwrap();
+    }
+}
+
+/// A CI job's log: GitLab sections (one collapsed, one expanded holding a collapsed one)
+/// and a GitHub Actions group.
+fn job_log() -> Vec<String> {
+    let gl = |kind: &str, ts: u64, name: &str, rest: &str| {
+        format!("{ESC}[0Ksection_{kind}:{ts}:{name}\r{ESC}[0K{rest}")
+    };
+    let mut l = vec!["Running with gitlab-runner".to_owned()];
+    l.push(gl(
+        "start",
+        1_700_000_000,
+        "build[collapsed=true]",
+        &format!("{ESC}[36;1mBuild step{ESC}[0;m"),
+    ));
+    l.extend((1..=50).map(|i| format!("compiling {i}")));
+    l.push(gl("end", 1_700_000_004, "build", ""));
+    l.push(gl("start", 1_700_000_005, "test", "Tests"));
+    l.extend((1..=5).map(|i| format!("ok {i}")));
+    l.push(gl("start", 1_700_000_006, "inner[collapsed=true]", "Inner"));
+    l.extend((1..=3).map(|i| format!("inner {i}")));
+    l.push(gl("end", 1_700_000_008, "inner", ""));
+    l.push(gl("end", 1_700_000_069, "test", ""));
+    l.extend([
+        "::group::Lint".to_owned(),
+        "eslint .".to_owned(),
+        "::endgroup::".to_owned(),
+        "done".to_owned(),
+    ]);
+    l
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
+async fn sections_fold_in_a_real_browser() {
+    let b = browser().await;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("ci/7").await;
+    c.register("ci/7/+/job", &secret, json!({}))
+        .await
+        .expect(201);
+    let log = job_log();
+    c.append(
+        "ci/7/+/job",
+        &secret,
+        json!([{"stream_index": 0, "text": {"lines": log}}]),
+    )
+    .await
+    .expect(200);
+    c.terminate("ci/7/+/job", &secret, json!({}))
+        .await
+        .expect(200);
+    let no = |text: &str| log.iter().position(|l| l == text).unwrap() + 1;
+
+    b.goto(&format!("{base}/logs/p/ci/7/+/job")).await;
+    b.until(
+        "the outline",
+        &format!("{VIEW} && {VIEW}.sections.length === 4 && document.querySelectorAll('#rows .line.section').length === 4"),
+    )
+    .await;
+    // Headers: titles without markers, folded or not as the markup says, durations.
+    let headers = b
+        .js(
+            "return [...document.querySelectorAll('#rows .line.section')].map(r =>
+               [r.dataset.no, r.querySelector('.title').textContent, r.classList.contains('collapsed'),
+                (r.querySelector('.dur') || {}).textContent || null])",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        headers,
+        json!([
+            ["2", "Build step", true, "4.0s"],
+            ["54", "Tests", false, "1m 04s"],
+            ["60", "Inner", true, "2.0s"],
+            ["66", "Lint", true, "0.0s"]
+        ])
+    );
+    let shown = "return [...document.querySelectorAll('#rows .line')].map(r => r.dataset.no)";
+    let visible: Vec<String> = serde_json::from_value(b.js(shown, json!([])).await).unwrap();
+    let want: Vec<String> = [1, 2, 54, 55, 56, 57, 58, 59, 60, 66, 69]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        visible, want,
+        "folded lines and end markers are not shown"
+    );
+    let text = b
+        .js(
+            "return document.getElementById('rows').textContent",
+            json!([]),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    for raw in ["section_start", "section_end", "::group::", "::endgroup::", "\r"] {
+        assert!(!text.contains(raw), "{raw:?} shown: {text:?}");
+    }
+    // The outline panel lists the sections, nested.
+    let outline = b
+        .js(
+            "return [...document.querySelectorAll('#outline li')].map(li => [li.querySelector('a').textContent, li.style.paddingLeft])",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        outline,
+        json!([
+            ["Build step", "4px"],
+            ["Tests", "4px"],
+            ["Inner", "18px"],
+            ["Lint", "4px"]
+        ])
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('outline').hidden",
+            json!([])
+        )
+        .await,
+        false
+    );
+    screenshot(&b, "viewer-sections").await;
+
+    // Unfolding and folding again.
+    b.click("#rows .line.section[data-no='2'] .title").await;
+    b.until(
+        "build unfolded",
+        "return [...document.querySelectorAll('#rows .line')].some(r => r.dataset.no === '3')",
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.querySelector(\"#rows .line[data-no='2'] .fold\").textContent", json!([])).await,
+        "▾"
+    );
+    b.click("#rows .line.section[data-no='2'] .title").await;
+    b.until(
+        "build folded",
+        "return ![...document.querySelectorAll('#rows .line')].some(r => r.dataset.no === '3')",
+    )
+    .await;
+
+    // A permalink inside a folded section opens it (and only what holds the line).
+    let inner2 = no("inner 2");
+    b.goto("about:blank").await;
+    b.goto(&format!("{base}/logs/p/ci/7/+/job#L{inner2}")).await;
+    b.until(
+        "the line, its section open",
+        &format!("const r = document.querySelector('#rows .line.selected'); return r && r.dataset.no === '{inner2}'"),
+    )
+    .await;
+    let folds = b
+        .js(
+            "return [...document.querySelectorAll('#rows .line.section')].map(r => [r.dataset.no, r.classList.contains('collapsed')])",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        folds,
+        json!([["2", true], ["54", false], ["60", false], ["66", true]])
+    );
     server.stop().await;
 }

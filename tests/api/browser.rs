@@ -1031,3 +1031,72 @@ async fn sections_fold_in_a_real_browser() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(logdog_browser), ignore = "needs chromium and chromium-driver")]
+async fn a_build_searched_in_the_browser() {
+    let b = browser().await;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.config());
+    let base = server.base();
+    let c = server.client("p");
+    let secret = c.prefix("b/9").await;
+    for (name, log) in [
+        ("compile", vec!["cc a.c", "error: a.c:3: bad", "ok"]),
+        ("lint", vec!["clean"]),
+        ("test", vec!["test 1 ok", "test 2 \u{1b}[31mERROR\u{1b}[0m", "done"]),
+    ] {
+        let path = format!("b/9/+/{name}");
+        c.register(&path, &secret, json!({})).await.expect(201);
+        c.append(
+            &path,
+            &secret,
+            json!([{"stream_index": 0, "text": {"lines": log}}]),
+        )
+        .await
+        .expect(200);
+    }
+    let results = "return window.__searchDone && [document.getElementById('results-summary').textContent,
+        [...document.querySelectorAll('.result-stream')].map(g => [g.dataset.path,
+          [...g.querySelectorAll('.result-line')].map(r => [r.querySelector('.ln').textContent, r.querySelector('.tx').textContent])])]";
+
+    // Typed into the form: case ignored by default.
+    b.goto(&format!("{base}/?project=p&prefix=b/9")).await;
+    b.until("the page", "return window.__indexReady").await;
+    b.type_into("#f-q", "error").await;
+    b.click("#filters button[type=submit]").await;
+    let got = b.until("the matches", results).await;
+    assert_eq!(
+        got,
+        json!([
+            "2 matches in 2 streams (b/9: “error”)",
+            [
+                ["b/9/+/compile", [["2", "error: a.c:3: bad"]]],
+                ["b/9/+/test", [["2", "test 2 ERROR"]]]
+            ]
+        ])
+    );
+    assert_eq!(
+        b.js("return location.search", json!([])).await,
+        "?project=p&prefix=b%2F9&q=error"
+    );
+    screenshot(&b, "build-search").await;
+
+    // Matching case, from the URL.
+    b.goto(&format!("{base}/?project=p&prefix=b/9&q=ERROR&case=1"))
+        .await;
+    let got = b.until("the matches", results).await;
+    assert_eq!(
+        got[1],
+        json!([["b/9/+/test", [["2", "test 2 ERROR"]]]])
+    );
+
+    // A match opens its line in the viewer.
+    b.click(".result-stream[data-path='b/9/+/test'] .ln").await;
+    b.until(
+        "the line in the viewer",
+        "const r = document.querySelector('#rows .line.selected'); return location.pathname === '/logs/p/b/9/+/test' && r && r.dataset.no === '2'",
+    )
+    .await;
+    server.stop().await;
+}

@@ -58,6 +58,8 @@ impl Browser {
                          "--no-first-run", "--disable-background-networking",
                          "--disable-component-update", "--disable-sync",
                          "--window-size=1200,800",
+                         // `gc()` and exact heap figures for the viewer benchmark
+                         "--js-flags=--expose-gc", "--enable-precise-memory-info",
                          format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
@@ -177,7 +179,15 @@ impl Browser {
     pub async fn screenshot(&self) -> Vec<u8> {
         use base64::Engine as _;
         let url = format!("{}/session/{}/screenshot", self.base, self.session);
-        let res: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        let res: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         base64::engine::general_purpose::STANDARD
             .decode(res["value"].as_str().expect("a screenshot"))
             .unwrap()

@@ -376,7 +376,10 @@ async fn a_million_lines_stay_virtual() {
     b.goto(&format!("{base}/logs/p/big/+/log#L123456")).await;
     b.until("line 123456", "const r = document.querySelector('#rows .line.selected'); return r && r.dataset.no === '123456'").await;
     let v = b
-        .js(&format!("return [{VIEW}.lines.length, {VIEW}.firstIndex, {VIEW}.live]"), json!([]))
+        .js(
+            &format!("return [{VIEW}.lines.length, {VIEW}.firstIndex, {VIEW}.live]"),
+            json!([]),
+        )
         .await;
     assert!(v[0].as_u64().unwrap() <= 200_000, "{v}");
     assert_eq!(v[2], false, "the window does not reach the end: {v}");
@@ -395,7 +398,10 @@ async fn a_million_lines_stay_virtual() {
     .await;
     b.until("the first match", "const r = document.querySelector('#rows .line.current'); return r && r.dataset.no === '10000'").await;
     let v = b
-        .js(&format!("return [{VIEW}.lines.length, {VIEW}.firstIndex]"), json!([]))
+        .js(
+            &format!("return [{VIEW}.lines.length, {VIEW}.firstIndex]"),
+            json!([]),
+        )
         .await;
     assert!(v[0].as_u64().unwrap() <= 400_000, "{v}");
     assert_eq!(v[1], 0, "{v}");
@@ -952,10 +958,7 @@ async fn sections_fold_in_a_real_browser() {
         .iter()
         .map(|n| n.to_string())
         .collect();
-    assert_eq!(
-        visible, want,
-        "folded lines and end markers are not shown"
-    );
+    assert_eq!(visible, want, "folded lines and end markers are not shown");
     let text = b
         .js(
             "return document.getElementById('rows').textContent",
@@ -963,7 +966,13 @@ async fn sections_fold_in_a_real_browser() {
         )
         .await;
     let text = text.as_str().unwrap();
-    for raw in ["section_start", "section_end", "::group::", "::endgroup::", "\r"] {
+    for raw in [
+        "section_start",
+        "section_end",
+        "::group::",
+        "::endgroup::",
+        "\r",
+    ] {
         assert!(!text.contains(raw), "{raw:?} shown: {text:?}");
     }
     // The outline panel lists the sections, nested.
@@ -1000,7 +1009,11 @@ async fn sections_fold_in_a_real_browser() {
     )
     .await;
     assert_eq!(
-        b.js("return document.querySelector(\"#rows .line[data-no='2'] .fold\").textContent", json!([])).await,
+        b.js(
+            "return document.querySelector(\"#rows .line[data-no='2'] .fold\").textContent",
+            json!([])
+        )
+        .await,
         "▾"
     );
     b.click("#rows .line.section[data-no='2'] .title").await;
@@ -1044,7 +1057,10 @@ async fn a_build_searched_in_the_browser() {
     for (name, log) in [
         ("compile", vec!["cc a.c", "error: a.c:3: bad", "ok"]),
         ("lint", vec!["clean"]),
-        ("test", vec!["test 1 ok", "test 2 \u{1b}[31mERROR\u{1b}[0m", "done"]),
+        (
+            "test",
+            vec!["test 1 ok", "test 2 \u{1b}[31mERROR\u{1b}[0m", "done"],
+        ),
     ] {
         let path = format!("b/9/+/{name}");
         c.register(&path, &secret, json!({})).await.expect(201);
@@ -1086,10 +1102,7 @@ async fn a_build_searched_in_the_browser() {
     b.goto(&format!("{base}/?project=p&prefix=b/9&q=ERROR&case=1"))
         .await;
     let got = b.until("the matches", results).await;
-    assert_eq!(
-        got[1],
-        json!([["b/9/+/test", [["2", "test 2 ERROR"]]]])
-    );
+    assert_eq!(got[1], json!([["b/9/+/test", [["2", "test 2 ERROR"]]]]));
 
     // A match opens its line in the viewer.
     b.click(".result-stream[data-path='b/9/+/test'] .ln").await;

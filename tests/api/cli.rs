@@ -213,6 +213,11 @@ async fn stream_survives_a_coordinator_restart(db: TestDb) {
 }
 both!(stream_survives_a_coordinator_restart);
 
+/// What `stream_reads_stdin_and_copies_the_output_through` streams from stdin: line ends of
+/// both kinds, CI section markup of GitLab (with `\r` inside the line), GitHub Actions and
+/// Buildkite, and a last line without a newline.
+const STDIN_LOG: &str = "first\r\nsecond ☃\n\u{1b}[0Ksection_start:1700000000:build[collapsed=true]\r\u{1b}[0KBuild\ncc\n\u{1b}[0Ksection_end:1700000001:build\r\u{1b}[0K\n::group::Lint\n::endgroup::\n--- Upload\nno newline at the end";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_reads_stdin_and_copies_the_output_through() {
     let db = TestDb::sqlite();
@@ -234,10 +239,7 @@ async fn stream_reads_stdin_and_copies_the_output_through() {
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     use tokio::io::AsyncWriteExt as _;
-    stdin
-        .write_all("first\r\nsecond ☃\nno newline at the end".as_bytes())
-        .await
-        .unwrap();
+    stdin.write_all(STDIN_LOG.as_bytes()).await.unwrap();
     drop(stdin);
     let r = finish(child).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -250,7 +252,42 @@ async fn stream_reads_stdin_and_copies_the_output_through() {
         "stdin makes one stream"
     );
     let cat = run(&base, &["cat", "--project", "p", "cli/stdin/+/log/stdout"]).await;
-    assert_eq!(cat.stdout, "first\r\nsecond ☃\nno newline at the end");
+    assert_eq!(
+        cat.stdout, STDIN_LOG,
+        "passed through unchanged, markers too"
+    );
+    // The CI markup in it is understood by the server.
+    let outline = c
+        .raw(
+            reqwest::Method::GET,
+            &c.url("sections/cli/stdin/+/log/stdout"),
+            None,
+            None,
+            vec![],
+        )
+        .await;
+    let sections: Vec<Value> = outline.expect(200)["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            json!([
+                s["title"],
+                s["markup"],
+                s["first_line"],
+                s["last_line"],
+                s["collapsed"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        sections,
+        vec![
+            json!(["Build", "gitlab", 2, 4, true]),
+            json!(["Lint", "github", 5, 6, true]),
+            json!(["Upload", "buildkite", 7, 8, false]),
+        ]
+    );
 
     // With a command and without --quiet, its output is copied to logdog's own.
     let r = run(

@@ -398,3 +398,96 @@ async fn a_prefix_searched_stream_by_stream(db: TestDb) {
     server.stop().await;
 }
 both!(a_prefix_searched_stream_by_stream);
+
+/// A search that cannot finish in its time budget stops on it, says where to go on, and
+/// its pages joined are the whole answer.
+async fn a_slow_search_stops_on_its_budget(db: TestDb) {
+    let server = TestServer::start(db.config());
+    let c = server.client("p");
+    let secret = c.prefix("slow").await;
+    c.register("slow/+/log", &secret, json!({}))
+        .await
+        .expect(201);
+    // 2,000 entries of 50 lines; a needle at the end of every 999th line.
+    const ENTRIES: u64 = 2000;
+    for batch in 0..ENTRIES / 500 {
+        let entries: Vec<Value> = (batch * 500..(batch + 1) * 500)
+            .map(|i| {
+                let lines: Vec<String> = (0..50)
+                    .map(|j| {
+                        let n = i * 50 + j;
+                        if n % 999 == 0 {
+                            format!("line {n} with some words and a needle")
+                        } else {
+                            format!("line {n} with some words and no pin")
+                        }
+                    })
+                    .collect();
+                json!({"stream_index": i, "text": {"lines": lines}})
+            })
+            .collect();
+        c.append("slow/+/log", &secret, Value::Array(entries))
+            .await
+            .expect(200);
+    }
+    let re = r"^(\w+\s)+needle$";
+    let whole = get(
+        &c,
+        "search/slow/+/log",
+        &[
+            ("q", re),
+            ("regex", "true"),
+            ("max_ms", "10000"),
+            ("limit", "10000"),
+        ],
+    )
+    .await
+    .expect(200)
+    .clone();
+    assert_eq!(whole["more"], false, "{whole}");
+    assert_eq!(whole["next_index"], ENTRIES);
+    let want = found(&whole);
+    assert_eq!(want.len() as u64, (ENTRIES * 50).div_ceil(999));
+    // A millisecond is less than reading the first page takes: the first answer stops
+    // on the budget after at least one entry.
+    let first = get(
+        &c,
+        "search/slow/+/log",
+        &[("q", re), ("regex", "true"), ("max_ms", "1")],
+    )
+    .await
+    .expect(200)
+    .clone();
+    assert_eq!(first["more"], true, "{first}");
+    let next = first["next_index"].as_u64().unwrap();
+    assert!((1..ENTRIES).contains(&next), "{first}");
+    // Going on from there (with a budget it can finish in), the pages joined are the
+    // whole answer.
+    let mut paged = found(&first);
+    let mut from = next;
+    loop {
+        let f = from.to_string();
+        let v = get(
+            &c,
+            "search/slow/+/log",
+            &[
+                ("q", re),
+                ("regex", "true"),
+                ("max_ms", "10000"),
+                ("limit", "10000"),
+                ("from", &f),
+            ],
+        )
+        .await
+        .expect(200)
+        .clone();
+        paged.extend(found(&v));
+        from = v["next_index"].as_u64().unwrap();
+        if v["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(paged, want);
+    server.stop().await;
+}
+both!(a_slow_search_stops_on_its_budget);

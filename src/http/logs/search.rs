@@ -32,7 +32,9 @@ const MAX_MAX_MS: u64 = 10_000;
 const MAX_QUERY_BYTES: usize = 1024;
 /// A matching line's text is cut to this many bytes (at a character boundary).
 const MAX_TEXT_BYTES: usize = 1000;
-/// Entries read per page.
+/// Entries read per page: the first page is small (a small time budget is not spent on
+/// reading what it cannot search), then each is twice the last, up to the most.
+const FIRST_PAGE_ENTRIES: usize = 256;
 const PAGE_ENTRIES: usize = 10_000;
 const PAGE_BYTES: u64 = 16 << 20;
 /// Streams a prefix search looks at per request.
@@ -291,6 +293,7 @@ async fn search_stream(
         stream.state.next_index.max(0) as u64
     };
     let mut source = crate::http::entries::EntrySource::new(state, project, path, stream);
+    let mut count = FIRST_PAGE_ENTRIES;
     loop {
         if scan.next >= end {
             break;
@@ -298,7 +301,7 @@ async fn search_stream(
         let range = ReadRange {
             from: scan.next,
             end,
-            count: PAGE_ENTRIES,
+            count,
             bytes: PAGE_BYTES,
             contiguous: !archived,
         };
@@ -320,6 +323,7 @@ async fn search_stream(
             return Ok((scan, more));
         }
         scan.next = scan.next.max(next);
+        count = (count * 2).min(PAGE_ENTRIES);
     }
     if ended {
         scan.finish();

@@ -337,6 +337,28 @@ impl ArchiveStore {
         }
     }
 
+    /// The outline in the `sections` object beside the archive's entries at `stream_url`;
+    /// None for an archive without one (a binary stream's, or one written before archives
+    /// held outlines).
+    pub async fn read_sections(
+        &self,
+        stream_url: &str,
+    ) -> Result<Option<logdog_schema::store::StoredOutline>, ArchiveError> {
+        let folder = stream_url.strip_suffix("/entries").ok_or_else(|| {
+            ArchiveError::Corrupt(format!("{stream_url:?} is not an archive's entries object"))
+        })?;
+        let key = self.key_of_url(&format!("{folder}/sections"))?;
+        let bytes = match self.inner.objects.get(&key).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        self.count_read(bytes.len());
+        logdog_schema::store::StoredOutline::from_archive_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| ArchiveError::Corrupt(e.to_string()))
+    }
+
     /// Removes every archive of a stream (every attempt's objects).
     pub async fn delete(&self, project: &str, id: &str) -> Result<(), ArchiveError> {
         use futures::{StreamExt as _, TryStreamExt as _};

@@ -1,8 +1,11 @@
 //! Writing one archive: three multipart uploads fed as entries arrive (no staging copy),
 //! published only by `finish`; `abort` (or dropping the writer) leaves nothing visible.
+//! A text stream's outline of sections is built from the same entries and written as a
+//! fourth, small object (`sections`) before the three are completed.
 
 use logdog_schema::chunk::view;
-use logdog_schema::wire::{Content, Descriptor, Entry};
+use logdog_schema::store::StoredOutline;
+use logdog_schema::wire::{Content, Descriptor, Entry, StreamType};
 use object_store::{ObjectStoreExt, WriteMultipart};
 
 use super::{ArchiveError, ArchiveStore, Written, ENTRIES_MAGIC, INDEX_MAGIC};
@@ -80,6 +83,9 @@ pub struct ArchiveWriter {
     last: Option<(u64, u64, bool)>,
     /// The size of the entries object once the records noted so far are in it.
     pending: u64,
+    /// A text stream's outline, fed every entry (gaps skipped), and its descriptor time.
+    outline: Option<StoredOutline>,
+    timestamp_us: i64,
 }
 
 impl ArchiveWriter {
@@ -103,6 +109,8 @@ impl ArchiveWriter {
             since_index: (0, 0),
             last: None,
             pending: 0,
+            outline: (descriptor.stream_type == StreamType::Text).then(StoredOutline::default),
+            timestamp_us: descriptor.timestamp,
         };
         w.entries.write(ENTRIES_MAGIC);
         w.index.write(INDEX_MAGIC);
@@ -125,6 +133,10 @@ impl ArchiveWriter {
         let rec = logdog_schema::wire::entry_record(e);
         self.note(e.stream_index, rec.len())?;
         self.entries.write(&rec);
+        if let Some(o) = &mut self.outline {
+            o.feed_records(&[bytes::Bytes::from(rec)], self.timestamp_us, false)
+                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+        }
         match &e.content {
             Content::Text(lines) => {
                 for l in lines {
@@ -151,6 +163,10 @@ impl ArchiveWriter {
             let data = &mut self.data;
             e.content.for_each_piece(|p| data.write(p));
             rest = &rest[used..];
+        }
+        if let Some(o) = &mut self.outline {
+            o.feed_records(std::slice::from_ref(&records), self.timestamp_us, false)
+                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
         }
         self.entries.put(records);
         Ok(())
@@ -193,6 +209,15 @@ impl ArchiveWriter {
     pub async fn finish(mut self) -> Result<Written, ArchiveError> {
         if let Some((i, at, false)) = self.last {
             self.index_record(i, at);
+        }
+        if let Some(mut o) = self.outline.take() {
+            o.finish();
+            let key = self.store.key(&format!("{}/sections", self.rel));
+            self.store
+                .inner
+                .objects
+                .put(&key, o.archive_bytes().into())
+                .await?;
         }
         let (entries, index, data) = (self.entries, self.index, self.data);
         let sizes = (entries.size, index.size, data.size);

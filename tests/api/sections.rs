@@ -152,13 +152,35 @@ async fn gitlab_sections_live_terminated_and_archived(db: TestDb) {
     let after = sections(&c, "gl/+/job").await;
     assert_eq!(after, done);
 
-    // An outline never stored (a stream archived before outlines were kept) is built
-    // from the archive.
+    // The archive holds the outline too: a `sections` object beside its entries, read
+    // when the database has none.
+    let loaded = c.load("gl/+/job").await.expect(200).clone();
+    let entries_url = loaded["state"]["archive"]["stream_url"].as_str().unwrap();
+    let folder = std::path::PathBuf::from(
+        entries_url
+            .strip_prefix("file://")
+            .and_then(|u| u.strip_suffix("/entries"))
+            .unwrap(),
+    );
+    let object = std::fs::read(folder.join("sections")).unwrap();
+    assert!(object.starts_with(b"LDSECT01"), "{object:?}");
     let id = logdog_schema::names::stream_id("gl/+/job");
     let store = logdog_schema::Store::open(&db.url, 1).unwrap();
-    store
-        .write(|c| logdog_schema::store::delete_outlines(c, "p", std::slice::from_ref(&id)))
-        .unwrap();
+    let forget = || {
+        store
+            .write(|c| logdog_schema::store::delete_outlines(c, "p", std::slice::from_ref(&id)))
+            .unwrap()
+    };
+    forget();
+    assert_eq!(sections(&c, "gl/+/job").await, done);
+    assert!(store
+        .read(|c| logdog_schema::store::get_outline(c, "p", &id))
+        .unwrap()
+        .is_some_and(|o| o.finished && o.fed_to == 4));
+    // An archive without one (written before archives held outlines): the outline is
+    // built from the archive's entries, once.
+    forget();
+    std::fs::remove_file(folder.join("sections")).unwrap();
     assert_eq!(sections(&c, "gl/+/job").await, done);
     assert!(store
         .read(|c| logdog_schema::store::get_outline(c, "p", &id))

@@ -3,7 +3,9 @@
 //! The outline is stored with the stream (`stream_sections`, kept close behind the
 //! contiguous end by the stream actor and finished when the stream is archived); a read
 //! catches up what the stored outline has not seen yet, so it never reads the log from
-//! its start unless nothing was stored (a stream archived before outlines were kept).
+//! its start. An archive holds the outline too (its `sections` object), read when the
+//! database has none; only an archive written before archives held outlines is read from
+//! its start, once.
 
 use actix_web::{HttpRequest, HttpResponse};
 use logdog_schema::sections::{Markup, Section};
@@ -190,9 +192,19 @@ pub async fn outline(
         if s.terminal_index >= 0 && o.fed_to == s.terminal_index as u64 + 1 {
             o.finish();
         }
+    } else if let Some(archived) = {
+        // Archived with no finished outline stored: the archive's own `sections` object,
+        // else (an archive written before archives held outlines) the outline is built
+        // from the archive's entries once, gaps skipped.
+        let a = s.archive.as_ref().expect("archived");
+        state
+            .archive
+            .for_url(project, &a.stream_url)
+            .read_sections(&a.stream_url)
+            .await?
+    } {
+        o = archived;
     } else {
-        // Archived with no finished outline (archived before outlines were kept): build
-        // it from the archive once, gaps skipped.
         let mut source = crate::http::entries::EntrySource::new(state, project, path, stream);
         loop {
             let range = ReadRange {

@@ -729,7 +729,7 @@ fn scan_line(raw: &str, mask: u8) -> Scan {
             return Scan::GitLab { leading, tokens };
         }
     }
-    if mask & (Markup::GitHub.bit() | Markup::Buildkite.bit()) == 0 {
+    if mask & (Markup::GitHub.bit() | Markup::Buildkite.bit()) == 0 || !may_start_a_marker(raw) {
         return Scan::Plain;
     }
     let text = strip_ansi(raw);
@@ -744,6 +744,17 @@ fn scan_line(raw: &str, mask: u8) -> Scan {
         }
     }
     Scan::Plain
+}
+
+/// Whether a line can be a GitHub or Buildkite marker at all: its first byte after
+/// leading whitespace (as the GitHub rule trims it) starts a command (`:`, `#`), a header (`-`, `+`, `~`, `^`) or an
+/// escape sequence (ESC, or U+0080–U+009F's lead byte 0xC2) that may hide one. Most lines
+/// are told apart here without removing their escape codes.
+fn may_start_a_marker(raw: &str) -> bool {
+    raw.trim_start()
+        .as_bytes()
+        .first()
+        .is_some_and(|b| matches!(b, b':' | b'#' | b'-' | b'+' | b'~' | b'^' | 0x1b | 0xc2))
 }
 
 /// All GitLab tokens of a line, scanning like GitLab's converter: at each position

@@ -412,7 +412,7 @@ mod tests {
     fn sqlite_store_migrates_and_round_trips_a_prefix() {
         let dir = std::env::temp_dir().join(format!("logdog-store-{}", std::process::id()));
         let store = Store::open(dir.join("t.db").to_str().unwrap(), 2).unwrap();
-        assert_eq!(store.migrate().unwrap(), 3);
+        assert_eq!(store.migrate().unwrap(), 4);
         store.ready().unwrap();
         let row = PrefixRow {
             project: "p".into(),

@@ -179,49 +179,52 @@ pub async fn outline(
         return Ok(o);
     }
     let timestamp = stream.descriptor.timestamp;
-    if s.archive.is_none() {
-        let end = s.next_index.max(0) as u64;
-        let (db, p, id) = (state.store.clone(), project.to_owned(), stream.id.clone());
-        o = blocking(move || {
-            db.read(|c| {
-                store::catch_up_outline(c, &p, &id, &mut o, end, timestamp, true)?;
-                Ok(o)
+    match &s.archive {
+        None => {
+            let end = s.next_index.max(0) as u64;
+            let (db, p, id) = (state.store.clone(), project.to_owned(), stream.id.clone());
+            o = blocking(move || {
+                db.read(|c| {
+                    store::catch_up_outline(c, &p, &id, &mut o, end, timestamp, true)?;
+                    Ok(o)
+                })
             })
-        })
-        .await?;
-        if s.terminal_index >= 0 && o.fed_to == s.terminal_index as u64 + 1 {
-            o.finish();
+            .await?;
+            if s.terminal_index >= 0 && o.fed_to == s.terminal_index as u64 + 1 {
+                o.finish();
+            }
         }
-    } else if let Some(archived) = {
         // Archived with no finished outline stored: the archive's own `sections` object,
         // else (an archive written before archives held outlines) the outline is built
         // from the archive's entries once, gaps skipped.
-        let a = s.archive.as_ref().expect("archived");
-        state
+        Some(a) => match state
             .archive
             .for_url(project, &a.stream_url)
             .read_sections(&a.stream_url)
             .await?
-    } {
-        o = archived;
-    } else {
-        let mut source = crate::http::entries::EntrySource::new(state, project, path, stream);
-        loop {
-            let range = ReadRange {
-                from: o.fed_to,
-                end: i64::MAX as u64,
-                count: ARCHIVE_PAGE,
-                bytes: 16 << 20,
-                contiguous: false,
-            };
-            let (records, next) = source.read_records(range).await?;
-            if records.is_empty() || next <= o.fed_to {
-                break;
+        {
+            Some(archived) => o = archived,
+            None => {
+                let mut source =
+                    crate::http::entries::EntrySource::new(state, project, path, stream);
+                loop {
+                    let range = ReadRange {
+                        from: o.fed_to,
+                        end: i64::MAX as u64,
+                        count: ARCHIVE_PAGE,
+                        bytes: 16 << 20,
+                        contiguous: false,
+                    };
+                    let (records, next) = source.read_records(range).await?;
+                    if records.is_empty() || next <= o.fed_to {
+                        break;
+                    }
+                    o.feed_records(&records, timestamp, false)?;
+                    o.fed_to = o.fed_to.max(next);
+                }
+                o.finish();
             }
-            o.feed_records(&records, timestamp, false)?;
-            o.fed_to = o.fed_to.max(next);
-        }
-        o.finish();
+        },
     }
     if stored.as_ref() != Some(&o) {
         let (db, p, id, saved) = (

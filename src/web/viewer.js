@@ -352,9 +352,12 @@ async function jumpTo(no, index, kind = "line") {
 
 // ---- Rows: what is shown --------------------------------------------------------------
 
+// Folded: as the user left it, else as the markup says — except a section still running
+// at the end of a live log, which stays open so its new lines are seen.
 function isCollapsed(s) {
   const f = v.folds.get(s.first_line);
-  return f === undefined ? s.collapsed : f;
+  if (f !== undefined) return f;
+  return s.collapsed && !(s.last_line === null && !v.outlineComplete);
 }
 
 function rebuildCollapsed() {

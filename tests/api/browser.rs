@@ -1042,6 +1042,45 @@ async fn sections_fold_in_a_real_browser() {
         folds,
         json!([["2", true], ["54", false], ["60", false], ["66", true]])
     );
+
+    // A group still running at the end of a live log stays open; once it ends (and the
+    // log with it) it folds as GitHub groups do.
+    c.register("ci/7/+/live", &secret, json!({}))
+        .await
+        .expect(201);
+    c.append(
+        "ci/7/+/live",
+        &secret,
+        json!([{"stream_index": 0, "text": {"lines": ["start", "::group::Running", "step 1"]}}]),
+    )
+    .await
+    .expect(200);
+    b.goto("about:blank").await;
+    b.goto(&format!("{base}/logs/p/ci/7/+/live")).await;
+    b.until(
+        "the running group, open",
+        "const h = document.querySelector(\"#rows .line.section[data-no='2']\");
+         return h && h.classList.contains('expanded') && h.querySelector('.dur').textContent === 'running'
+           && [...document.querySelectorAll('#rows .line')].some(r => r.dataset.no === '3')",
+    )
+    .await;
+    c.append(
+        "ci/7/+/live",
+        &secret,
+        json!([{"stream_index": 1, "text": {"lines": ["step 2", "::endgroup::", "after"]}}]),
+    )
+    .await
+    .expect(200);
+    c.terminate("ci/7/+/live", &secret, json!({}))
+        .await
+        .expect(200);
+    b.until(
+        "the ended group, folded",
+        "const h = document.querySelector(\"#rows .line.section[data-no='2']\");
+         const nos = [...document.querySelectorAll('#rows .line')].map(r => r.dataset.no);
+         return h && h.classList.contains('collapsed') && nos.join(',') === '1,2,6'",
+    )
+    .await;
     server.stop().await;
 }
 

@@ -89,16 +89,12 @@ impl Browser {
 
     pub async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}/{path}", self.base, self.session);
-        let res: Value = self
-            .http
-            .request(method, url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let request = if method == reqwest::Method::GET {
+            self.http.get(url)
+        } else {
+            self.http.request(method, url).json(&body)
+        };
+        let res: Value = request.send().await.unwrap().json().await.unwrap();
         if res["value"]["error"].is_string() {
             panic!("webdriver {path}: {}", res["value"]);
         }
@@ -178,18 +174,11 @@ impl Browser {
     /// A PNG of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         use base64::Engine as _;
-        let url = format!("{}/session/{}/screenshot", self.base, self.session);
-        let res: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let png = self
+            .cmd(reqwest::Method::GET, "screenshot", Value::Null)
+            .await;
         base64::engine::general_purpose::STANDARD
-            .decode(res["value"].as_str().expect("a screenshot"))
+            .decode(png.as_str().expect("a screenshot"))
             .unwrap()
     }
 

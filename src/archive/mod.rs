@@ -34,10 +34,39 @@ pub use archives::Archives;
 pub use reader::parse_index;
 pub use writer::ArchiveWriter;
 
+use logdog_schema::store::StoredOutline;
+
 use reader::IndexCache;
 
 pub const ENTRIES_MAGIC: &[u8; 8] = b"LDARCH01";
 pub const INDEX_MAGIC: &[u8; 8] = b"LDINDX01";
+pub const SECTIONS_MAGIC: &[u8; 8] = b"LDSECT01";
+
+/// A finished outline as the archive's `sections` object (`docs/ARCHIVE.md`): the magic,
+/// `fed_to` (u64 little-endian), then the outline's state bytes.
+fn sections_object(o: &StoredOutline) -> Vec<u8> {
+    let state = o.outline.state_bytes();
+    let mut b = Vec::with_capacity(SECTIONS_MAGIC.len() + 8 + state.len());
+    b.extend_from_slice(SECTIONS_MAGIC);
+    b.extend_from_slice(&o.fed_to.to_le_bytes());
+    b.extend_from_slice(&state);
+    b
+}
+
+/// Reads a `sections` object: a finished outline.
+fn parse_sections_object(b: &[u8]) -> Result<StoredOutline, ArchiveError> {
+    let bad = || ArchiveError::Corrupt("the archive's sections object is invalid".into());
+    let rest = b.strip_prefix(SECTIONS_MAGIC).ok_or_else(bad)?;
+    if rest.len() < 8 {
+        return Err(bad());
+    }
+    let (fed_to, state) = rest.split_at(8);
+    Ok(StoredOutline {
+        outline: logdog_schema::sections::Outline::from_state_bytes(state).ok_or_else(bad)?,
+        fed_to: u64::from_le_bytes(fed_to.try_into().expect("8 bytes")),
+        finished: true,
+    })
+}
 
 /// The index cache's default bound (`archival.index_cache_bytes`).
 pub const DEFAULT_INDEX_CACHE_BYTES: usize = 64 << 20;
@@ -343,7 +372,7 @@ impl ArchiveStore {
     pub async fn read_sections(
         &self,
         stream_url: &str,
-    ) -> Result<Option<logdog_schema::store::StoredOutline>, ArchiveError> {
+    ) -> Result<Option<StoredOutline>, ArchiveError> {
         let folder = stream_url.strip_suffix("/entries").ok_or_else(|| {
             ArchiveError::Corrupt(format!("{stream_url:?} is not an archive's entries object"))
         })?;
@@ -354,9 +383,7 @@ impl ArchiveStore {
             Err(e) => return Err(e.into()),
         };
         self.count_read(bytes.len());
-        logdog_schema::store::StoredOutline::from_archive_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| ArchiveError::Corrupt(e.to_string()))
+        parse_sections_object(&bytes).map(Some)
     }
 
     /// Removes every archive of a stream (every attempt's objects).

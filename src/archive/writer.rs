@@ -8,7 +8,7 @@ use logdog_schema::store::StoredOutline;
 use logdog_schema::wire::{Content, Descriptor, Entry, StreamType};
 use object_store::{ObjectStoreExt, WriteMultipart};
 
-use super::{ArchiveError, ArchiveStore, Written, ENTRIES_MAGIC, INDEX_MAGIC};
+use super::{sections_object, ArchiveError, ArchiveStore, Written, ENTRIES_MAGIC, INDEX_MAGIC};
 
 /// Parts each upload may have in flight before `ready` waits.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -134,8 +134,10 @@ impl ArchiveWriter {
         self.note(e.stream_index, rec.len())?;
         self.entries.write(&rec);
         if let Some(o) = &mut self.outline {
-            o.feed_records(&[bytes::Bytes::from(rec)], self.timestamp_us, false)
-                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+            let (view, _) = view::record(&rec)
+                .map_err(ArchiveError::Corrupt)?
+                .expect("a whole record");
+            o.feed_entry(&view, self.timestamp_us);
         }
         match &e.content {
             Content::Text(lines) => {
@@ -162,11 +164,10 @@ impl ArchiveWriter {
             self.note(e.stream_index, used)?;
             let data = &mut self.data;
             e.content.for_each_piece(|p| data.write(p));
+            if let Some(o) = &mut self.outline {
+                o.feed_entry(&e, self.timestamp_us);
+            }
             rest = &rest[used..];
-        }
-        if let Some(o) = &mut self.outline {
-            o.feed_records(std::slice::from_ref(&records), self.timestamp_us, false)
-                .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
         }
         self.entries.put(records);
         Ok(())
@@ -216,7 +217,7 @@ impl ArchiveWriter {
             self.store
                 .inner
                 .objects
-                .put(&key, o.archive_bytes().into())
+                .put(&key, sections_object(&o).into())
                 .await?;
         }
         let (entries, index, data) = (self.entries, self.index, self.data);

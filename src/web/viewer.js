@@ -186,17 +186,20 @@ function pushEntries(entries) {
   return from;
 }
 
+// The window grew at its end from line `from` on: the rows follow (the oldest lines
+// dropped past MAX_LINES, the view kept where it is).
+function grew(from) {
+  if (v.lines.length > MAX_LINES) trimFront();
+  else relayout(from);
+  layout();
+}
+
 // Live entries from the websocket.
 function appendEntries(entries) {
   const from = pushEntries(entries);
   if (from < 0) return;
-  if (v.lines.length > MAX_LINES) {
-    trimFront();
-  } else {
-    relayout(from);
-  }
+  grew(from);
   searchNew();
-  layout();
   if (v.following) scrollToBottom();
   else render_();
 }
@@ -282,17 +285,7 @@ async function loadNewer() {
     if (gen !== v.gen) return;
     const from = pushEntries(res.entries);
     if (from < 0) { goLive(); return; }
-    const a = anchor();
-    if (v.lines.length > MAX_LINES) {
-      const cut = entryBoundary(v.lines.length - MAX_LINES);
-      v.lines.splice(0, cut);
-      v.firstIndex = v.lines[0].idx;
-      relayout();
-    } else {
-      relayout(from);
-    }
-    layout();
-    restore(a);
+    grew(from);
     render_();
     if (v.nextIndex >= v.streamNext) goLive();
   } catch (e) {

@@ -33,14 +33,15 @@ fn found(v: &Value) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
-/// Every match of a search, asked page after page from `next_index` until `more` is false;
-/// also the number of pages.
+/// Every match of a search from entry `from`, asked page after page from `next_index`
+/// until `more` is false; also the number of pages.
 async fn all_pages(
     c: &Client,
     path: &str,
     params: &[(&str, &str)],
+    mut from: u64,
 ) -> (Vec<(u64, u64, String)>, usize) {
-    let (mut all, mut from, mut pages) = (Vec::new(), 0u64, 0);
+    let (mut all, mut pages) = (Vec::new(), 0);
     loop {
         let f = from.to_string();
         let mut p = params.to_vec();
@@ -166,7 +167,7 @@ async fn one_stream_before_and_after_archival(db: TestDb) {
     assert_eq!(found(lit.expect(200)), vec![]);
 
     // Paging by limit gives exactly the whole answer.
-    let (paged, pages) = all_pages(&c, "s/+/log", &[("q", "Needle"), ("limit", "3")]).await;
+    let (paged, pages) = all_pages(&c, "s/+/log", &[("q", "Needle"), ("limit", "3")], 0).await;
     assert_eq!(paged, needles());
     assert_eq!(pages, needles().len().div_ceil(3));
     let first = get(&c, "search/s/+/log", &[("q", "Needle"), ("limit", "3")])
@@ -181,6 +182,7 @@ async fn one_stream_before_and_after_archival(db: TestDb) {
         &c,
         "s/+/log",
         &[("q", r"Needle|error"), ("regex", "true"), ("max_ms", "1")],
+        0,
     )
     .await;
     let mut want = vec![
@@ -257,6 +259,7 @@ async fn one_stream_before_and_after_archival(db: TestDb) {
         &c,
         "s/+/log",
         &[("q", r"Needle|error"), ("regex", "true"), ("max_ms", "1")],
+        0,
     )
     .await;
     want.push((last_index, last_line, "final error".to_owned()));
@@ -464,29 +467,13 @@ async fn a_slow_search_stops_on_its_budget(db: TestDb) {
     // Going on from there (with a budget it can finish in), the pages joined are the
     // whole answer.
     let mut paged = found(&first);
-    let mut from = next;
-    loop {
-        let f = from.to_string();
-        let v = get(
-            &c,
-            "search/slow/+/log",
-            &[
-                ("q", re),
-                ("regex", "true"),
-                ("max_ms", "10000"),
-                ("limit", "10000"),
-                ("from", &f),
-            ],
-        )
-        .await
-        .expect(200)
-        .clone();
-        paged.extend(found(&v));
-        from = v["next_index"].as_u64().unwrap();
-        if v["more"] == false {
-            break;
-        }
-    }
+    let params = [
+        ("q", re),
+        ("regex", "true"),
+        ("max_ms", "10000"),
+        ("limit", "10000"),
+    ];
+    paged.extend(all_pages(&c, "slow/+/log", &params, next).await.0);
     assert_eq!(paged, want);
     server.stop().await;
 }

@@ -49,21 +49,30 @@ impl StoredOutline {
                 if e.stream_index > self.fed_to && contiguous {
                     return Ok(false);
                 }
-                if let view::Content::Text(lines) = e.content {
-                    let time = timestamp_us.saturating_add(e.time_offset_us);
-                    let lines = lines.map(|l| {
-                        (
-                            std::str::from_utf8(l.value).unwrap_or(""),
-                            std::str::from_utf8(l.delimiter).unwrap_or("\n"),
-                        )
-                    });
-                    self.outline
-                        .push_entry_numbered(e.stream_index, e.sequence, time, lines);
-                }
-                self.fed_to = e.stream_index + 1;
+                self.feed_entry(&e, timestamp_us);
             }
         }
         Ok(true)
+    }
+
+    /// Feeds one entry read in place (one after `fed_to`; those before it are ignored,
+    /// a gap before it is skipped).
+    pub fn feed_entry(&mut self, e: &view::Entry<'_>, timestamp_us: i64) {
+        if e.stream_index < self.fed_to {
+            return;
+        }
+        if let view::Content::Text(lines) = e.content {
+            let time = timestamp_us.saturating_add(e.time_offset_us);
+            let lines = lines.map(|l| {
+                (
+                    std::str::from_utf8(l.value).unwrap_or(""),
+                    std::str::from_utf8(l.delimiter).unwrap_or("\n"),
+                )
+            });
+            self.outline
+                .push_entry_numbered(e.stream_index, e.sequence, time, lines);
+        }
+        self.fed_to = e.stream_index + 1;
     }
 
     /// Closes the outline at the stream's end (see [`Outline::finish`]).
@@ -71,36 +80,7 @@ impl StoredOutline {
         self.outline.finish();
         self.finished = true;
     }
-
-    /// The archive's `sections` object (`docs/ARCHIVE.md`): the magic, `fed_to` (u64
-    /// little-endian), then the outline's state bytes. Written only for a finished outline.
-    pub fn archive_bytes(&self) -> Vec<u8> {
-        let state = self.outline.state_bytes();
-        let mut b = Vec::with_capacity(SECTIONS_MAGIC.len() + 8 + state.len());
-        b.extend_from_slice(SECTIONS_MAGIC);
-        b.extend_from_slice(&self.fed_to.to_le_bytes());
-        b.extend_from_slice(&state);
-        b
-    }
-
-    /// Reads an archive's `sections` object: a finished outline.
-    pub fn from_archive_bytes(b: &[u8]) -> Result<Self, StoreError> {
-        let bad = || StoreError::Corrupt("the archive's sections object is invalid".into());
-        let rest = b.strip_prefix(SECTIONS_MAGIC).ok_or_else(bad)?;
-        if rest.len() < 8 {
-            return Err(bad());
-        }
-        let (fed_to, state) = rest.split_at(8);
-        Ok(Self {
-            outline: Outline::from_state_bytes(state).ok_or_else(bad)?,
-            fed_to: u64::from_le_bytes(fed_to.try_into().expect("8 bytes")),
-            finished: true,
-        })
-    }
 }
-
-/// The first bytes of an archive's `sections` object.
-pub const SECTIONS_MAGIC: &[u8; 8] = b"LDSECT01";
 
 /// The stored outline of a stream, if one was saved.
 pub fn get_outline(

@@ -13,12 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-
 mod support;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
 struct Args {
     database: Option<String>,
@@ -130,30 +126,27 @@ async fn run(addr: std::net::SocketAddr, round: usize, viewers: usize, args: &Ar
         let mut tasks = Vec::new();
         for _ in 0..viewers {
             let url = format!("ws://{addr}/api/v1/projects/bench/watch/{path}");
-            // tungstenite zeroes its whole read buffer before every read: 32 KiB, not the
-            // default 128 KiB, for frames of about 20 KB.
-            let ws_config = WebSocketConfig::default().read_buffer_size(32 << 10);
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true)
-                    .await
-                    .expect("connect viewer");
+            let mut ws = support::ws::Viewer::connect(&url)
+                .await
+                .expect("connect viewer");
             tasks.push(tokio::spawn(async move {
                 let mut arrivals: Vec<Option<Instant>> = vec![None; (per_batch * batches) as usize];
                 let mut indices = Vec::new();
                 let mut expected = 0;
-                while let Some(Ok(msg)) = ws.next().await {
-                    if let Message::Text(t) = msg {
-                        let now = Instant::now();
-                        indices.clear();
-                        let end = support::frame_indices(&t, &mut indices);
-                        for &i in &indices {
-                            assert_eq!(i, expected, "a viewer's entries out of order");
-                            arrivals[i as usize] = Some(now);
-                            expected += 1;
-                        }
-                        if end {
-                            break;
-                        }
+                while let Some(frame) = ws.next().await.expect("a viewer's connection") {
+                    let support::ws::Frame::Text(t) = frame else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    indices.clear();
+                    let end = support::ws::frame_indices(&t, &mut indices);
+                    for &i in &indices {
+                        assert_eq!(i, expected, "a viewer's entries out of order");
+                        arrivals[i as usize] = Some(now);
+                        expected += 1;
+                    }
+                    if end {
+                        break;
                     }
                 }
                 arrivals

@@ -44,12 +44,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
 mod support;
 
@@ -456,16 +453,12 @@ fn run_logdog(args: &Args, rt: &tokio::runtime::Runtime) -> Measured {
     m
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+type Ws = support::ws::Viewer;
 
 async fn connect_viewer(url: &str) -> Ws {
-    // tungstenite zeroes its whole read buffer before every read: 32 KiB, not the default
-    // 128 KiB (see live_latency).
-    let config = WebSocketConfig::default().read_buffer_size(32 << 10);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    support::ws::Viewer::connect(url)
         .await
-        .unwrap_or_else(|e| panic!("connect a viewer to {url}: {e}"));
-    ws
+        .unwrap_or_else(|e| panic!("connect a viewer to {url}: {e}"))
 }
 
 async fn logdog_workload(addr: SocketAddr, args: &Args) -> Measured {
@@ -601,12 +594,16 @@ async fn view(mut ws: Ws, url: String, batch: u64) -> Viewed {
     let mut indices = Vec::new();
     loop {
         let mut resume = None;
-        while let Some(msg) = ws.next().await {
-            match msg.unwrap_or_else(|e| panic!("a viewer of {url}: {e}")) {
-                Message::Text(t) => {
+        loop {
+            let frame = ws
+                .next()
+                .await
+                .unwrap_or_else(|e| panic!("a viewer of {url}: {e}"));
+            match frame {
+                Some(support::ws::Frame::Text(t)) => {
                     let now = Instant::now();
                     indices.clear();
-                    let end = support::frame_indices(&t, &mut indices);
+                    let end = support::ws::frame_indices(&t, &mut indices);
                     for &i in &indices {
                         assert_eq!(
                             i, v.lines,
@@ -625,10 +622,8 @@ async fn view(mut ws: Ws, url: String, batch: u64) -> Viewed {
                         return v;
                     }
                 }
-                Message::Close(frame) => {
-                    let reason = frame
-                        .map(|f| f.reason.as_str().to_owned())
-                        .unwrap_or_default();
+                Some(support::ws::Frame::Close(close)) => {
+                    let reason = close.map(|(_, reason)| reason).unwrap_or_default();
                     resume = reason
                         .strip_prefix("lagged; resume from=")
                         .and_then(|n| n.parse::<u64>().ok());
@@ -638,7 +633,7 @@ async fn view(mut ws: Ws, url: String, batch: u64) -> Viewed {
                     );
                     break;
                 }
-                _ => {}
+                None => break,
             }
         }
         let from = resume.unwrap_or_else(|| panic!("a viewer of {url} ended before the end frame"));

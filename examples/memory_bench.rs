@@ -344,22 +344,21 @@ fn mixed_client(url: &str, healthy: usize, stalled: usize) {
                 tokio::spawn(async move {
                     let (mut next, mut indices) = (0u64, Vec::new());
                     let mut why = "the connection ended".to_owned();
-                    while let Some(m) = ws.next().await {
-                        let m = match m {
-                            Ok(m) => m,
+                    loop {
+                        let t = match ws.next().await {
+                            Ok(Some(support::ws::Frame::Text(t))) => t,
+                            Ok(Some(support::ws::Frame::Close(c))) => {
+                                why = format!("closed: {c:?}");
+                                break;
+                            }
+                            Ok(None) => break,
                             Err(e) => {
                                 why = format!("error: {e}");
                                 break;
                             }
                         };
-                        if let tokio_tungstenite::tungstenite::Message::Close(c) = &m {
-                            why = format!("closed: {c:?}");
-                        }
-                        let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
-                            continue;
-                        };
                         indices.clear();
-                        let end = support::frame_indices(&t, &mut indices);
+                        let end = support::ws::frame_indices(&t, &mut indices);
                         for &index in &indices {
                             assert_eq!(index, next, "a healthy viewer's entries out of order");
                             next += 1;
@@ -419,22 +418,21 @@ fn run_client(addr: std::net::SocketAddr, path: &str, viewers: usize, hold: Dura
 
 /// `n` viewers of `url`, each having read its first `frames` frames (the state, then the
 /// backlog's entries when there are any).
-async fn connect(
-    url: &str,
-    n: usize,
-    frames: usize,
-) -> Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>
-{
+async fn connect(url: &str, n: usize, frames: usize) -> Vec<support::ws::Viewer> {
     let connecting = futures::stream::iter(0..n)
         .map(|_| async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            let mut ws = support::ws::Viewer::connect(url)
                 .await
                 .expect("connect viewer");
             let mut seen = 0;
             while seen < frames {
                 match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-                    Ok(Some(Ok(_))) => seen += 1,
-                    other => panic!("a viewer's first frames: {other:?}"),
+                    Ok(Ok(Some(support::ws::Frame::Text(_)))) => seen += 1,
+                    Ok(Ok(Some(support::ws::Frame::Close(c)))) => {
+                        panic!("a viewer closed during its first frames: {c:?}")
+                    }
+                    Ok(other) => panic!("a viewer's first frames: {:?}", other.err()),
+                    Err(_) => panic!("a viewer's first frames: none within 30 s"),
                 }
             }
             ws
@@ -457,7 +455,7 @@ fn client(url: &str, n: usize) {
         std::io::stdout().flush().unwrap();
         let readers: Vec<_> = sockets
             .into_iter()
-            .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+            .map(|mut ws| tokio::spawn(async move { while let Ok(Some(_)) = ws.next().await {} }))
             .collect();
         for r in readers {
             let _ = r.await;

@@ -4,6 +4,8 @@
 
 // Each example compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
+
+pub mod ws;
 /// A benchmark's database.
 pub struct BenchDb {
     pub url: String,
@@ -170,25 +172,4 @@ pub async fn metric(http: &reqwest::Client, root: &str, name: &str) -> f64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-/// The indices of a websocket entries frame's entries, in order, appended to `out`; true
-/// for the end frame. Found by searching the text, not by parsing it, so that viewers on
-/// the same cores as the server cost little beside it.
-pub fn frame_indices(text: &str, out: &mut Vec<u64>) -> bool {
-    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stream_index\":"));
-    let b = text.as_bytes();
-    let mut at = 0;
-    while let Some(i) = KEY.find(&b[at..]) {
-        let digits = at + i + KEY.needle().len();
-        let end = digits
-            + b[digits..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-        out.push(text[digits..end].parse().expect("a stream index"));
-        at = end;
-    }
-    text.starts_with("{\"type\":\"end\"")
 }

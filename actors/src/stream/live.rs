@@ -68,11 +68,10 @@ impl StreamActor {
             .filter(|e| (before..after).contains(&e.stream_index))
             .collect();
         let live = if entries.len() as u64 == after - before {
-            let frame = logdog_schema::wire::entries_frame(entries);
             Live::Entries {
                 first: before,
                 end: after,
-                frame: frame.into(),
+                frame: logdog_schema::wire::live_entries_frame(entries),
             }
         } else {
             Live::Advanced { end: after }

@@ -95,11 +95,12 @@ pub struct Follow {
 /// bytes are shared by every subscriber.
 #[derive(Debug, Clone)]
 pub enum Live {
-    /// `{"type":"entries",...}` for the newly contiguous entries `[first, end)`.
+    /// `{"type":"entries",...}` for the newly contiguous entries `[first, end)`, as a whole
+    /// websocket frame (`live_entries_frame`), written as it is to every viewer.
     Entries {
         first: u64,
         end: u64,
-        frame: bytestring::ByteString,
+        frame: bytes::Bytes,
     },
     /// Entries up to `end` became contiguous but are not in memory: read them from storage.
     Advanced { end: u64 },

@@ -11,6 +11,8 @@
 //! - `mod.rs`: the frames clients read (`WatchFrame`) and the route (origin check,
 //!   limits, the upgrade);
 //! - `session`: the `WsSession` actor;
+//! - `context`: the context it runs in (live frames written as the stream actor encoded
+//!   them, once for every viewer);
 //! - `cursor`: where a viewer stands and what it gets next (pure, unit-tested);
 //! - `limits`: viewer counts (429 before the upgrade);
 //! - `watchdog`: the peer socket and the watchdog that disconnects a stuck session.
@@ -20,9 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::ws;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
-use bytestring::ByteString;
 use dashmap::DashMap;
 use logdog_actors::stream::{Live, LiveFrame, Progress, Subscribe, Unsubscribe};
 use logdog_actors::StreamKey;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use super::{authorize, params, peek, stream_path, Authorized, Caller, State};
 use crate::errors::ApiError;
 
+mod context;
 mod cursor;
 mod limits;
 mod session;
@@ -42,6 +44,7 @@ pub use limits::{ViewerSlot, Viewers};
 pub use session::WsSession;
 pub use watchdog::{keep_peer_socket, PeerSocket, PEER_CHECK};
 
+use context::WsContext;
 use cursor::Cursor;
 use watchdog::*;
 
@@ -159,8 +162,13 @@ pub async fn watch(
         socket,
         _slot: slot,
     };
-    ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(64 << 10)
-        .start()
-        .map_err(|e| ApiError::invalid(format!("websocket upgrade failed: {e}")))
+    let mut upgrade = ws::handshake(req.head())
+        .map_err(|e| ApiError::invalid(format!("websocket upgrade failed: {e}")))?;
+    let body = WsContext::start(session, payload, 64 << 10);
+    let response = upgrade
+        .message_body(actix_web::body::BoxBody::new(
+            actix_web::body::BodyStream::new(body),
+        ))
+        .map_err(|e| ApiError::invalid(format!("websocket upgrade failed: {e}")))?;
+    Ok(HttpResponse::from(response))
 }

@@ -38,7 +38,7 @@ pub struct WsSession {
     pub(super) _slot: ViewerSlot,
 }
 
-type Ctx = ws::WebsocketContext<WsSession>;
+type Ctx = WsContext<WsSession>;
 
 impl WsSession {
     fn subscribe(&mut self, ctx: &mut Ctx) {
@@ -280,7 +280,7 @@ impl Handler<LiveFrame> for WsSession {
                     return;
                 }
                 if !self.reading && self.cursor.continues(first) {
-                    ctx.text(ByteString::clone(&frame));
+                    ctx.encoded(frame);
                     self.cursor.sent(end, Instant::now());
                     self.check_end(ctx);
                 } else if end > self.cursor.next() {
@@ -306,13 +306,13 @@ impl Handler<LiveFrame> for WsSession {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Ctx) {
+impl StreamHandler<Result<ws::Frame, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Frame, ws::ProtocolError>, ctx: &mut Ctx) {
         self.heartbeat = Instant::now();
         self.liveness.ran();
         match msg {
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
-            Ok(ws::Message::Close(reason)) => {
+            Ok(ws::Frame::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Frame::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();
             }

@@ -1,0 +1,253 @@
+//! `WsContext`: the context a `WsSession` runs in. The actor runs inside the response
+//! body's stream, so the HTTP layer polls it only while the viewer's socket takes what it
+//! is sent: a viewer that stops reading stops its session, whose mailbox then fills, and
+//! the stream actor drops it from the live set (the lag signal, `Live::Lagged`).
+//!
+//! Frames go out in the order they are queued. A live entries frame arrives already
+//! encoded as a websocket frame, once for every viewer of the stream, and is handed to the
+//! HTTP layer as it is (a reference count, not a copy per viewer); the session's own
+//! frames (state, backlog pages, control frames) are encoded here.
+
+use std::collections::VecDeque;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix::dev::{AsyncContextParts, ContextFut, ContextParts, Envelope, Mailbox, ToEnvelope};
+use actix::prelude::*;
+use actix_codec::{Decoder as _, Encoder as _};
+use actix_http::ws::{CloseReason, Codec, Frame, Message, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures::Stream;
+
+/// What is queued for the viewer.
+enum Out {
+    /// Encoded when it leaves.
+    Message(Message),
+    /// A whole websocket frame, written as it is.
+    Encoded(Bytes),
+}
+
+pub struct WsContext<A>
+where
+    A: Actor<Context = WsContext<A>>,
+{
+    parts: ContextParts<A>,
+    out: VecDeque<Out>,
+}
+
+impl<A> WsContext<A>
+where
+    A: Actor<Context = Self> + StreamHandler<Result<Frame, ProtocolError>>,
+{
+    /// Starts `actor`, reading the viewer's frames from `payload` (at most `max_frame`
+    /// bytes each); the stream of bytes to send is the response body.
+    pub fn start(
+        actor: A,
+        payload: actix_web::web::Payload,
+        max_frame: usize,
+    ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+        let mailbox = Mailbox::default();
+        let mut ctx = WsContext {
+            parts: ContextParts::new(mailbox.sender_producer()),
+            out: VecDeque::new(),
+        };
+        ctx.add_stream(Incoming {
+            payload,
+            codec: Codec::new().max_size(max_frame),
+            buf: BytesMut::new(),
+            ended: false,
+        });
+        Outgoing {
+            fut: ContextFut::new(ctx, actor, mailbox),
+            codec: Codec::new(),
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl<A> WsContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    /// A text frame.
+    pub fn text(&mut self, text: impl Into<ByteString>) {
+        self.out.push_back(Out::Message(Message::Text(text.into())));
+    }
+
+    /// A frame encoded already (`logdog_schema::wire::websocket_text`).
+    pub fn encoded(&mut self, frame: Bytes) {
+        self.out.push_back(Out::Encoded(frame));
+    }
+
+    pub fn ping(&mut self, payload: &[u8]) {
+        self.out
+            .push_back(Out::Message(Message::Ping(Bytes::copy_from_slice(payload))));
+    }
+
+    pub fn pong(&mut self, payload: &[u8]) {
+        self.out
+            .push_back(Out::Message(Message::Pong(Bytes::copy_from_slice(payload))));
+    }
+
+    pub fn close(&mut self, reason: Option<CloseReason>) {
+        self.out.push_back(Out::Message(Message::Close(reason)));
+    }
+
+    /// How many messages the mailbox holds before a sender's `try_send` fails.
+    pub fn set_mailbox_capacity(&mut self, capacity: usize) {
+        self.parts.set_mailbox_capacity(capacity)
+    }
+}
+
+impl<A> ActorContext for WsContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    fn stop(&mut self) {
+        self.parts.stop();
+    }
+
+    fn terminate(&mut self) {
+        self.parts.terminate()
+    }
+
+    fn state(&self) -> ActorState {
+        self.parts.state()
+    }
+}
+
+impl<A> AsyncContext<A> for WsContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    fn spawn<F>(&mut self, fut: F) -> SpawnHandle
+    where
+        F: ActorFuture<A, Output = ()> + 'static,
+    {
+        self.parts.spawn(fut)
+    }
+
+    fn wait<F>(&mut self, fut: F)
+    where
+        F: ActorFuture<A, Output = ()> + 'static,
+    {
+        self.parts.wait(fut)
+    }
+
+    fn waiting(&self) -> bool {
+        self.parts.waiting()
+            || matches!(
+                self.parts.state(),
+                ActorState::Stopping | ActorState::Stopped
+            )
+    }
+
+    fn cancel_future(&mut self, handle: SpawnHandle) -> bool {
+        self.parts.cancel_future(handle)
+    }
+
+    fn address(&self) -> Addr<A> {
+        self.parts.address()
+    }
+}
+
+impl<A> AsyncContextParts<A> for WsContext<A>
+where
+    A: Actor<Context = Self>,
+{
+    fn parts(&mut self) -> &mut ContextParts<A> {
+        &mut self.parts
+    }
+}
+
+impl<A, M> ToEnvelope<A, M> for WsContext<A>
+where
+    A: Actor<Context = WsContext<A>> + Handler<M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    fn pack(msg: M, tx: Option<actix::dev::OneshotSender<M::Result>>) -> Envelope<A> {
+        Envelope::new(msg, tx)
+    }
+}
+
+/// The response body: runs the actor, then takes what it queued.
+struct Outgoing<A>
+where
+    A: Actor<Context = WsContext<A>>,
+{
+    fut: ContextFut<A, WsContext<A>>,
+    codec: Codec,
+    /// Messages encoded since the last frame that went out as it was.
+    buf: BytesMut,
+}
+
+impl<A> Stream for Outgoing<A>
+where
+    A: Actor<Context = WsContext<A>>,
+{
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.fut.alive() {
+            let _ = Pin::new(&mut this.fut).poll(cx);
+        }
+        let out = &mut this.fut.ctx().out;
+        while let Some(next) = out.pop_front() {
+            match next {
+                Out::Message(m) => this.codec.encode(m, &mut this.buf)?,
+                Out::Encoded(frame) if this.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Out::Encoded(frame) => {
+                    // What was encoded before it goes first; the frame next time.
+                    out.push_front(Out::Encoded(frame));
+                    break;
+                }
+            }
+        }
+        if !this.buf.is_empty() {
+            Poll::Ready(Some(Ok(std::mem::take(&mut this.buf).freeze())))
+        } else if this.fut.alive() {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    }
+}
+
+/// The viewer's frames, decoded from the request body.
+struct Incoming {
+    payload: actix_web::web::Payload,
+    codec: Codec,
+    buf: BytesMut,
+    ended: bool,
+}
+
+impl Stream for Incoming {
+    type Item = Result<Frame, ProtocolError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while !this.ended {
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(ProtocolError::Io(std::io::Error::other(
+                        e.to_string(),
+                    )))))
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => break,
+            }
+        }
+        match this.codec.decode(&mut this.buf)? {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None if this.ended => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}

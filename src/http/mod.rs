@@ -219,14 +219,12 @@ pub async fn read_body(
 ) -> Result<Bytes, ApiError> {
     let limit = state.max_request_bytes();
     let too_large = || ApiError::too_large(format!("request body is over the {limit}-byte limit"));
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(too_large());
-        }
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
     }
     if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("?").trim();
@@ -238,16 +236,29 @@ pub async fn read_body(
     }
     let timeout = state.config.limits.body_timeout;
     let read = async {
+        // A body that arrives as one chunk is kept as it is; one in several is gathered
+        // into a buffer of the declared length, so it is copied once.
+        let mut first: Option<Bytes> = None;
         let mut body = BytesMut::new();
+        let mut len = 0;
         while let Some(chunk) = payload.next().await {
             let chunk =
                 chunk.map_err(|e| ApiError::invalid(format!("cannot read request body: {e}")))?;
-            if body.len() + chunk.len() > limit {
+            len += chunk.len();
+            if len > limit {
                 return Err(too_large());
+            }
+            if len == chunk.len() {
+                first = Some(chunk);
+                continue;
+            }
+            if let Some(first) = first.take() {
+                body.reserve(declared.unwrap_or(0).max(len));
+                body.extend_from_slice(&first);
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body.freeze())
+        Ok(first.unwrap_or_else(|| body.freeze()))
     };
     match tokio::time::timeout(timeout, read).await {
         Ok(body) => body,

@@ -63,6 +63,8 @@ where
             fut: ContextFut::new(ctx, actor, mailbox),
             codec: Codec::new(),
             buf: BytesMut::new(),
+            rest: Bytes::new(),
+            flush_first: false,
         }
     }
 }
@@ -182,6 +184,34 @@ where
     codec: Codec,
     /// Messages encoded since the last frame that went out as it was.
     buf: BytesMut,
+    /// What is left of encoded messages going out a piece at a time.
+    rest: Bytes,
+    /// A piece went out: the next poll lets the HTTP layer write it before the next one.
+    flush_first: bool,
+}
+
+/// The largest piece of the session's own frames handed to the HTTP layer at once.
+///
+/// actix-http copies what a response body yields into the connection's write buffer
+/// (8 KiB at first) and keeps that buffer at the largest size it grew to, up to 128 KiB, for
+/// as long as the connection lasts. A 20 KB backlog frame handed over whole left every
+/// idle viewer holding 20 KB (`docs/PERFORMANCE.md`, "Memory"). The session's frames
+/// (state, backlog pages, control frames) therefore go out in pieces that fit the buffer as
+/// it starts, each written before the next is handed over. Live frames go whole: one
+/// write per viewer per frame matters more on that path.
+const PIECE: usize = 8 << 10;
+
+impl<A> Outgoing<A>
+where
+    A: Actor<Context = WsContext<A>>,
+{
+    fn next_piece(&mut self) -> Bytes {
+        if self.rest.len() <= PIECE {
+            return std::mem::take(&mut self.rest);
+        }
+        self.flush_first = true;
+        self.rest.split_to(PIECE)
+    }
 }
 
 impl<A> Stream for Outgoing<A>
@@ -192,8 +222,17 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.flush_first {
+            // Pending with a wake-up: the HTTP layer writes what it has, then asks again.
+            this.flush_first = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if this.fut.alive() {
             let _ = Pin::new(&mut this.fut).poll(cx);
+        }
+        if !this.rest.is_empty() {
+            return Poll::Ready(Some(Ok(this.next_piece())));
         }
         let out = &mut this.fut.ctx().out;
         while let Some(next) = out.pop_front() {
@@ -210,7 +249,8 @@ where
             }
         }
         if !this.buf.is_empty() {
-            Poll::Ready(Some(Ok(std::mem::take(&mut this.buf).freeze())))
+            this.rest = std::mem::take(&mut this.buf).freeze();
+            Poll::Ready(Some(Ok(this.next_piece())))
         } else if this.fut.alive() {
             Poll::Pending
         } else {

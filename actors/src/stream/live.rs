@@ -71,7 +71,7 @@ impl StreamActor {
             Live::Entries {
                 first: before,
                 end: after,
-                frame: logdog_schema::wire::live_entries_frame(entries),
+                frame: logdog_schema::wire::entries_frame(entries).into(),
             }
         } else {
             Live::Advanced { end: after }

@@ -95,8 +95,8 @@ pub struct Follow {
 /// bytes are shared by every subscriber.
 #[derive(Debug, Clone)]
 pub enum Live {
-    /// `{"type":"entries",...}` for the newly contiguous entries `[first, end)`, as a whole
-    /// websocket frame (`live_entries_frame`), written as it is to every viewer.
+    /// `{"type":"entries",...}` for the newly contiguous entries `[first, end)`: the JSON,
+    /// encoded once and shared (a reference count) by every viewer's session.
     Entries {
         first: u64,
         end: u64,

@@ -51,7 +51,7 @@ pub use entry::{
     decode_entries, decode_record, encode_entries, entry_record, push_encoded, push_record,
     Content, Delimiter, Entry, EntryJson, Line, Partial, ENTRIES_CONTENT_TYPE,
 };
-pub use frames::{end_frame, entries_frame, live_entries_frame, state_frame};
+pub use frames::{end_frame, entries_frame, state_frame};
 pub use request::{
     DataJson, DatagramJson, EntryError, IncomingEntry, LineJson, LogEntry, TextJson,
 };

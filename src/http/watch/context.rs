@@ -3,10 +3,11 @@
 //! is sent: a viewer that stops reading stops its session, whose mailbox then fills, and
 //! the stream actor drops it from the live set (the lag signal, `Live::Lagged`).
 //!
-//! Frames go out in the order they are queued. A live entries frame arrives already
-//! encoded as a websocket frame, once for every viewer of the stream, and is handed to the
-//! HTTP layer as it is (a reference count, not a copy per viewer); the session's own
-//! frames (state, backlog pages, control frames) are encoded here.
+//! Frames go out in the order they are queued. A live entries frame's JSON, encoded once
+//! by the stream actor for every viewer, is handed to the HTTP layer as it is (a reference
+//! count, not a copy per viewer) right after its websocket header, the only part written
+//! per viewer; the session's own frames (state, backlog pages, control frames) are encoded
+//! here whole.
 
 use std::collections::VecDeque;
 use std::future::Future as _;
@@ -25,8 +26,9 @@ use futures::Stream;
 enum Out {
     /// Encoded when it leaves.
     Message(Message),
-    /// A whole websocket frame, written as it is.
-    Encoded(Bytes),
+    /// A text frame's payload shared with other sessions: its header is written here,
+    /// the payload as it is.
+    Shared(Bytes),
 }
 
 pub struct WsContext<A>
@@ -64,6 +66,7 @@ where
             codec: Codec::new(),
             buf: BytesMut::new(),
             rest: Bytes::new(),
+            payload: None,
             flush_first: false,
         }
     }
@@ -78,9 +81,9 @@ where
         self.out.push_back(Out::Message(Message::Text(text.into())));
     }
 
-    /// A frame encoded already (`logdog_schema::wire::websocket_text`).
-    pub fn encoded(&mut self, frame: Bytes) {
-        self.out.push_back(Out::Encoded(frame));
+    /// A text frame whose payload (valid UTF-8) other sessions send too.
+    pub fn shared_text(&mut self, payload: Bytes) {
+        self.out.push_back(Out::Shared(payload));
     }
 
     pub fn ping(&mut self, payload: &[u8]) {
@@ -186,6 +189,8 @@ where
     buf: BytesMut,
     /// What is left of encoded messages going out a piece at a time.
     rest: Bytes,
+    /// A shared payload whose header went out: it goes next.
+    payload: Option<Bytes>,
     /// A piece went out: the next poll lets the HTTP layer write it before the next one.
     flush_first: bool,
 }
@@ -228,6 +233,9 @@ where
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        if let Some(payload) = this.payload.take() {
+            return Poll::Ready(Some(Ok(payload)));
+        }
         if this.fut.alive() {
             let _ = Pin::new(&mut this.fut).poll(cx);
         }
@@ -238,12 +246,16 @@ where
         while let Some(next) = out.pop_front() {
             match next {
                 Out::Message(m) => this.codec.encode(m, &mut this.buf)?,
-                Out::Encoded(frame) if this.buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(frame)));
+                Out::Shared(payload) if this.buf.is_empty() => {
+                    // The header now, the payload on the next poll (the HTTP layer asks
+                    // again at once: both go out in one write).
+                    let header = text_header(payload.len());
+                    this.payload = Some(payload);
+                    return Poll::Ready(Some(Ok(header)));
                 }
-                Out::Encoded(frame) => {
-                    // What was encoded before it goes first; the frame next time.
-                    out.push_front(Out::Encoded(frame));
+                Out::Shared(payload) => {
+                    // What was encoded before it goes first; this frame next time.
+                    out.push_front(Out::Shared(payload));
                     break;
                 }
             }
@@ -257,6 +269,24 @@ where
             Poll::Ready(None)
         }
     }
+}
+
+/// The header of an unmasked (server) text frame with a payload of `len` bytes (RFC 6455).
+fn text_header(len: usize) -> Bytes {
+    let mut h = Vec::with_capacity(10);
+    h.push(0x81); // FIN, text
+    match len {
+        0..=125 => h.push(len as u8),
+        126..=0xFFFF => {
+            h.push(126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(127);
+            h.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    Bytes::from(h)
 }
 
 /// The viewer's frames, decoded from the request body.
@@ -288,6 +318,27 @@ impl Stream for Incoming {
             Some(frame) => Poll::Ready(Some(Ok(frame))),
             None if this.ended => Poll::Ready(None),
             None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header written before a shared payload is the one actix-http's own encoder
+    /// writes for the same text frame, for each of the three length forms.
+    #[test]
+    fn shared_text_headers_match_the_codec() {
+        for len in [0, 125, 126, 20_000, 0xFFFF, 0x10000, 300_000] {
+            let text = "x".repeat(len);
+            let mut whole = BytesMut::new();
+            Codec::new()
+                .encode(Message::Text(text.clone().into()), &mut whole)
+                .unwrap();
+            let header = text_header(len);
+            assert_eq!(&whole[..header.len()], &header[..], "length {len}");
+            assert_eq!(&whole[header.len()..], text.as_bytes(), "length {len}");
         }
     }
 }

@@ -280,7 +280,7 @@ impl Handler<LiveFrame> for WsSession {
                     return;
                 }
                 if !self.reading && self.cursor.continues(first) {
-                    ctx.encoded(frame);
+                    ctx.shared_text(frame);
                     self.cursor.sent(end, Instant::now());
                     self.check_end(ctx);
                 } else if end > self.cursor.next() {

@@ -246,7 +246,8 @@ impl StreamActor {
                     // worker ahead of the sessions woken by the frames (with 1,000 viewers
                     // it waited behind them: p50 9 ms instead of 1 ms).
                     let fanout = move |(), act: &mut StreamActor, _: &mut Context<StreamActor>| {
-                        act.broadcast_entries(before, after, &runs)
+                        act.broadcast_entries(before, after, &runs);
+                        act.follow_outline(before, after, runs);
                     };
                     ctx.spawn(actix::ActorFutureExt::map(actix::fut::ready(()), fanout));
                 }

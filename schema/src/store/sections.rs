@@ -75,6 +75,22 @@ impl StoredOutline {
         self.fed_to = e.stream_index + 1;
     }
 
+    /// Feeds one entry held in memory, as [`Self::feed_entry`] does one read in place.
+    pub fn feed_wire_entry(&mut self, e: &crate::wire::Entry, timestamp_us: i64) {
+        if e.stream_index < self.fed_to {
+            return;
+        }
+        if let crate::wire::Content::Text(lines) = &e.content {
+            let time = timestamp_us.saturating_add(e.time_offset_us);
+            let lines = lines
+                .iter()
+                .map(|l| (l.value.as_str(), l.delimiter.as_str()));
+            self.outline
+                .push_entry_numbered(e.stream_index, e.sequence, time, lines);
+        }
+        self.fed_to = e.stream_index + 1;
+    }
+
     /// Closes the outline at the stream's end (see [`Outline::finish`]).
     pub fn finish(&mut self) {
         self.outline.finish();

@@ -181,6 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<Started> {
             tracing::info!(migrations = ran, "database migrated");
         }
         store.watch_health(DB_HEALTH_INTERVAL);
+        store.checkpoint_in_background();
         Ok(store)
     })
     .await??;

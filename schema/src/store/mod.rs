@@ -20,6 +20,14 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations
 
 /// How long a SQLite writer waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+/// A connection checkpoints the write-ahead log itself once it holds this many pages
+/// (64 MiB of 4 KiB pages): a backstop, as `Store::checkpoint_in_background` keeps it
+/// far smaller.
+const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// The background checkpoint's pause after one that copied pages, and after one that
+/// found nothing to copy.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 
 mod chunks;
 mod cluster;
@@ -170,7 +178,8 @@ impl ManageConnection for Manager {
                 // commit survive power loss.
                 c.batch_execute(&format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 1073741824;"
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA mmap_size = 1073741824; \
+                     PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES};"
                 ))
                 .map_err(r2d2::Error::QueryError)?;
                 AnyConnection::Sqlite(c)
@@ -186,6 +195,24 @@ impl ManageConnection for Manager {
     fn has_broken(&self, conn: &mut AnyConnection) -> bool {
         conn.is_broken()
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct CheckpointRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    log: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    checkpointed: i32,
+}
+
+/// Runs a passive checkpoint; returns the log's length in pages and how many of them are
+/// now in the database file.
+fn wal_checkpoint(conn: &mut AnyConnection) -> Result<(i32, i32), StoreError> {
+    let AnyConnection::Sqlite(c) = conn else {
+        return Ok((0, 0));
+    };
+    let row: CheckpointRow = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(c)?;
+    Ok((row.log, row.checkpointed))
 }
 
 /// The pool and what it talks to. Cheap to clone.
@@ -287,6 +314,53 @@ impl Store {
                 }
             })
             .expect("spawn the health thread");
+    }
+
+    /// SQLite: starts a thread that copies the write-ahead log into the database file
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`) on a connection of its own every 20 ms while
+    /// it grows (every 250 ms when it does not), so the committing connection, which would
+    /// otherwise do it inside a commit every 1,000 pages (reading the log back, writing
+    /// and syncing the database file), only appends to the log and syncs it. A passive
+    /// checkpoint never waits for writers or readers and changes nothing a commit has
+    /// made durable. Stops when every clone of the store is gone; without it, connections
+    /// still checkpoint on their own past `SQLITE_AUTOCHECKPOINT_PAGES`. No-op on
+    /// PostgreSQL.
+    pub fn checkpoint_in_background(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let manager = Manager {
+            backend: self.backend,
+            url: self.url.to_string(),
+        };
+        let alive = std::sync::Arc::downgrade(&self.healthy);
+        std::thread::Builder::new()
+            .name("logdog-checkpoint".into())
+            .spawn(move || {
+                let mut conn: Option<AnyConnection> = None;
+                // The log's length and how much of it is copied, after the last checkpoint.
+                let mut last = (0, 0);
+                while alive.upgrade().is_some() {
+                    if conn.is_none() {
+                        conn = manager.connect().ok();
+                    }
+                    let pause = match conn.as_mut().map(wal_checkpoint) {
+                        Some(Ok(state)) if state != last => {
+                            last = state;
+                            CHECKPOINT_BUSY
+                        }
+                        Some(Ok(_)) => CHECKPOINT_IDLE,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "checkpoint failed; trying again");
+                            conn = None;
+                            CHECKPOINT_IDLE * 10
+                        }
+                        None => CHECKPOINT_IDLE * 10,
+                    };
+                    std::thread::sleep(pause);
+                }
+            })
+            .expect("spawn the checkpoint thread");
     }
 
     /// Fails at once while the health check says the database is away.

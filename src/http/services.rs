@@ -2,10 +2,8 @@
 //! purge and bundles. Each parses what it can, then lets the stream's actor decide in
 //! API.md's order: prefix (412) → secret (403) → stream (404) → body (400) → state (409).
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpRequest, HttpResponse};
-use logdog_actors::stream::{Append, AppendOk, AppendText, Purge, Register, Terminate};
+use logdog_actors::stream::{Append, AppendOk, AppendText, Handoff, Purge, Register, Terminate};
 use logdog_schema::names::StreamPath;
 use logdog_schema::wire::{
     now_us, object_only, Delimiter, DescriptorRequest, IncomingEntry, Line, LogEntry,
@@ -267,7 +265,7 @@ pub async fn append(
                 &path,
                 AppendText {
                     secret,
-                    lines: Arc::new(lines),
+                    lines: Handoff::new(lines),
                 },
             )
             .await?
@@ -283,7 +281,7 @@ pub async fn append(
                 &path,
                 Append {
                     secret,
-                    entries: Arc::new(entries),
+                    entries: Handoff::new(entries),
                 },
             )
             .await?
@@ -454,7 +452,7 @@ async fn ingest_one(
             &path,
             Append {
                 secret: secret.clone(),
-                entries: Arc::new(entries),
+                entries: Handoff::new(entries),
             },
         )
         .await?;

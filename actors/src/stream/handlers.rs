@@ -120,6 +120,14 @@ impl Handler<Unsubscribe> for StreamActor {
     }
 }
 
+/// A write sent again after its first actor took the payload and then found the stream
+/// owned elsewhere (its commit fenced off, nothing stored): the client sends it again.
+fn taken() -> ActorError {
+    ActorError::Unavailable(
+        "the stream changed owner while this write was committed; nothing was stored, send it again".into(),
+    )
+}
+
 impl Handler<Append> for StreamActor {
     type Result = ResponseActFuture<Self, Result<AppendOk, ActorError>>;
 
@@ -133,11 +141,10 @@ impl Handler<Append> for StreamActor {
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
         }
-        // The request's entries, moved into the batch when this message holds the only
-        // reference to them (the usual case), else copied.
-        match Arc::try_unwrap(msg.entries).unwrap_or_else(|shared| (*shared).clone()) {
-            Err(m) => reply(Err(ActorError::Invalid(m))),
-            Ok(entries) => self.append(entries),
+        match msg.entries.take() {
+            None => reply(Err(taken())),
+            Some(Err(m)) => reply(Err(ActorError::Invalid(m))),
+            Some(Ok(entries)) => self.append(entries),
         }
     }
 }
@@ -156,10 +163,10 @@ impl Handler<AppendText> for StreamActor {
         if let Err(e) = self.check_write(msg.secret.as_deref()) {
             return reply(Err(e));
         }
-        // Moved into the batch when this message holds the only reference (the usual case).
-        let lines = match Arc::try_unwrap(msg.lines).unwrap_or_else(|shared| (*shared).clone()) {
-            Ok(lines) => lines,
-            Err(m) => return reply(Err(ActorError::Invalid(m))),
+        let lines = match msg.lines.take() {
+            Some(Ok(lines)) => lines,
+            Some(Err(m)) => return reply(Err(ActorError::Invalid(m))),
+            None => return reply(Err(taken())),
         };
         let first = (s.machine.highest_index() + 1) as u64;
         let last = first + (lines.len() as u64).saturating_sub(1);

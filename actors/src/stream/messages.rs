@@ -21,6 +21,30 @@ pub struct Load {
     pub see_purged: bool,
 }
 
+/// A request's payload, handed to the stream actor once without copying. The directory
+/// may send a message twice (when the first actor it reached was stopping), so messages
+/// are `Clone`; clones share the payload, and the handler takes it out once it has passed
+/// the checks that can send a message on to another actor.
+#[derive(Debug)]
+pub struct Handoff<T>(Arc<std::sync::Mutex<Option<T>>>);
+
+impl<T> Clone for Handoff<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Handoff<T> {
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(value))))
+    }
+
+    /// The payload, or None when a clone of this message already took it.
+    pub fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// Append entries. Answered once they are durable.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<AppendOk, ActorError>")]
@@ -28,7 +52,7 @@ pub struct Append {
     pub secret: Option<Vec<u8>>,
     /// The parsed entries, or why the body is invalid (reported after the secret and
     /// existence checks, as API.md orders errors).
-    pub entries: Arc<Result<Vec<IncomingEntry>, String>>,
+    pub entries: Handoff<Result<Vec<IncomingEntry>, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +68,7 @@ pub struct AppendOk {
 pub struct AppendText {
     pub secret: Option<Vec<u8>>,
     /// The body split into lines, or why it is invalid (e.g. not UTF-8).
-    pub lines: Arc<Result<Vec<logdog_schema::wire::Line>, String>>,
+    pub lines: Handoff<Result<Vec<logdog_schema::wire::Line>, String>>,
 }
 
 /// TerminateStream. `Ok(None)` terminal index: at the highest stored index.

@@ -165,9 +165,9 @@ fn main() {
 }
 
 /// Reads the whole stream in pages of 10,000 (JSON, or the binary entries form); seconds.
-/// A binary page's `X-Logdog-Next-Index` arrives in its headers, so the next page is asked
-/// for as soon as they do, and the coordinator reads it while this page's body arrives (as
-/// a bulk reader would page); a JSON page's `next_index` ends its body.
+/// A page's `X-Logdog-Next-Index` (JSON and binary alike) arrives in its headers, so the
+/// next page is asked for as soon as they do, and the coordinator reads it while this
+/// page's body arrives (as a bulk reader would page).
 async fn read_all(http: &reqwest::Client, base: &str, path: &str, lines: u64, binary: bool) -> f64 {
     let page = |index: u64| {
         let mut req = http.get(format!("{base}/logs/{path}?index={index}&count=10000"));
@@ -182,13 +182,13 @@ async fn read_all(http: &reqwest::Client, base: &str, path: &str, lines: u64, bi
     loop {
         let r = pending.await.unwrap().unwrap();
         assert_eq!(r.status(), 200);
+        let next: u64 = r.headers()["x-logdog-next-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        pending = page(next);
         let got = if binary {
-            let next: u64 = r.headers()["x-logdog-next-index"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            pending = page(next);
             let body = r.bytes().await.unwrap();
             let mut records = 0u64;
             let mut at = 0;
@@ -199,18 +199,14 @@ async fn read_all(http: &reqwest::Client, base: &str, path: &str, lines: u64, bi
             }
             records
         } else {
-            // Received whole, the entries counted by their first key and `next_index` read
-            // from the end of the body: what the server answers is measured (as curl's
-            // figure is), not how fast this client parses JSON.
+            // Received whole, the entries counted by their first key and the header's
+            // `next_index` checked against the body's: what the server answers is
+            // measured (as curl's figure is), not how fast this client parses JSON.
             let body = r.bytes().await.unwrap();
             let records = memchr::memmem::find_iter(&body, br#"{"stream_index":"#).count() as u64;
             let at = memchr::memmem::rfind(&body, br#""next_index":"#).expect("next_index") + 13;
             let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let next = std::str::from_utf8(&body[at..at + digits])
-                .unwrap()
-                .parse()
-                .unwrap();
-            pending = page(next);
+            assert_eq!(&body[at..at + digits], next.to_string().as_bytes());
             records
         };
         if got == 0 {

@@ -15,7 +15,10 @@ const RECORDS: u8 = 0;
 
 /// Encodes a run of entries (which must be consecutive, ascending).
 pub fn encode(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + entries.len() * 32);
+    // Each record is its payload and at most a few dozen bytes of lengths and numbers:
+    // sized once, not grown (and copied) by doubling.
+    let payload: u64 = entries.iter().map(|e| e.content.payload_bytes()).sum();
+    let mut out = Vec::with_capacity(1 + payload as usize + entries.len() * 40);
     out.push(RECORDS);
     for e in entries {
         crate::wire::push_record(&mut out, e);

@@ -156,6 +156,18 @@ async fn binary_entries_match_json(db: TestDb) {
                     .unwrap()
             })
             .collect();
+        // The JSON answer's next_index is in its X-Logdog-Next-Index header too.
+        let mut r = c.http.get(c.url(&format!("logs/b/+/s?{q}")));
+        if let Some(t) = &c.token {
+            r = r.bearer_auth(t);
+        }
+        let res = r.send().await.unwrap();
+        assert_eq!(res.status(), 200, "{q}");
+        assert_eq!(
+            res.headers()["x-logdog-next-index"].to_str().unwrap(),
+            json.body["next_index"].to_string(),
+            "{q}"
+        );
         let res = binary(q).await.unwrap();
         assert_eq!(res.status(), 200, "{q}");
         let headers = res.headers().clone();

@@ -170,6 +170,7 @@ fn json_page(
     body.push(b'}');
     Ok(HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
+        .insert_header((NEXT_INDEX_HEADER, next_index.to_string()))
         .body(body))
 }
 
@@ -208,8 +209,8 @@ pub struct PrefixList {
            ("non_contiguous" = Option<bool>, Query, description = "Skip gaps (JSON and text alike)"),
            ("format" = Option<ReadFormat>, Query, description = "text or raw: the rendered text"),
            ("follow" = Option<bool>, Query, description = "With format: stream until the terminal entry")),
-    responses((status = 200, description = "Entries (JSON); with `Accept: application/x-logdog-entries` the same entries as length-delimited records (docs/API.md, \"Binary entries\"), `next_index` in the X-Logdog-Next-Index header; with format=text|raw the text (text/plain) or bytes (application/octet-stream)", content((LogsPage = "application/json"), (Vec<u8> = "application/x-logdog-entries"), (String = "text/plain"), (String = "application/octet-stream")),
-                  headers(("X-Logdog-Next-Index" = u64, description = "Binary answers: one past the last entry returned (or `index` when none is)"))),
+    responses((status = 200, description = "Entries (JSON, `next_index` also in the X-Logdog-Next-Index header); with `Accept: application/x-logdog-entries` the same entries as length-delimited records (docs/API.md, \"Binary entries\"), `next_index` in the X-Logdog-Next-Index header; with format=text|raw the text (text/plain) or bytes (application/octet-stream)", content((LogsPage = "application/json"), (Vec<u8> = "application/x-logdog-entries"), (String = "text/plain"), (String = "application/octet-stream")),
+                  headers(("X-Logdog-Next-Index" = u64, description = "JSON and binary answers: one past the last entry returned (or `index` when none is), as JSON's `next_index`"))),
               (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
@@ -259,7 +260,8 @@ pub async fn get(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErro
     json_page(&project, &stream, &records, next, p.state)
 }
 
-/// The header of a binary Get answer that holds what JSON's `next_index` holds.
+/// The header of a Get answer (JSON or binary) that holds what JSON's `next_index` holds,
+/// so a reader can ask for the next page before the body has arrived.
 pub const NEXT_INDEX_HEADER: &str = "X-Logdog-Next-Index";
 
 /// Does the request ask for entries in their binary form (`Accept:
@@ -281,7 +283,8 @@ fn wants_binary(req: &HttpRequest) -> bool {
            ("count" = Option<u64>, Query, description = "The last N entries (default 1)", maximum = 9007199254740991.0),
            ("state" = Option<bool>, Query, description = "Include descriptor and state"),
            ("format" = Option<ReadFormat>, Query, description = "text or raw")),
-    responses((status = 200, description = "The last contiguous entries (JSON), or with format=text|raw their text or bytes", content((LogsPage = "application/json"), (String = "text/plain"), (String = "application/octet-stream"))), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
+    responses((status = 200, description = "The last contiguous entries (JSON, `next_index` also in the X-Logdog-Next-Index header), or with format=text|raw their text or bytes", content((LogsPage = "application/json"), (String = "text/plain"), (String = "application/octet-stream")),
+                  headers(("X-Logdog-Next-Index" = u64, description = "JSON answers: one past the last entry returned, as `next_index`"))), (status = 400, description = "invalid_argument", body = crate::errors::ErrorBody), (status = 401, description = "unauthenticated", body = crate::errors::ErrorBody), (status = 403, description = "permission_denied (or the project is not visible)", body = crate::errors::ErrorBody), (status = 404, description = "not_found", body = crate::errors::ErrorBody)),
     security((), ("bearer" = []))
 )]
 pub async fn tail(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -1,8 +1,9 @@
 //! Keeping the stream's section outline (`stream_sections`) close behind its contiguous
 //! end. The actor keeps the outline in memory at that end and feeds it each commit's
 //! entries as they are broadcast (after the writer's acknowledgement, never in the append
-//! path); at most once per `OUTLINE_EVERY` it saves it through the writer. Until then
-//! (a stream just loaded, or after a commit it could not follow: one that completed
+//! path); at most once per `OUTLINE_EVERY` it saves it through the writer, and lets it go
+//! once saved when no commit came for that long. When it holds none (a stream just
+//! loaded or idle a while, or after a commit it could not follow: one that completed
 //! entries committed earlier out of order), it catches the stored outline up from
 //! storage on a blocking thread, keeping the commits that land meanwhile to feed once the
 //! catch-up returns. Readers of the outline catch up the rest themselves, so this only
@@ -26,8 +27,9 @@ pub(super) struct OutlineUpkeep {
     pub(super) dirty: bool,
     /// A save or a catch-up is running.
     busy: bool,
-    /// The outline at the stream's contiguous end, fed in memory.
-    live: Option<StoredOutline>,
+    /// The outline at the stream's contiguous end, fed in memory; dropped once saved
+    /// when a second passes without commits, so an idle stream's actor does not hold it.
+    live: Option<Box<StoredOutline>>,
     /// While a catch-up runs: the commits since the end it catches up to.
     pending: Option<Pending>,
     /// How far the stored row is known to be, and whether it is finished.
@@ -95,7 +97,19 @@ impl StreamActor {
     /// Saves the outline if entries were committed since the last update, catching it up
     /// from storage first when it is not held in memory.
     pub(super) fn refresh_outline(&mut self, ctx: &mut Context<Self>) {
-        if !self.outline.dirty || self.outline.busy || self.elsewhere.is_some() || self.retired {
+        if self.outline.busy || self.elsewhere.is_some() || self.retired {
+            return;
+        }
+        if !self.outline.dirty {
+            // Idle: the saved outline is as far as the one in memory, which goes.
+            if self
+                .outline
+                .live
+                .as_ref()
+                .is_some_and(|o| (o.fed_to, o.finished) == self.outline.saved)
+            {
+                self.outline.live = None;
+            }
             return;
         }
         let Some(s) = &self.stream else { return };
@@ -121,7 +135,7 @@ impl StreamActor {
             if o.fed_to <= fed_to && (finished || !o.finished) {
                 return;
             }
-            let snapshot = o.clone();
+            let snapshot = (**o).clone();
             self.outline.busy = true;
             let save = writer.run(move |c| {
                 store::save_outline(c, &project, &id, &snapshot, now_us()).map(|_| ())
@@ -207,7 +221,7 @@ impl StreamActor {
                 return;
             }
             act.outline.dirty |= o.fed_to > end;
-            act.outline.live = Some(o);
+            act.outline.live = Some(Box::new(o));
         }));
     }
 }

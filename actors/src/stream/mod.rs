@@ -259,9 +259,15 @@ impl Actor for StreamActor {
             .into_actor(self)
             .map(|r, act, ctx| act.settle_claim(r, ctx)),
         );
-        ctx.run_interval(OUTLINE_EVERY, |act, ctx| act.refresh_outline(ctx));
-        let check = (self.deps.idle_timeout / 2).max(Duration::from_millis(10));
+        // One timer for both chores (each costs the actor an allocation): the outline's
+        // update once per `OUTLINE_EVERY`, and the idle check.
+        let check = (self.deps.idle_timeout / 2)
+            .max(Duration::from_millis(10))
+            .min(OUTLINE_EVERY);
         ctx.run_interval(check, |act, ctx| {
+            if act.outline.due() {
+                act.refresh_outline(ctx);
+            }
             if act.inflight.is_empty()
                 && !act.followed()
                 && act.last_active.elapsed() >= act.deps.idle_timeout

@@ -34,6 +34,22 @@ pub(super) struct OutlineUpkeep {
     pending: Option<Pending>,
     /// How far the stored row is known to be, and whether it is finished.
     saved: (u64, bool),
+    /// When the last update was due (None: not yet).
+    last: Option<Instant>,
+}
+
+impl OutlineUpkeep {
+    /// True once per `OUTLINE_EVERY`, on the first call after it has passed.
+    pub(super) fn due(&mut self) -> bool {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < OUTLINE_EVERY => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
 }
 
 /// Commits kept while a catch-up from storage runs.

@@ -20,6 +20,8 @@ impl From<PrefixRow> for PrefixInfo {
 
 /// A registered stream: its row (static columns and lifecycle) and its machine.
 pub(super) struct Loaded {
+    /// The stream's row. Its `descriptor` (the JSON text) is emptied once parsed into
+    /// `descriptor`: a live actor keeps the parsed form only.
     pub(super) row: StreamRow,
     pub(super) descriptor: Descriptor,
     pub(super) machine: StreamMachine,
@@ -28,10 +30,11 @@ pub(super) struct Loaded {
 }
 
 impl Loaded {
-    pub(super) fn from_row(row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
+    pub(super) fn from_row(mut row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
         let descriptor: Descriptor = row
             .descriptor()
             .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
+        row.descriptor = String::new();
         let m = StreamMachine::restore(descriptor.stream_type, descriptor.timestamp, &row, spans);
         let sequence_known =
             !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());

@@ -267,6 +267,7 @@ impl StreamActor {
         terminal_index: Option<i64>,
     ) -> Reply<(StreamJson, bool)> {
         let now = now_us();
+        let descriptor_json = serde_json::to_string(&descriptor).expect("descriptor serialises");
         let row = StreamRow {
             project: self.key.project.clone(),
             id: self.key.id.clone(),
@@ -275,7 +276,7 @@ impl StreamActor {
             name: self.path.name.clone(),
             stream_type: descriptor.stream_type,
             content_type: descriptor.content_type.clone(),
-            descriptor: serde_json::to_string(&descriptor).expect("descriptor serialises"),
+            descriptor: descriptor_json.clone(),
             created_us: now,
             updated_us: now,
             next_index: 0,
@@ -333,7 +334,10 @@ impl StreamActor {
             last_error: None,
             created_us: now,
         };
-        let (store, row) = (self.store(), loaded.row.clone());
+        // The row as inserted, with the descriptor's JSON, which `Loaded` does not keep.
+        let mut row = loaded.row.clone();
+        row.descriptor = descriptor_json;
+        let store = self.store();
         let f = self.fenced(move |c| store::insert_stream(c, &row, &tags, &task));
         let write = blocking(move || store.write(f));
         Box::pin(write.into_actor(self).map(move |r, act, _| {

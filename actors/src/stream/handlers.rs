@@ -95,7 +95,11 @@ impl Handler<Follow> for StreamActor {
     fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
         let json = self.visible(msg.see_purged)?.json();
-        Ok((json, self.progress.subscribe()))
+        let published = self.published;
+        let tx = self
+            .progress
+            .get_or_insert_with(|| tokio::sync::watch::channel(published).0);
+        Ok((json, tx.subscribe()))
     }
 }
 
@@ -107,7 +111,7 @@ impl Handler<Subscribe> for StreamActor {
         let json = self.visible(msg.see_purged)?.json();
         self.subscribers.insert(msg.id, msg.recipient);
         let frame = logdog_schema::wire::state_frame(Some(&json));
-        Ok((frame.into(), *self.progress.borrow()))
+        Ok((frame.into(), self.published))
     }
 }
 

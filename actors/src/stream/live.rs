@@ -18,14 +18,15 @@ impl StreamActor {
                 ..Progress::default()
             },
         };
-        let mut lifecycle_changed = false;
-        self.progress.send_if_modified(|p| {
-            let changed = *p != now;
-            lifecycle_changed = (p.terminal_index, p.archived, p.gone)
-                != (now.terminal_index, now.archived, now.gone);
-            *p = now;
-            changed
-        });
+        let was = std::mem::replace(&mut self.published, now);
+        if was == now {
+            return;
+        }
+        if let Some(tx) = &self.progress {
+            tx.send_replace(now);
+        }
+        let lifecycle_changed = (was.terminal_index, was.archived, was.gone)
+            != (now.terminal_index, now.archived, now.gone);
         if lifecycle_changed && !self.subscribers.is_empty() {
             let stream = self.stream.as_ref().map(Loaded::json);
             let frame = logdog_schema::wire::state_frame(stream.as_ref());

@@ -74,8 +74,11 @@ pub struct StreamActor {
     last_active: Instant,
     /// Live viewers, by subscription id.
     subscribers: HashMap<u64, Recipient<LiveFrame>>,
-    /// Followers' view of the stream; published after every change.
-    progress: tokio::sync::watch::Sender<Progress>,
+    /// Where the stream stands, as last published (see `publish`).
+    published: Progress,
+    /// Followers' view of `published`, made when the first follower comes (its shared
+    /// state is a few hundred bytes an unfollowed stream's actor does without).
+    progress: Option<tokio::sync::watch::Sender<Progress>>,
     /// Removed from the directory: answer `Retired` so callers go to a fresh actor.
     retired: bool,
     /// Cluster mode: this node's claim (node, epoch); every write is fenced by it.
@@ -142,7 +145,8 @@ impl StreamActor {
             compaction: CompactionWindow::default(),
             last_active: Instant::now(),
             subscribers: HashMap::new(),
-            progress: tokio::sync::watch::channel(Progress::default()).0,
+            published: Progress::default(),
+            progress: None,
             retired: false,
             fence: None,
             elsewhere: None,

@@ -40,7 +40,10 @@ pub(super) struct Elsewhere {
 
 impl StreamActor {
     pub(super) fn followed(&self) -> bool {
-        self.progress.receiver_count() > 0 || !self.subscribers.is_empty()
+        self.progress
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() > 0)
+            || !self.subscribers.is_empty()
     }
 
     /// Becomes the replica of a stream `advertise` owns, from a snapshot read after the

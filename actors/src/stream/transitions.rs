@@ -56,6 +56,10 @@ impl StreamActor {
 
     pub(super) fn finish_batch(&mut self, batch: u64, result: &WriteResult) {
         self.inflight.remove(&batch);
+        if self.inflight.is_empty() {
+            // An emptied map keeps its table; an idle stream's actor should not.
+            self.inflight = HashMap::new();
+        }
         if let Some(s) = &mut self.stream {
             s.machine.commit_result(batch, result.is_ok());
         }

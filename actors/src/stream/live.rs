@@ -63,20 +63,32 @@ impl StreamActor {
         if after <= before || self.subscribers.is_empty() {
             return;
         }
-        let entries: Vec<&logdog_schema::wire::Entry> = runs
-            .iter()
-            .flatten()
-            .filter(|e| (before..after).contains(&e.stream_index))
-            .collect();
-        let live = if entries.len() as u64 == after - before {
-            Live::Entries {
+        let live = match covering(runs, before, after) {
+            Some(entries) => Live::Entries {
                 first: before,
                 end: after,
                 frame: logdog_schema::wire::entries_frame(entries).into(),
-            }
-        } else {
-            Live::Advanced { end: after }
+            },
+            None => Live::Advanced { end: after },
         };
         self.broadcast(live);
     }
+}
+
+/// The entries of a commit's `runs` in `[before, after)`, in index order, if they are all
+/// there (a commit that completes entries committed earlier holds only its own): what the
+/// live frame and the outline in memory are built from.
+pub(super) fn covering(
+    runs: &[Vec<logdog_schema::wire::Entry>],
+    before: u64,
+    after: u64,
+) -> Option<Vec<&logdog_schema::wire::Entry>> {
+    let mut entries: Vec<&logdog_schema::wire::Entry> = runs
+        .iter()
+        .flatten()
+        .filter(|e| (before..after).contains(&e.stream_index))
+        .collect();
+    entries.sort_by_key(|e| e.stream_index);
+    entries.dedup_by_key(|e| e.stream_index);
+    (entries.len() as u64 == after - before).then_some(entries)
 }

@@ -9,6 +9,7 @@
 //! catch-up returns. Readers of the outline catch up the rest themselves, so this only
 //! bounds what they read.
 
+use super::live::covering;
 use super::*;
 use logdog_schema::store::StoredOutline;
 use logdog_schema::wire::{Entry, StreamType};
@@ -60,18 +61,6 @@ struct Pending {
     /// Each commit's range `[before, after)` and entries.
     commits: Vec<(u64, u64, Vec<Vec<Entry>>)>,
     bytes: u64,
-}
-
-/// The entries of `runs` in `[before, after)`, in index order, if they are all there.
-fn covering(runs: &[Vec<Entry>], before: u64, after: u64) -> Option<Vec<&Entry>> {
-    let mut entries: Vec<&Entry> = runs
-        .iter()
-        .flatten()
-        .filter(|e| (before..after).contains(&e.stream_index))
-        .collect();
-    entries.sort_by_key(|e| e.stream_index);
-    entries.dedup_by_key(|e| e.stream_index);
-    (entries.len() as u64 == after - before).then_some(entries)
 }
 
 impl StreamActor {

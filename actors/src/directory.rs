@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use logdog_schema::names::StreamPath;
 
 use crate::error::ActorError;
-use crate::stream::{Depose, Retire, StreamActor, StreamDeps, StreamKey, Wake};
+use crate::stream::{Depose, StreamActor, StreamDeps, StreamKey, Wake};
 
 /// Tells an actor to stop (outside the generic `send`, whose bounds would shadow this one).
 fn depose(addr: &Addr<StreamActor>) {
@@ -28,7 +28,8 @@ fn wake(addr: &Addr<StreamActor>) {
 }
 
 pub(crate) struct DirectoryInner {
-    actors: DashMap<StreamKey, (u64, Addr<StreamActor>)>,
+    /// The key is shared with the actor (`StreamActor::key`): one copy of the names.
+    actors: DashMap<Arc<StreamKey>, (u64, Addr<StreamActor>)>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     generation: AtomicU64,
@@ -90,7 +91,7 @@ impl Directory {
     /// Cluster mode: stops every stream actor whose key `keep` refuses (all of them when
     /// this node may have lost its leases), without touching storage. Answers how many.
     pub fn depose(&self, keep: impl Fn(&StreamKey) -> bool) -> usize {
-        let gone: Vec<(StreamKey, Addr<StreamActor>)> = self
+        let gone: Vec<(Arc<StreamKey>, Addr<StreamActor>)> = self
             .inner
             .actors
             .iter()
@@ -131,19 +132,18 @@ impl Directory {
             project: project.to_owned(),
             id: path.id(),
         };
+        if let Some(live) = self.live(&key) {
+            return live;
+        }
+        let key = Arc::new(key);
         let entry = self.inner.actors.entry(key.clone()).or_insert_with(|| {
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
             let i =
                 self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
-            let weak: Weak<DirectoryInner> = Arc::downgrade(&self.inner);
-            let retire: Retire = Arc::new(move |key, generation| {
-                if let Some(dir) = weak.upgrade() {
-                    dir.retire(key, generation);
-                }
-            });
+            let directory: Weak<DirectoryInner> = Arc::downgrade(&self.inner);
             let (path, deps) = (path.clone(), self.inner.deps.clone());
             let addr = StreamActor::start_in_arbiter(&self.inner.arbiters[i], move |_| {
-                StreamActor::new(key, path, generation, retire, deps)
+                StreamActor::new(key, path, generation, directory, deps)
             });
             (generation, addr)
         });

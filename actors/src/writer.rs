@@ -82,7 +82,7 @@ pub struct AppendOp {
     pub advance: Option<(u64, u64, u64)>,
     pub schedule: Option<TaskSchedule>,
     /// Cluster mode: the owner's node and epoch, checked in the same transaction.
-    pub fence: Option<Fence>,
+    pub fence: Option<std::sync::Arc<Fence>>,
     pub entries: u64,
     pub bytes: u64,
 }

@@ -41,7 +41,14 @@ impl RangeSet {
                 self.spans[i].end_sequence = span.end_sequence;
             }
             (false, true) => self.spans[i].start = span.start,
-            (false, false) => self.spans.insert(i, span),
+            (false, false) => {
+                // Most streams hold one span all their life: the first is given room for
+                // itself only (a push would make room for four), later ones grow as usual.
+                if self.spans.capacity() == 0 {
+                    self.spans.reserve_exact(1);
+                }
+                self.spans.insert(i, span)
+            }
         }
     }
 

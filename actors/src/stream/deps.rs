@@ -67,7 +67,3 @@ pub struct ClusterNode {
     /// A node whose heartbeat is older than this is dead: its streams may be taken over.
     pub node_timeout: Duration,
 }
-
-/// Called when an actor stops or retires: removes its entry (key, generation) from the
-/// directory that started it, if that entry is still its own.
-pub type Retire = Arc<dyn Fn(&StreamKey, u64) + Send + Sync>;

@@ -63,7 +63,7 @@ impl Handler<Register> for StreamActor {
                     {
                         return reply(Err(ActorError::AlreadyExists(format!(
                             "stream {:?} exists with stream_type {} and content_type {:?}",
-                            s.row.path,
+                            act.path.to_string(),
                             d.stream_type.as_str(),
                             d.content_type
                         ))));
@@ -72,7 +72,7 @@ impl Handler<Register> for StreamActor {
                         Some(t) if t >= 0 => {
                             Box::pin(act.terminate(Some(t)).map(|r, _, _| r.map(|j| (j, false))))
                         }
-                        _ => reply(Ok((s.json(), false))),
+                        _ => reply(Ok((s.json(&act.key, &act.path), false))),
                     }
                 }
             }
@@ -85,7 +85,7 @@ impl Handler<Load> for StreamActor {
 
     fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) -> Self::Result {
         self.gate(ctx)?;
-        Ok(self.visible(msg.see_purged)?.json())
+        Ok(self.visible(msg.see_purged)?.json(&self.key, &self.path))
     }
 }
 
@@ -94,7 +94,7 @@ impl Handler<Follow> for StreamActor {
 
     fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
-        let json = self.visible(msg.see_purged)?.json();
+        let json = self.visible(msg.see_purged)?.json(&self.key, &self.path);
         let published = self.published;
         let tx = self
             .progress
@@ -108,8 +108,9 @@ impl Handler<Subscribe> for StreamActor {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
-        let json = self.visible(msg.see_purged)?.json();
-        self.subscribers.insert(msg.id, msg.recipient);
+        let json = self.visible(msg.see_purged)?.json(&self.key, &self.path);
+        self.subscribers.retain(|(id, _)| *id != msg.id);
+        self.subscribers.push((msg.id, msg.recipient));
         let frame = logdog_schema::wire::state_frame(Some(&json));
         Ok((frame.into(), self.published))
     }
@@ -119,7 +120,9 @@ impl Handler<Unsubscribe> for StreamActor {
     type Result = Result<(), ActorError>;
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
-        self.subscribers.remove(&msg.id);
+        if let Some(at) = self.subscribers.iter().position(|(id, _)| *id == msg.id) {
+            self.subscribers.swap_remove(at);
+        }
         Ok(())
     }
 }
@@ -241,7 +244,7 @@ impl Handler<Purge> for StreamActor {
                 r?;
                 if let Some(s) = &mut act.stream {
                     s.machine.purge();
-                    s.row.updated_us = now;
+                    s.updated_us = now;
                 }
                 act.publish();
                 Ok(())
@@ -262,9 +265,9 @@ impl Handler<Seal> for StreamActor {
                 Ok(n) => n,
                 Err(e) => return reply(Err(e)),
             };
-            match next.machine.seal(next.row.updated_us) {
+            match next.machine.seal(next.updated_us) {
                 Err(e) => reply(Err(e.into())),
-                Ok(false) => reply(Ok(next.json())),
+                Ok(false) => reply(Ok(next.json(&act.key, &act.path))),
                 Ok(true) => act.transition(next, |_| Ok(())),
             }
         })))
@@ -288,12 +291,11 @@ impl Handler<MarkArchived> for StreamActor {
             msg.log_entry_count,
         ) {
             Err(e) => return AtomicResponse::new(reply(Err(e.into()))),
-            Ok(false) => return AtomicResponse::new(reply(Ok(next.json()))),
+            Ok(false) => return AtomicResponse::new(reply(Ok(next.json(&self.key, &self.path)))),
             Ok(true) => {}
         }
-        next.row.archive =
-            Some(serde_json::to_string(&msg.archive).expect("archive info serialises"));
-        next.row.archive_error = None;
+        next.archive = Some(serde_json::to_string(&msg.archive).expect("archive info serialises"));
+        next.archive_error = None;
         let (project, id, task) = (self.key.project.clone(), self.key.id.clone(), msg.task_id);
         let text = next.descriptor.stream_type == StreamType::Text;
         let timestamp = next.descriptor.timestamp;
@@ -319,7 +321,7 @@ impl Handler<MarkFailed> for StreamActor {
             Err(e) => return AtomicResponse::new(reply(Err(e))),
         };
         next.machine.mark_failed();
-        next.row.archive_error = Some(msg.error.clone());
+        next.archive_error = Some(msg.error.clone());
         let (task, error) = (msg.task_id, msg.error);
         AtomicResponse::new(
             self.transition(next, move |c| store::finish_task(c, &task, Some(&error))),

@@ -28,7 +28,7 @@ impl StreamActor {
         let lifecycle_changed = (was.terminal_index, was.archived, was.gone)
             != (now.terminal_index, now.archived, now.gone);
         if lifecycle_changed && !self.subscribers.is_empty() {
-            let stream = self.stream.as_ref().map(Loaded::json);
+            let stream = self.stream.as_ref().map(|s| s.json(&self.key, &self.path));
             let frame = logdog_schema::wire::state_frame(stream.as_ref());
             self.broadcast(Live::State {
                 frame: frame.into(),
@@ -42,7 +42,7 @@ impl StreamActor {
     pub(super) fn broadcast(&mut self, live: Live) {
         let at = Instant::now();
         self.subscribers
-            .retain(|_, r| match r.try_send(LiveFrame(live.clone(), at)) {
+            .retain(|(_, r)| match r.try_send(LiveFrame(live.clone(), at)) {
                 Ok(()) => true,
                 Err(SendError::Full(_)) => {
                     r.do_send(LiveFrame(Live::Lagged, at));

@@ -31,8 +31,9 @@ pub(super) struct OutlineUpkeep {
     /// The outline at the stream's contiguous end, fed in memory; dropped once saved
     /// when a second passes without commits, so an idle stream's actor does not hold it.
     live: Option<Box<StoredOutline>>,
-    /// While a catch-up runs: the commits since the end it catches up to.
-    pending: Option<Pending>,
+    /// While a catch-up runs: the commits since the end it catches up to (boxed: it is
+    /// rarely there, and the actor is kept small).
+    pending: Option<Box<Pending>>,
     /// How far the stored row is known to be, and whether it is finished.
     saved: (u64, bool),
     /// When the last update was due (None: not yet).
@@ -161,11 +162,11 @@ impl StreamActor {
             return;
         }
         self.outline.busy = true;
-        self.outline.pending = Some(Pending {
+        self.outline.pending = Some(Box::new(Pending {
             end,
             commits: Vec::new(),
             bytes: 0,
-        });
+        }));
         let update = async move {
             let (p, i) = (project.clone(), id.clone());
             let (mut o, advanced) = blocking(move || {

@@ -54,13 +54,13 @@ impl StreamActor {
         snapshot: Snapshot,
         ctx: &mut Context<Self>,
     ) {
-        self.elsewhere = Some(Elsewhere {
+        self.elsewhere = Some(Box::new(Elsewhere {
             advertise,
             checked: Instant::now(),
             checking: false,
             refreshing: false,
             dirty: false,
-        });
+        }));
         self.take_snapshot(snapshot, ctx);
         ctx.run_later(ELSEWHERE_FOR, |act, ctx| {
             if act.elsewhere.is_some() && !act.followed() {
@@ -209,6 +209,6 @@ impl Handler<Peek> for StreamActor {
 
     fn handle(&mut self, msg: Peek, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
-        Ok(self.visible(msg.see_purged)?.json())
+        Ok(self.visible(msg.see_purged)?.json(&self.key, &self.path))
     }
 }

@@ -1,5 +1,5 @@
-//! What a stream actor holds: its prefix's secret and expiry, and the loaded stream (row,
-//! descriptor, lifecycle machine).
+//! What a stream actor holds: its prefix's secret and expiry, and the loaded stream
+//! (descriptor, lifecycle machine, the rest of its row).
 
 use super::*;
 
@@ -18,52 +18,83 @@ impl From<PrefixRow> for PrefixInfo {
     }
 }
 
-/// A registered stream: its row (static columns and lifecycle) and its machine.
+/// A registered stream: the parsed descriptor, its lifecycle machine, and the few columns
+/// of its row that neither of them holds. The row's names (project, id, path, prefix,
+/// name) are the actor's key and path, and its content type is the descriptor's, so they
+/// are kept once (`json` puts the row back together).
 pub(super) struct Loaded {
-    /// The stream's row. Its `descriptor` (the JSON text) is emptied once parsed into
-    /// `descriptor`: a live actor keeps the parsed form only.
-    pub(super) row: StreamRow,
-    pub(super) descriptor: Descriptor,
+    /// Boxed: the actor's task is allocated with the actor inline, and a few bytes over a
+    /// size class cost the next one.
+    pub(super) descriptor: Box<Descriptor>,
     pub(super) machine: StreamMachine,
+    pub(super) created_us: i64,
+    pub(super) updated_us: i64,
+    /// ArchiveInfo as JSON, once archived.
+    pub(super) archive: Option<String>,
+    pub(super) archive_error: Option<String>,
     /// False for a stream archived before `next_sequence` was kept (no chunks to tell).
     pub(super) sequence_known: bool,
 }
 
 impl Loaded {
-    pub(super) fn from_row(mut row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
+    pub(super) fn from_row(row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
         let descriptor: Descriptor = row
             .descriptor()
             .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
-        row.descriptor = String::new();
         let m = StreamMachine::restore(descriptor.stream_type, descriptor.timestamp, &row, spans);
         let sequence_known =
             !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());
         Ok(Self {
-            row,
-            descriptor,
+            descriptor: Box::new(descriptor),
             machine: m,
+            created_us: row.created_us,
+            updated_us: row.updated_us,
+            archive: row.archive,
+            archive_error: row.archive_error,
             sequence_known,
         })
     }
 
-    /// The row as it stands with the machine's state applied.
-    pub(super) fn current_row(&self) -> StreamRow {
+    /// A copy to compute a transition on.
+    pub(super) fn draft(&self) -> Self {
+        Self {
+            descriptor: self.descriptor.clone(),
+            machine: self.machine.clone(),
+            created_us: self.created_us,
+            updated_us: self.updated_us,
+            archive: self.archive.clone(),
+            archive_error: self.archive_error.clone(),
+            sequence_known: self.sequence_known,
+        }
+    }
+
+    /// The stream as the API shows it: the row put back together from the actor's key and
+    /// path, the descriptor and the machine's state.
+    pub(super) fn json(&self, key: &StreamKey, path: &StreamPath) -> StreamJson {
         let m = &self.machine;
         let lc = self.lifecycle();
         StreamRow {
+            project: key.project.clone(),
+            id: key.id.clone(),
+            path: path.to_string(),
+            prefix: path.prefix.clone(),
+            name: path.name.clone(),
+            stream_type: self.descriptor.stream_type,
+            content_type: self.descriptor.content_type.clone(),
+            descriptor: String::new(),
+            created_us: self.created_us,
+            updated_us: lc.updated_us,
             next_index: m.next_index() as i64,
             next_sequence: self.next_sequence().map(|s| s as i64),
             terminal_index: lc.terminal_index,
             terminated_us: lc.terminated_us,
             sealed: lc.sealed,
             archival: lc.archival,
+            archive: lc.archive,
+            archive_error: lc.archive_error,
             purged: lc.purged,
-            ..self.row.clone()
         }
-    }
-
-    pub(super) fn json(&self) -> StreamJson {
-        self.current_row().to_json(self.descriptor.clone())
+        .to_json((*self.descriptor).clone())
     }
 
     pub(super) fn next_sequence(&self) -> Option<u64> {
@@ -73,13 +104,13 @@ impl Loaded {
     pub(super) fn lifecycle(&self) -> StreamLifecycle {
         let m = &self.machine;
         StreamLifecycle {
-            updated_us: self.row.updated_us,
+            updated_us: self.updated_us,
             terminal_index: m.terminal_index().unwrap_or(-1),
             terminated_us: m.terminated_us(),
             sealed: m.is_sealed(),
             archival: m.archival(),
-            archive: self.row.archive.clone(),
-            archive_error: self.row.archive_error.clone(),
+            archive: self.archive.clone(),
+            archive_error: self.archive_error.clone(),
             purged: m.is_purged(),
         }
     }

@@ -55,10 +55,10 @@ impl StreamActor {
     }
 
     pub(super) fn finish_batch(&mut self, batch: u64, result: &WriteResult) {
-        self.inflight.remove(&batch);
+        self.inflight.retain(|(b, _)| *b != batch);
         if self.inflight.is_empty() {
-            // An emptied map keeps its table; an idle stream's actor should not.
-            self.inflight = HashMap::new();
+            // An emptied vector keeps its buffer; an idle stream's actor should not.
+            self.inflight = Vec::new();
         }
         if let Some(s) = &mut self.stream {
             s.machine.commit_result(batch, result.is_ok());
@@ -69,7 +69,7 @@ impl StreamActor {
     /// After a batch committed: note its chunks and compact once enough small ones line up.
     pub(super) fn after_commit(&mut self, chunks: &[(u64, u64, u64)]) {
         let Some(s) = &mut self.stream else { return };
-        s.row.updated_us = now_us();
+        s.updated_us = now_us();
         self.outline.dirty = true;
         let next = s.machine.next_index();
         let Some((start, end)) = self.compaction.observe(chunks, next) else {
@@ -100,19 +100,14 @@ impl StreamActor {
             let Some(s) = &act.stream else {
                 return reply(Err(ActorError::stream_not_found(&act.path)));
             };
-            let mut next = Loaded {
-                row: s.row.clone(),
-                descriptor: s.descriptor.clone(),
-                machine: s.machine.clone(),
-                sequence_known: s.sequence_known,
-            };
+            let mut next = s.draft();
             let now = now_us();
             match next.machine.terminate(requested, now) {
                 Err(e) => return reply(Err(e.into())),
-                Ok(false) => return reply(Ok(s.json())),
+                Ok(false) => return reply(Ok(s.json(&act.key, &act.path))),
                 Ok(true) => {}
             }
-            next.row.updated_us = now;
+            next.updated_us = now;
             let (reason, delay) = if next.machine.is_complete() {
                 (TaskReason::Terminated, act.deps.archival.complete_delay)
             } else {
@@ -134,7 +129,7 @@ impl StreamActor {
                 r?;
                 act.deps.task_bell.ring(due);
                 if let Some(s) = &mut act.stream {
-                    s.row.updated_us = next.row.updated_us;
+                    s.updated_us = next.updated_us;
                     s.machine = next.machine;
                 }
                 // A complete stream's outline can now be finished.
@@ -143,7 +138,7 @@ impl StreamActor {
                 Ok(act
                     .stream
                     .as_ref()
-                    .map(Loaded::json)
+                    .map(|s| s.json(&act.key, &act.path))
                     .expect("stream is loaded"))
             }))
         }))
@@ -161,7 +156,10 @@ impl StreamActor {
         let mut waits: Vec<(u64, CommitFuture)> = plan
             .waits_for
             .iter()
-            .filter_map(|b| self.inflight.get(b).map(|f| (*b, f.clone())))
+            .filter_map(|b| {
+                let (_, f) = self.inflight.iter().find(|(i, _)| i == b)?;
+                Some((*b, f.clone()))
+            })
             .collect();
         let mut own = None;
         if let Some(batch) = plan.batch {
@@ -212,7 +210,7 @@ impl StreamActor {
             let rx = self.deps.writer.append(op);
             let fut: Pin<Box<dyn Future<Output = WriteResult> + Send>> = Box::pin(rx.map(settle));
             let shared = fut.shared();
-            self.inflight.insert(batch, shared.clone());
+            self.inflight.push((batch, shared.clone()));
             waits.push((batch, shared));
             own = Some((batch, meta, plan.runs, rings));
         }
@@ -272,7 +270,7 @@ impl StreamActor {
     ) -> Reply<(StreamJson, bool)> {
         let now = now_us();
         let descriptor_json = serde_json::to_string(&descriptor).expect("descriptor serialises");
-        let row = StreamRow {
+        let mut row = StreamRow {
             project: self.key.project.clone(),
             id: self.key.id.clone(),
             path: self.path.to_string(),
@@ -280,7 +278,7 @@ impl StreamActor {
             name: self.path.name.clone(),
             stream_type: descriptor.stream_type,
             content_type: descriptor.content_type.clone(),
-            descriptor: descriptor_json.clone(),
+            descriptor: descriptor_json,
             created_us: now,
             updated_us: now,
             next_index: 0,
@@ -293,7 +291,7 @@ impl StreamActor {
             purged: false,
             next_sequence: Some(0),
         };
-        let mut loaded = match Loaded::from_row(row, &[]) {
+        let mut loaded = match Loaded::from_row(row.clone(), &[]) {
             Ok(l) => l,
             Err(e) => return reply(Err(e)),
         };
@@ -314,8 +312,8 @@ impl StreamActor {
             ),
         };
         let lc = loaded.lifecycle();
-        loaded.row.terminal_index = lc.terminal_index;
-        loaded.row.terminated_us = lc.terminated_us;
+        row.terminal_index = lc.terminal_index;
+        row.terminated_us = lc.terminated_us;
         let tags: Vec<TagRow> = descriptor
             .tags
             .iter()
@@ -338,15 +336,12 @@ impl StreamActor {
             last_error: None,
             created_us: now,
         };
-        // The row as inserted, with the descriptor's JSON, which `Loaded` does not keep.
-        let mut row = loaded.row.clone();
-        row.descriptor = descriptor_json;
         let store = self.store();
         let f = self.fenced(move |c| store::insert_stream(c, &row, &tags, &task));
         let write = blocking(move || store.write(f));
         Box::pin(write.into_actor(self).map(move |r, act, _| {
             r?;
-            let json = loaded.json();
+            let json = loaded.json(&act.key, &act.path);
             act.stream = Some(loaded);
             act.publish();
             Ok((json, true))
@@ -375,7 +370,7 @@ impl StreamActor {
         let write = blocking(move || store.write(f));
         Box::pin(write.into_actor(self).map(move |r, act, _| {
             r?;
-            let json = next.json();
+            let json = next.json(&act.key, &act.path);
             act.stream = Some(next);
             act.publish();
             Ok(json)
@@ -388,13 +383,8 @@ impl StreamActor {
             .stream
             .as_ref()
             .ok_or_else(|| ActorError::stream_not_found(&self.path))?;
-        let mut row = s.row.clone();
-        row.updated_us = now_us();
-        Ok(Loaded {
-            row,
-            descriptor: s.descriptor.clone(),
-            machine: s.machine.clone(),
-            sequence_known: s.sequence_known,
-        })
+        let mut next = s.draft();
+        next.updated_us = now_us();
+        Ok(next)
     }
 }

@@ -85,7 +85,7 @@ impl Handler<Load> for StreamActor {
 
     fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) -> Self::Result {
         self.gate(ctx)?;
-        Ok(self.visible(msg.see_purged)?.json(&self.key, &self.path))
+        self.visible(msg.see_purged)
     }
 }
 
@@ -94,7 +94,7 @@ impl Handler<Follow> for StreamActor {
 
     fn handle(&mut self, msg: Follow, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
-        let json = self.visible(msg.see_purged)?.json(&self.key, &self.path);
+        let json = self.visible(msg.see_purged)?;
         let published = self.published;
         let tx = self
             .progress
@@ -108,7 +108,7 @@ impl Handler<Subscribe> for StreamActor {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
-        let json = self.visible(msg.see_purged)?.json(&self.key, &self.path);
+        let json = self.visible(msg.see_purged)?;
         self.subscribers.retain(|(id, _)| *id != msg.id);
         self.subscribers.push((msg.id, msg.recipient));
         let frame = logdog_schema::wire::state_frame(Some(&json));

@@ -118,11 +118,11 @@ fn reply<T: 'static>(r: Result<T, ActorError>) -> Reply<T> {
 }
 
 impl StreamActor {
-    /// The stream, for a reader: not found when there is none, or when it is purged and
-    /// the reader may not see purged streams.
-    fn visible(&self, see_purged: bool) -> Result<&Loaded, ActorError> {
+    /// The stream as a reader sees it: not found when there is none, or when it is purged
+    /// and the reader may not see purged streams.
+    fn visible(&self, see_purged: bool) -> Result<StreamJson, ActorError> {
         match &self.stream {
-            Some(s) if !s.machine.is_purged() || see_purged => Ok(s),
+            Some(s) if !s.machine.is_purged() || see_purged => Ok(s.json(&self.key, &self.path)),
             _ => Err(ActorError::stream_not_found(&self.path)),
         }
     }

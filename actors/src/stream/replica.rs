@@ -209,6 +209,6 @@ impl Handler<Peek> for StreamActor {
 
     fn handle(&mut self, msg: Peek, _: &mut Context<Self>) -> Self::Result {
         self.gate_read()?;
-        Ok(self.visible(msg.see_purged)?.json(&self.key, &self.path))
+        self.visible(msg.see_purged)
     }
 }

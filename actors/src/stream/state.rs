@@ -22,6 +22,7 @@ impl From<PrefixRow> for PrefixInfo {
 /// of its row that neither of them holds. The row's names (project, id, path, prefix,
 /// name) are the actor's key and path, and its content type is the descriptor's, so they
 /// are kept once (`json` puts the row back together).
+#[derive(Clone)]
 pub(super) struct Loaded {
     /// Boxed: the actor's task is allocated with the actor inline, and a few bytes over a
     /// size class cost the next one.
@@ -37,14 +38,20 @@ pub(super) struct Loaded {
 }
 
 impl Loaded {
+    /// The stream as stored: its row (whose descriptor is parsed) and its chunks' spans.
     pub(super) fn from_row(row: StreamRow, spans: &[ChunkSpan]) -> Result<Self, ActorError> {
         let descriptor: Descriptor = row
             .descriptor()
             .map_err(|e| ActorError::Internal(format!("stored descriptor is invalid: {e}")))?;
+        Ok(Self::new(descriptor, row, spans))
+    }
+
+    /// The stream of `row`, whose descriptor is `descriptor`.
+    pub(super) fn new(descriptor: Descriptor, row: StreamRow, spans: &[ChunkSpan]) -> Self {
         let m = StreamMachine::restore(descriptor.stream_type, descriptor.timestamp, &row, spans);
         let sequence_known =
             !(spans.is_empty() && row.next_index > 0 && row.next_sequence.is_none());
-        Ok(Self {
+        Self {
             descriptor: Box::new(descriptor),
             machine: m,
             created_us: row.created_us,
@@ -52,19 +59,6 @@ impl Loaded {
             archive: row.archive,
             archive_error: row.archive_error,
             sequence_known,
-        })
-    }
-
-    /// A copy to compute a transition on.
-    pub(super) fn draft(&self) -> Self {
-        Self {
-            descriptor: self.descriptor.clone(),
-            machine: self.machine.clone(),
-            created_us: self.created_us,
-            updated_us: self.updated_us,
-            archive: self.archive.clone(),
-            archive_error: self.archive_error.clone(),
-            sequence_known: self.sequence_known,
         }
     }
 

@@ -100,7 +100,7 @@ impl StreamActor {
             let Some(s) = &act.stream else {
                 return reply(Err(ActorError::stream_not_found(&act.path)));
             };
-            let mut next = s.draft();
+            let mut next = s.clone();
             let now = now_us();
             match next.machine.terminate(requested, now) {
                 Err(e) => return reply(Err(e.into())),
@@ -291,10 +291,17 @@ impl StreamActor {
             purged: false,
             next_sequence: Some(0),
         };
-        let mut loaded = match Loaded::from_row(row.clone(), &[]) {
-            Ok(l) => l,
-            Err(e) => return reply(Err(e)),
-        };
+        let tags: Vec<TagRow> = descriptor
+            .tags
+            .iter()
+            .map(|(k, v)| TagRow {
+                project: self.key.project.clone(),
+                stream_id: self.key.id.clone(),
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        let mut loaded = Loaded::new(descriptor, row.clone(), &[]);
         let timing = &self.deps.archival;
         let (reason, due) = match terminal_index {
             Some(t) if t >= 0 => {
@@ -314,16 +321,6 @@ impl StreamActor {
         let lc = loaded.lifecycle();
         row.terminal_index = lc.terminal_index;
         row.terminated_us = lc.terminated_us;
-        let tags: Vec<TagRow> = descriptor
-            .tags
-            .iter()
-            .map(|(k, v)| TagRow {
-                project: self.key.project.clone(),
-                stream_id: self.key.id.clone(),
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect();
         let task = TaskRow {
             task_id: task_id(),
             project: self.key.project.clone(),
@@ -383,7 +380,7 @@ impl StreamActor {
             .stream
             .as_ref()
             .ok_or_else(|| ActorError::stream_not_found(&self.path))?;
-        let mut next = s.draft();
+        let mut next = s.clone();
         next.updated_us = now_us();
         Ok(next)
     }

@@ -256,6 +256,11 @@ async fn archived(c: &Client, path: &str) -> Value {
 fn s3_archiving(db: &TestDb, weed: &Weed, embedded: bool) -> logdog::config::Config {
     let mut config = crate::archivist::archiving(db, embedded);
     weed.configure(&mut config);
+    // The store is a process of its own that can refuse connections for a moment under
+    // CI's load (seen: three attempts within a second, all "error sending request", and
+    // the stream's archival failed where the test meant the store to be up). Tests of
+    // failure set their own `max_attempts`.
+    config.archival.max_attempts = 10;
     config
 }
 

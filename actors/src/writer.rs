@@ -112,9 +112,8 @@ impl Op {
                         other => other?,
                     }
                 }
-                match store::get_stream(conn, &a.project, &a.stream_id)? {
-                    Some(row) if !row.purged => {}
-                    _ => return Ok(Err(WriteError::StreamGone)),
+                if !store::stream_is_live(conn, &a.project, &a.stream_id)? {
+                    return Ok(Err(WriteError::StreamGone));
                 }
                 for chunk in &a.chunks {
                     store::insert_chunk(conn, chunk)?;

@@ -20,6 +20,17 @@ pub fn get_stream(
         .optional()?)
 }
 
+/// Whether the stream exists and is not purged: the writer's check before each append,
+/// which reads one column instead of the whole row.
+pub fn stream_is_live(conn: &mut AnyConnection, project: &str, id: &str) -> Result<bool, StoreError> {
+    let purged: Option<bool> = streams::table
+        .find((project, id))
+        .select(streams::purged)
+        .first(conn)
+        .optional()?;
+    Ok(purged == Some(false))
+}
+
 /// Inserts a new stream with its tags and its first archive task, in the caller's transaction.
 pub fn insert_stream(
     conn: &mut AnyConnection,

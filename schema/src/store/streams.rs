@@ -22,7 +22,11 @@ pub fn get_stream(
 
 /// Whether the stream exists and is not purged: the writer's check before each append,
 /// which reads one column instead of the whole row.
-pub fn stream_is_live(conn: &mut AnyConnection, project: &str, id: &str) -> Result<bool, StoreError> {
+pub fn stream_is_live(
+    conn: &mut AnyConnection,
+    project: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
     let purged: Option<bool> = streams::table
         .find((project, id))
         .select(streams::purged)

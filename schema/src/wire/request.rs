@@ -16,7 +16,9 @@ pub struct IncomingEntry {
 }
 
 /// A text line in JSON: a plain string is shorthand for `{"value": s, "delimiter": "\n"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// Read by a visitor of its own (`Deserialize` below), not serde's untagged form, which
+/// buffers every line before trying each variant.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum LineJson {
     Short(String),
@@ -26,6 +28,63 @@ pub enum LineJson {
         #[schema(value_type = Delimiter)]
         delimiter: String,
     },
+}
+
+impl<'de> Deserialize<'de> for LineJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Value,
+            Delimiter,
+            #[serde(other)]
+            Other,
+        }
+
+        struct Line;
+        impl<'de> Visitor<'de> for Line {
+            type Value = LineJson;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"a line: a string, or {"value": string, "delimiter": string}"#)
+            }
+
+            fn visit_str<E: Error>(self, v: &str) -> Result<LineJson, E> {
+                Ok(LineJson::Short(v.to_owned()))
+            }
+
+            fn visit_string<E: Error>(self, v: String) -> Result<LineJson, E> {
+                Ok(LineJson::Short(v))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LineJson, A::Error> {
+                let (mut value, mut delimiter) = (None, None);
+                while let Some(field) = map.next_key()? {
+                    match field {
+                        Field::Value if value.is_some() => {
+                            return Err(A::Error::duplicate_field("value"))
+                        }
+                        Field::Value => value = Some(map.next_value()?),
+                        Field::Delimiter if delimiter.is_some() => {
+                            return Err(A::Error::duplicate_field("delimiter"))
+                        }
+                        Field::Delimiter => delimiter = Some(map.next_value()?),
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(LineJson::Full {
+                    value: value.ok_or_else(|| A::Error::missing_field("value"))?,
+                    delimiter: delimiter.ok_or_else(|| A::Error::missing_field("delimiter"))?,
+                })
+            }
+        }
+
+        d.deserialize_any(Line)
+    }
 }
 
 /// A text entry's content.
@@ -357,6 +416,54 @@ mod tests {
             json!("entry"),
         ] {
             assert!(IncomingEntry::from_json(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    /// A line is a string or `{"value", "delimiter"}` (other keys ignored, as before the
+    /// visitor of its own); anything else is refused with what a line may be.
+    #[test]
+    fn lines_read_from_json_bytes() {
+        let text: TextJson = serde_json::from_slice(
+            br#"{"lines": ["a\tb", {"value": "x", "delimiter": "\r\n", "note": 1}, {"delimiter": "", "value": "y"}]}"#,
+        )
+        .unwrap();
+        let lines: Vec<_> = text
+            .lines
+            .into_iter()
+            .map(|l| match l {
+                LineJson::Short(v) => (v, None),
+                LineJson::Full { value, delimiter } => (value, Some(delimiter)),
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("a\tb".to_owned(), None),
+                ("x".to_owned(), Some("\r\n".to_owned())),
+                ("y".to_owned(), Some(String::new())),
+            ]
+        );
+        for (bad, says) in [
+            (r#"{"lines": [1]}"#, "a line: a string, or"),
+            (r#"{"lines": [null]}"#, "a line: a string, or"),
+            (
+                r#"{"lines": [{"value": "x"}]}"#,
+                "missing field `delimiter`",
+            ),
+            (r#"{"lines": [{"delimiter": ""}]}"#, "missing field `value`"),
+            (
+                r#"{"lines": [{"value": "x", "value": "y", "delimiter": ""}]}"#,
+                "duplicate field `value`",
+            ),
+            (
+                r#"{"lines": [{"value": 1, "delimiter": ""}]}"#,
+                "invalid type",
+            ),
+        ] {
+            let e = serde_json::from_str::<TextJson>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 }

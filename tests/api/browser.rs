@@ -773,8 +773,12 @@ async fn a_run_on_one_page() {
     );
     // Hide stderr, then stdout.
     b.click("#sources input[data-src='stderr']").await;
-    b.until("stdout only", &format!("{VIEW}.lines.length === 2"))
-        .await;
+    // The rows are drawn after the model changes: wait for both.
+    b.until(
+        "stdout only",
+        &format!("{VIEW}.lines.length === 2 && document.querySelectorAll('#rows .line').length === 2 && [...document.querySelectorAll('#rows .line .src')].every(s => s.textContent === 'stdout')"),
+    )
+    .await;
     assert_eq!(
         b.js(rows, json!([])).await,
         json!(["stdout out 1", "stdout out 2"])
@@ -783,7 +787,7 @@ async fn a_run_on_one_page() {
     b.click("#sources input[data-src='stdout']").await;
     b.until(
         "stderr only",
-        &format!("{VIEW}.lines.length === 2 && {VIEW}.lines[0].src.name === 'stderr'"),
+        &format!("{VIEW}.lines.length === 2 && {VIEW}.lines[0].src.name === 'stderr' && document.querySelectorAll('#rows .line').length === 2 && [...document.querySelectorAll('#rows .line .src')].every(s => s.textContent === 'stderr')"),
     )
     .await;
     // Relative times keep one width.
